@@ -1,0 +1,37 @@
+"""The three steering rules on hand-made hidden states."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.steering import steer_hidden
+
+
+def test_additive_moves_along_the_unit_direction() -> None:
+    hidden = torch.zeros(2, 3, 4)
+    direction = torch.tensor([0.0, 2.0, 0.0, 0.0])
+    out = steer_hidden(hidden, direction, "additive", -1.5)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, -1.5, 0.0, 0.0]))
+
+
+def test_ablation_removes_the_projection_and_keeps_the_rest() -> None:
+    hidden = torch.tensor([[3.0, 4.0, 5.0]])
+    out = steer_hidden(hidden, torch.tensor([0.0, 10.0, 0.0]), "ablation", 1.0)
+    torch.testing.assert_close(out, torch.tensor([[3.0, 0.0, 5.0]]))
+
+
+def test_adaptive_steers_only_what_leans_harmful() -> None:
+    direction = torch.tensor([1.0, 0.0])
+    calibration = torch.tensor([0.0, 1.0])
+    harmful_lean = torch.tensor([[2.0, 1.0]])  # h - h̄ = (2, 0): cos = 1
+    benign_lean = torch.tensor([[-2.0, 1.0]])  # cos < 0: untouched
+    out = steer_hidden(harmful_lean, direction, "adaptive", 0.5, calibration)
+    expected = harmful_lean - 0.5 * 1.0 * harmful_lean.norm() * direction
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(steer_hidden(benign_lean, direction, "adaptive", 0.5, calibration), benign_lean)
+
+
+def test_bf16_hidden_states_stay_bf16() -> None:
+    hidden = torch.randn(1, 2, 8, dtype=torch.bfloat16)
+    out = steer_hidden(hidden, torch.randn(8), "adaptive", 1.0, torch.zeros(8))
+    assert out.dtype == torch.bfloat16

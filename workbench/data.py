@@ -1,0 +1,171 @@
+"""Datasets of (image or none, prompt, label, source) records, read from JSONL or CSV.
+
+Images are referenced by path (relative to the dataset file) and opened lazily, so a dataset of
+thousands of records costs little memory; every path is checked when the file is read, so a bad
+line fails early with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+from PIL import Image, UnidentifiedImageError
+
+Label = Literal["harmful", "benign"]
+LABELS: tuple[str, ...] = ("harmful", "benign")
+_LABEL_ALIASES = {"harmful": "harmful", "unsafe": "harmful", "1": "harmful", "benign": "benign", "safe": "benign",
+                  "harmless": "benign", "0": "benign"}
+REQUIRED_COLUMNS = ("prompt", "label")
+MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs; a 6k x 6k photo still fits
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be read; the message names the file and line and what to fix."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One example: an optional image (path or in-memory), a prompt, its label and where it came from."""
+
+    prompt: str
+    label: Label
+    source: str = "default"
+    image_path: str | None = None
+    image_data: Image.Image | None = None
+
+    @property
+    def has_image(self) -> bool:
+        return self.image_path is not None or self.image_data is not None
+
+    def load_image(self) -> Image.Image | None:
+        """The image as RGB, or None for a text-only record."""
+        if self.image_data is not None:
+            return self.image_data.convert("RGB")
+        if self.image_path is None:
+            return None
+        with Image.open(self.image_path) as image:
+            return image.convert("RGB")
+
+    @property
+    def item(self) -> tuple[Image.Image | None, str]:
+        """(image, prompt), the pair the model consumes."""
+        return self.load_image(), self.prompt
+
+
+def _check_image(path: Path, where: str) -> None:
+    if not path.is_file():
+        raise DatasetError(f"{where}: image file {path} does not exist (paths are relative to the dataset file)")
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DatasetError(f"{where}: image {path.name} is {image.width}x{image.height}; "
+                                   f"resize it below {MAX_IMAGE_PIXELS:,} pixels")
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DatasetError(f"{where}: image {path.name} cannot be read ({error}); replace or remove it") from None
+
+
+def _make_record(row: dict, base: Path, where: str, default_source: str) -> Record:
+    missing = [c for c in REQUIRED_COLUMNS if row.get(c) in (None, "")]
+    if missing:
+        raise DatasetError(f"{where}: missing {', '.join(missing)} (each record needs prompt and label; "
+                           "image and source are optional)")
+    label = _LABEL_ALIASES.get(str(row["label"]).strip().lower())
+    if label is None:
+        raise DatasetError(f"{where}: unknown label {row['label']!r}; use 'harmful' or 'benign'")
+    image_path = None
+    if row.get("image") not in (None, ""):
+        path = (base / str(row["image"])).resolve()
+        _check_image(path, where)
+        image_path = str(path)
+    return Record(prompt=str(row["prompt"]), label=label, source=str(row.get("source") or default_source),
+                  image_path=image_path)
+
+
+def read_jsonl(path: str | Path) -> list[Record]:
+    """Read a JSONL file: one object per line with prompt, label and optional image, source."""
+    path = Path(path)
+    records = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{where}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{where}: expected a JSON object with prompt and label")
+        records.append(_make_record(row, path.parent, where, path.stem))
+    return _nonempty(records, path)
+
+
+def read_csv(path: str | Path) -> list[Record]:
+    """Read a CSV file with a header row: prompt, label and optional image, source columns."""
+    path = Path(path)
+    reader = csv.DictReader(_read_text(path).splitlines())
+    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DatasetError(f"{path.name} line 1: header lacks column(s) {', '.join(missing)}; found "
+                           f"{', '.join(columns) or 'nothing'} (a comma-separated header is expected)")
+    records = []
+    for number, row in enumerate(reader, start=2):
+        clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
+        records.append(_make_record(clean, path.parent, f"{path.name} line {number}", path.stem))
+    return _nonempty(records, path)
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise DatasetError(f"dataset file {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path.name}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+
+
+def _nonempty(records: list[Record], path: Path) -> list[Record]:
+    if not records:
+        raise DatasetError(f"{path.name}: no records")
+    return records
+
+
+def load_dataset(spec: str | Path) -> list[Record]:
+    """Load records from a .jsonl/.csv path, or a built-in set such as `organism:train`."""
+    spec = str(spec)
+    if spec.startswith("organism:"):
+        from .organism import dataset as organism_dataset  # built-in sets of the model organism
+
+        return organism_dataset(spec.split(":", 1)[1])
+    suffix = Path(spec).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return read_jsonl(spec)
+    if suffix == ".csv":
+        return read_csv(spec)
+    raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file or organism:train|test")
+
+
+def require_both_labels(records: Iterable[Record]) -> None:
+    """Directions need both classes; say which is missing."""
+    labels = {r.label for r in records}
+    for label in LABELS:
+        if label not in labels:
+            raise DatasetError(f"the dataset has no {label} records; directions need harmful and benign examples")
+
+
+def dataset_hash(records: Iterable[Record]) -> str:
+    """A short content hash of the records (prompt, label, source, image bytes) for provenance."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record.prompt, record.label, record.source]).encode())
+        if record.image_path:
+            digest.update(Path(record.image_path).read_bytes())
+        elif record.image_data is not None:
+            digest.update(record.image_data.tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,162 @@
+"""Per-layer harmful-vs-benign directions, layer scores, per-source directions and ASTRA calibration.
+
+Every direction points from benign to harmful. Mean difference keeps its natural length; the PCA
+and probe directions are unit vectors rescaled to the length of the mean difference projected on
+them, so the same strength means roughly the same push whichever method made the vector.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+from .activations import Activations
+
+Method = Literal["mean_diff", "pca", "probe"]
+METHODS: tuple[str, ...] = ("mean_diff", "pca", "probe")
+DirectionFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (harmful [n,H], benign [m,H]) -> [H]
+
+
+def mean_difference(harmful: torch.Tensor, benign: torch.Tensor) -> torch.Tensor:
+    """Mean of harmful minus mean of benign."""
+    return harmful.mean(0) - benign.mean(0)
+
+
+def _rescale_like_mean_diff(unit: torch.Tensor, harmful: torch.Tensor, benign: torch.Tensor) -> torch.Tensor:
+    """Orient `unit` benign->harmful and give it the length of the mean difference projected on it."""
+    unit = unit / unit.norm().clamp_min(1e-12)
+    projection = torch.dot(mean_difference(harmful, benign), unit)
+    return unit * projection if projection != 0 else unit
+
+
+def pca_direction(harmful: torch.Tensor, benign: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """First principal axis of paired (harmful - benign) differences (pairs drawn with a fixed seed)."""
+    generator = torch.Generator().manual_seed(seed)
+    count = min(len(harmful), len(benign))
+    diffs = harmful[torch.randperm(len(harmful), generator=generator)[:count]] - \
+        benign[torch.randperm(len(benign), generator=generator)[:count]]
+    _, _, vh = torch.linalg.svd(diffs.double(), full_matrices=False)
+    return _rescale_like_mean_diff(vh[0].float(), harmful, benign)
+
+
+def probe_direction(harmful: torch.Tensor, benign: torch.Tensor) -> torch.Tensor:
+    """Weight vector of an L2-regularised logistic probe (harmful=1). Features are centred and divided by
+    one global scale, not per feature, so the geometry (and the weight direction) stays that of the
+    residual stream instead of inflating low-variance noise dimensions."""
+    x = torch.cat([harmful, benign]).double().numpy()
+    y = np.r_[np.ones(len(harmful)), np.zeros(len(benign))]
+    x = (x - x.mean(0)) / max(float(x.std()), 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = LogisticRegression(max_iter=2000).fit(x, y)
+    return _rescale_like_mean_diff(torch.from_numpy(probe.coef_[0]).float(), harmful, benign)
+
+
+DIRECTION_FNS: dict[str, DirectionFn] = {"mean_diff": mean_difference, "pca": pca_direction, "probe": probe_direction}
+
+
+def _split(acts: Activations, layer: int, rows: torch.Tensor, benign_rows: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    harmful = acts.values[rows & acts.mask("harmful"), layer]
+    benign = acts.values[(benign_rows if benign_rows is not None else rows) & acts.mask("benign"), layer]
+    if len(harmful) == 0 or len(benign) == 0:
+        raise ValueError("need at least one harmful and one benign record for a direction")
+    return harmful, benign
+
+
+def directions(acts: Activations, method: Method = "mean_diff", source: str | None = None) -> torch.Tensor:
+    """[layers, hidden] directions from all records, or from one source (its harmful vs its benign,
+    or vs all benign records when the source has none of its own)."""
+    if method not in DIRECTION_FNS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    rows = acts.mask(source=source)
+    benign_rows = rows if bool((rows & acts.mask("benign")).any()) else torch.ones_like(rows)
+    return torch.stack([DIRECTION_FNS[method](*_split(acts, layer, rows, benign_rows))
+                        for layer in range(acts.num_layers)])
+
+
+def sources_with_harmful(acts: Activations) -> list[str]:
+    return sorted({s for s, label in zip(acts.sources, acts.labels) if label == "harmful"})
+
+
+def per_source_directions(acts: Activations, method: Method = "mean_diff") -> dict[str, torch.Tensor]:
+    """One [layers, hidden] direction per source that has harmful records."""
+    return {source: directions(acts, method, source) for source in sources_with_harmful(acts)}
+
+
+def source_similarity(per_source: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[layers, S, S] cosine similarity between sources' directions at each layer."""
+    stacked = torch.stack(list(per_source.values()), dim=1)  # [L, S, H]
+    unit = stacked / stacked.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return unit @ unit.transpose(1, 2)
+
+
+def combined_direction(per_source: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Average of the sources' unit directions, rescaled to their mean length: each source counts equally,
+    whatever its size (Stage I's "diverse data sources")."""
+    stacked = torch.stack(list(per_source.values()))  # [S, L, H]
+    norms = stacked.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    mean_unit = (stacked / norms).mean(0)
+    mean_unit = mean_unit / mean_unit.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return mean_unit * norms.mean(0)
+
+
+def benign_mean(acts: Activations) -> torch.Tensor:
+    """[layers, hidden] mean benign activation: ASTRA's calibration reference h̄."""
+    rows = acts.mask("benign")
+    if not bool(rows.any()):
+        raise ValueError("calibration needs benign records")
+    return acts.values[rows].mean(0)
+
+
+@dataclass
+class LayerScore:
+    """How well harmful and benign separate at one layer."""
+
+    layer: int
+    probe_accuracy: float  # k-fold cross-validated logistic probe accuracy
+    auroc: float  # AUROC of the projection on the mean-difference direction
+    separation: float  # (mean_h - mean_b) / pooled std of that projection (Cohen's d)
+    direction_norm: float
+
+
+def layer_scores(acts: Activations, folds: int = 5, seed: int = 0) -> list[LayerScore]:
+    """Score every layer: cross-validated probe accuracy, projection AUROC and Cohen's d."""
+    y = np.array([label == "harmful" for label in acts.labels], dtype=int)
+    if y.min() == y.max():
+        raise ValueError("layer scores need both harmful and benign records")
+    folds = max(2, min(folds, int(np.bincount(y).min())))
+    scores = []
+    for layer in range(acts.num_layers):
+        x = acts.values[:, layer].double().numpy()
+        direction = mean_difference(torch.from_numpy(x[y == 1]), torch.from_numpy(x[y == 0])).numpy()
+        projection = x @ (direction / max(np.linalg.norm(direction), 1e-12))
+        pooled = np.sqrt((projection[y == 1].var() + projection[y == 0].var()) / 2) + 1e-12
+        scores.append(LayerScore(
+            layer=layer, probe_accuracy=_cv_probe_accuracy(x, y, folds, seed),
+            auroc=float(roc_auc_score(y, projection)),
+            separation=float((projection[y == 1].mean() - projection[y == 0].mean()) / pooled),
+            direction_norm=float(np.linalg.norm(direction)),
+        ))
+    return scores
+
+
+def _cv_probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> float:
+    if np.bincount(y).min() < 2:
+        return float("nan")  # one example of a class cannot be cross-validated
+    correct = 0
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        scaler = StandardScaler().fit(x[train])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = LogisticRegression(max_iter=2000).fit(scaler.transform(x[train]), y[train])
+        correct += int((probe.predict(scaler.transform(x[test])) == y[test]).sum())
+    return correct / len(y)

@@ -1,0 +1,85 @@
+"""Stage I end to end: dataset -> activations -> per-layer directions and scores -> a SteeringVector."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from . import directions as D
+from .activations import Activations, Position, capture
+from .data import Record, require_both_labels
+from .io import atomic_write_text
+from .models import VLM
+from .progress import ProgressFn
+from .vectors import SteeringVector
+
+
+@dataclass
+class Stage1Result:
+    """Everything Stage I computes; `save(out_dir)` writes it as files."""
+
+    activations: Activations
+    vector: SteeringVector
+    scores: list[D.LayerScore]
+    per_source: dict[str, torch.Tensor]
+    source_similarity: torch.Tensor | None  # [layers, S, S] or None with one source
+
+    def best_layer(self) -> int:
+        """The layer with the highest projection AUROC, ties broken by Cohen's d."""
+        return max(self.scores, key=lambda s: (s.auroc, s.separation)).layer
+
+    def scores_csv(self) -> str:
+        buffer = io.StringIO()
+        fields = list(asdict(self.scores[0]))
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        for score in self.scores:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(score).items()})
+        return buffer.getvalue()
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write activations, vectors, per-source vectors, layer_scores.csv and source similarity."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"activations": out / "activations.safetensors", "vectors": out / "vectors.safetensors",
+                 "layer_scores": out / "layer_scores.csv"}
+        self.activations.save(paths["activations"])
+        self.vector.save(paths["vectors"])
+        atomic_write_text(paths["layer_scores"], self.scores_csv())
+        for source, directions in self.per_source.items():
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)
+            per_source = SteeringVector(dict(enumerate(directions)), self.vector.calibration,
+                                        {**self.vector.metadata, "sources": [source]})
+            per_source.save(out / f"vectors_source_{safe}.safetensors")
+        if self.source_similarity is not None:
+            paths["source_similarity"] = out / "source_similarity.json"
+            atomic_write_text(paths["source_similarity"], json.dumps(
+                {"sources": list(self.per_source), "cosine": self.source_similarity.tolist()}))
+        return paths
+
+
+def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last", method: D.Method = "mean_diff",
+               batch_size: int = 8, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+               show_bar: bool = True) -> Stage1Result:
+    """Capture activations and compute directions, scores, per-source directions and calibration.
+
+    With several sources the vector is the combined direction (each source counts equally); with
+    one source it is that source's direction.
+    """
+    require_both_labels(records)
+    acts = capture(vlm, records, position, batch_size, progress, cancel, show_bar)
+    per_source = D.per_source_directions(acts, method)
+    combined = D.combined_direction(per_source) if len(per_source) > 1 else D.directions(acts, method)
+    similarity = D.source_similarity(per_source) if len(per_source) > 1 else None
+    metadata = dict(acts.metadata, method=method, sources=sorted(per_source),
+                    combination="mean of unit per-source directions" if len(per_source) > 1 else "single source",
+                    sign="benign->harmful")
+    vector = SteeringVector(dict(enumerate(combined)), dict(enumerate(D.benign_mean(acts))), metadata)
+    return Stage1Result(acts, vector, D.layer_scores(acts), per_source, similarity)
