@@ -38,6 +38,23 @@ def build_model() -> "object":
     return wrap("bench:llava-60m", LlavaForConditionalGeneration(config), processor)
 
 
+def hooked_generate(vlm, encoding, steering: Steering, generation: dict) -> torch.Tensor:
+    """Reference point: the same steering with plain PyTorch forward hooks (no nnsight trace)."""
+    from workbench.steering import steer_hidden
+
+    handles = []
+    for layer in steering.active_layers:
+        direction, calibration = steering.vector.directions[layer], steering.vector.calibration.get(layer)
+        hook = (lambda d, c: lambda module, args, output: steer_hidden(output, d, steering.mode, steering.alpha, c))(
+            direction, calibration)
+        handles.append(vlm.layer_module(layer).register_forward_hook(hook))
+    try:
+        return vlm.hf_model.generate(**encoding, **generation)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -67,6 +84,7 @@ def main() -> None:
         "plain generate": lambda: _generate_ids(vlm, encoding, None, generation),
         "steered generate (1 layer)": lambda: _generate_ids(vlm, encoding, one_layer, generation),
         "steered generate (8 layers)": lambda: _generate_ids(vlm, encoding, all_layers, generation),
+        "hook-steered generate (1 layer)": lambda: hooked_generate(vlm, encoding, one_layer, generation),
         "plain forward": lambda: vlm.hf_model(**encoding),
         "all-layer capture": lambda: capture_batch(vlm, encoding, weights),
     }
@@ -85,6 +103,8 @@ def main() -> None:
     print(f"ratio steered/plain generate, 1 layer : {median['steered generate (1 layer)'] / median['plain generate']:.3f}"
           " (target <= 1.03)")
     print(f"ratio steered/plain generate, 8 layers: {median['steered generate (8 layers)'] / median['plain generate']:.3f}")
+    print(f"ratio plain-hook steered/plain, 1 layer: "
+          f"{median['hook-steered generate (1 layer)'] / median['plain generate']:.3f} (reference, no nnsight)")
     print(f"ratio all-layer capture/plain forward : {median['all-layer capture'] / median['plain forward']:.3f}"
           " (target <= 1.05)")
 
