@@ -30,8 +30,9 @@ _PUNCT = list(".,:;!?'\"-()[]/\n") + ["<", ">", "|", "_"]
 _UNK, _PAD, _BOS, _EOS = "<unk>", "<pad>", "<s>", "</s>"
 
 
-def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (), **attrs: Any) -> PreTrainedTokenizerFast:
-    """A word-level fast tokenizer with `special_tokens` kept whole; `attrs` become tokenizer attributes."""
+def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (), **named: str) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer with `special_tokens` kept whole; `named` tokens (e.g. boi_token=...)
+    become attributes with matching `<name>_id`s that survive save_pretrained, as in real checkpoints."""
     vocab_list = [_PAD, _UNK, _BOS, _EOS] + list(dict.fromkeys(_WORDS + tuple(extra_words) + tuple(_PUNCT)))
     vocab_list += [t for t in special_tokens if t not in vocab_list]
     vocab = {word: i for i, word in enumerate(vocab_list)}
@@ -39,11 +40,9 @@ def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (),
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, unk_token=_UNK, pad_token=_PAD, bos_token=_BOS, eos_token=_EOS,
-        padding_side="left", extra_special_tokens={},
+        padding_side="left", extra_special_tokens=dict(named),
     )
     tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
-    for key, value in attrs.items():
-        setattr(tokenizer, key, value)
     return tokenizer
 
 
@@ -198,7 +197,6 @@ def _build_paligemma() -> tuple[torch.nn.Module, Any]:
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
 
     tokenizer = make_tokenizer(["<image>"], image_token="<image>")
-    tokenizer.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     image_processor = SiglipImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     image_processor.image_seq_length = 16
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds 1,152 loc/seg tokens
@@ -219,8 +217,6 @@ def _build_gemma3() -> tuple[torch.nn.Module, Any]:
     tokenizer = make_tokenizer(specials, boi_token="<start_of_image>", eoi_token="<end_of_image>",
                                image_token="<image_soft_token>")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
-    tokenizer.boi_token_id, tokenizer.eoi_token_id = ids["<start_of_image>"], ids["<end_of_image>"]
-    tokenizer.image_token_id = ids["<image_soft_token>"]
     image_processor = Gemma3ImageProcessor(size={"height": 32, "width": 32}, do_pan_and_scan=False,
                                            image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor = Gemma3Processor(
