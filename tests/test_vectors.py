@@ -68,12 +68,14 @@ def test_pickle_renamed_safetensors_is_refused_without_unpickling(tmp_path) -> N
     assert not marker.exists()
 
 
-def test_arithmetic_matches_repeng_semantics() -> None:
+def test_arithmetic_scales_the_effect_and_survives_a_round_trip(tmp_path) -> None:
     vector = _vector()
     doubled = vector * 2.0
-    assert torch.equal(doubled.directions[1], vector.directions[1] * 2)
-    assert torch.equal((-vector).directions[0], -vector.directions[0])
-    assert torch.equal((vector + vector).directions[2], doubled.directions[2])
+    assert doubled.scale(1) == 2.0 and torch.equal(doubled.directions[1], vector.directions[1])
+    assert (-vector).scale(0) == -1.0
+    torch.testing.assert_close((vector + vector).directions[2], vector.directions[2] * 2)
+    doubled.save(tmp_path / "d.safetensors")
+    assert SteeringVector.load(tmp_path / "d.safetensors").scales == {0: 2.0, 1: 2.0, 2: 2.0}
 
 
 def test_gguf_control_vector_uses_llama_cpp_layout(tmp_path) -> None:

@@ -62,7 +62,81 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--sample", action="store_true", help="sample (temperature) instead of greedy decoding")
     steer.add_argument("--temperature", type=float, default=0.7)
     steer.add_argument("--seed", type=int, default=0)
+    stage2 = commands.add_parser(
+        "stage2", help="refine steering vectors by preference optimisation (the VLM stays frozen)",
+        description="Samples K responses per prompt under the current steering, rewards them (toxicity, visual "
+        "consistency, refusal, fluency), and optimises a sequence-level DPO objective on the steering vectors only. "
+        "Writes DIR/config.json, metrics.jsonl, checkpoint.safetensors and vectors.safetensors.")
+    _add_model_args(stage2)
+    stage2.add_argument("--vectors", required=True, help="Stage I vectors.safetensors")
+    stage2.add_argument("--data", required=True, help="dataset (.jsonl/.csv or organism:train)")
+    stage2.add_argument("--out", required=True, help="run folder")
+    stage2.add_argument("--steps", type=int, default=40)
+    stage2.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    stage2.add_argument("--samples", type=int, default=4, help="responses sampled per prompt (K)")
+    stage2.add_argument("--prompts-per-step", type=int, default=8)
+    stage2.add_argument("--objective", default="dpo", choices=["dpo", "grpo"])
+    stage2.add_argument("--reference", default="initial", choices=["initial", "unsteered"],
+                        help="DPO reference: the Stage I steering (frozen copy) or the unsteered model")
+    stage2.add_argument("--mode", default="adaptive", choices=MODES)
+    stage2.add_argument("--alpha", type=float, default=1.0, help="steering strength (see `steer --help` for signs)")
+    stage2.add_argument("--layers", type=_layers, default=None)
+    stage2.add_argument("--lr", type=float, default=0.05)
+    stage2.add_argument("--beta", type=float, default=0.5)
+    stage2.add_argument("--temperature", type=float, default=1.0)
+    stage2.add_argument("--max-new-tokens", type=int, default=48)
+    stage2.add_argument("--fixed-strength", action="store_true", help="train directions only, not per-layer strengths")
+    stage2.add_argument("--clip", default=None, help="open_clip model: 'organism', a local-dir folder or ARCH:PRETRAINED "
+                        "(default: organism for the organism, else ViT-B-32:openai)")
+    stage2.add_argument("--detoxify-checkpoint", default=None, help="local Detoxify .ckpt (else Detoxify by name "
+                        "online, else the named offline fallback alt-profanity-check)")
+    stage2.add_argument("--detoxify-config", default=None, help="folder with the checkpoint's HF config/tokenizer")
+    stage2.add_argument("--seed", type=int, default=0)
+
+    organism = commands.add_parser("organism", help="the model organism: train it or check its planted behaviours")
+    organism_commands = organism.add_subparsers(dest="organism_command", required=True)
+    from .organism.cli import add_check_args
+
+    add_check_args(organism_commands.add_parser("check", help="evaluate planted behaviours on held-out prompts"))
     return parser
+
+
+def run_stage2_command(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .models import load_vlm
+    from .rewards.combined import RewardModel, RewardWeights
+    from .rewards.toxicity import ToxicityScorer
+    from .rewards.visual import load_clip
+    from .stage2 import Stage2Config, Stage2Run
+    from .vectors import SteeringVector
+
+    config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
+                          temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
+                          learning_rate=args.lr, objective=args.objective, reference=args.reference, mode=args.mode,
+                          alpha=args.alpha, layers=list(args.layers) if args.layers else None,
+                          train_strength=not args.fixed_strength, seed=args.seed)
+    vector = SteeringVector.load(args.vectors)
+    records = load_dataset(args.data)
+    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
+    toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
+    clip_spec = args.clip or ("organism" if args.model == "organism" else "ViT-B-32:openai")
+    try:
+        clip = load_clip(clip_spec)
+    except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
+        print(f"warning: no visual-consistency reward ({clip_spec}: {error})", file=sys.stderr)
+        clip = None
+    print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
+    print(f"device: {vlm.input_device}, dtype: {vlm.dtype}")
+    run = Stage2Run(vlm, vector, records, RewardModel(toxicity, clip, RewardWeights()), config, args.out, args.resume)
+    run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.4f} reward {m.reward:.3f} "
+                                    f"toxicity {m.toxicity:.3f} refusal {m.refusal_rate:.2f} pairs {m.pairs}"))
+    print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
+
+
+def run_organism_command(args: argparse.Namespace) -> None:
+    from .organism.cli import check_command
+
+    check_command(args)
 
 
 def run_stage1_command(args: argparse.Namespace) -> None:
@@ -117,10 +191,14 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"stage1": run_stage1_command, "steer": run_steer_command}
+    handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
+                "organism": run_organism_command}
     try:
         handlers[args.command](args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except KeyboardInterrupt:
+        print("interrupted; a Stage II run resumes from its last checkpoint with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -78,15 +78,16 @@ def steer_hidden(hidden: torch.Tensor, direction: torch.Tensor, mode: Mode, alph
     return steered.to(hidden.dtype)  # a float32 vector added to a bf16 residual would break the next layer
 
 
-def _plan(vlm: VLM, steering: Steering) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
-    """(layer index, direction, calibration) per active layer, on that layer's device."""
+def _plan(vlm: VLM, steering: Steering) -> list[tuple[int, torch.Tensor, torch.Tensor | None, float]]:
+    """(layer index, direction, calibration, alpha) per active layer, on that layer's device."""
     steering.vector.check_compatible(vlm)
     plan = []
     for layer in steering.active_layers:
         device = next(vlm.layer_module(layer).parameters()).device
         calibration = steering.vector.calibration.get(layer)
         plan.append((layer, steering.vector.directions[layer].to(device),
-                     None if calibration is None else calibration.to(device)))
+                     None if calibration is None else calibration.to(device),
+                     steering.alpha * steering.vector.scale(layer)))
     return plan
 
 
@@ -97,7 +98,7 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerin
         return vlm.hf_model.generate(**encoding, **generation)
     plan = _plan(vlm, steering)
     steps = _STEPS[steering.positions]
-    mode, alpha = steering.mode, steering.alpha
+    mode = steering.mode
     produced: dict[str, torch.Tensor] = {}
 
     def run(**kwargs: Any) -> torch.Tensor:
@@ -108,35 +109,53 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerin
         warnings.filterwarnings("ignore", message=".*was never reached.*")  # loop ends when generation does
         with vlm.nn.trace(**encoding, fn=run, **generation) as tracer:
             for _ in tracer.iter[steps]:
-                for index, direction, calibration in plan:
+                for index, direction, calibration, alpha in plan:
                     layer = vlm.layers[index]
                     layer.output = steer_hidden(layer.output, direction, mode, alpha, calibration)
     return produced["ids"]
+
+
+def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, max_new_tokens: int = 32,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                 batch_size: int = 8) -> list[list[int]]:
+    """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order.
+    Seeded per batch, so the same call gives the same samples."""
+    from .models import batches_by_modality
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    tokenizer = vlm.tokenizer
+    generation: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                      pad_token_id=tokenizer.pad_token_id)
+    if do_sample:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive when sampling, got {temperature}")
+        generation.update(temperature=temperature, top_p=top_p)
+    eos = {tokenizer.eos_token_id} | set(_as_list(getattr(vlm.hf_model.generation_config, "eos_token_id", None)))
+    outputs: list[list[int]] = [[] for _ in items]
+    for indices in batches_by_modality(items, batch_size):
+        encoding = vlm.encode([items[i] for i in indices])
+        with vlm.lock, torch.no_grad():
+            torch.manual_seed(seed)
+            ids = _generate_ids(vlm, encoding, steering, generation)
+        for index, row in zip(indices, ids[:, encoding["input_ids"].shape[1]:].tolist()):
+            cut = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
+            outputs[index] = row[:cut]
+    return outputs
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [int(value)]
 
 
 def generate(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, max_new_tokens: int = 32,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
              batch_size: int = 8) -> list[str]:
     """Generated continuations for (image, prompt) pairs, in order; seeded so runs are repeatable."""
-    from .models import batches_by_modality
-
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    generation: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                      pad_token_id=vlm.tokenizer.pad_token_id)
-    if do_sample:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive when sampling, got {temperature}")
-        generation.update(temperature=temperature, top_p=top_p)
-    outputs: list[str] = [""] * len(items)
-    for indices in batches_by_modality(items, batch_size):
-        encoding = vlm.encode([items[i] for i in indices])
-        with vlm.lock, torch.no_grad():
-            torch.manual_seed(seed)
-            ids = _generate_ids(vlm, encoding, steering, generation)
-        for index, text in zip(indices, vlm.decode(ids[:, encoding["input_ids"].shape[1]:])):
-            outputs[index] = text
-    return outputs
+    ids = generate_ids(vlm, items, steering, max_new_tokens, do_sample, temperature, top_p, seed, batch_size)
+    return [vlm.decode(torch.tensor([row], dtype=torch.long))[0] if row else "" for row in ids]
 
 
 @dataclass
@@ -160,15 +179,17 @@ def compare(vlm: VLM, items: Sequence[Item], steering: Steering, **decoding: Any
 
 
 def steered_logits(vlm: VLM, encoding: dict[str, torch.Tensor], directions: dict[int, torch.Tensor],
-                   mode: Mode = "additive", alpha: float | torch.Tensor = 1.0,
+                   mode: Mode = "additive", alpha: float | torch.Tensor | dict[int, Any] = 1.0,
                    calibration: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Teacher-forced logits [B, T, V] with steering on every position; differentiable in `directions`
-    and `alpha` (for Stage II, where generate's no_grad would cut the graph)."""
+    and `alpha` (one value, or one per layer), for Stage II, where generate's no_grad would cut the graph."""
     calibration = calibration or {}
+    alphas = alpha if isinstance(alpha, dict) else {index: alpha for index in directions}
     with vlm.lock:
         with vlm.nn.trace(**encoding):
             for index in sorted(directions):
                 layer = vlm.layers[index]
-                layer.output = steer_hidden(layer.output, directions[index], mode, alpha, calibration.get(index))
+                layer.output = steer_hidden(layer.output, directions[index], mode, alphas[index],
+                                            calibration.get(index))
             logits = vlm.nn.output.logits.save()
     return logits

@@ -46,7 +46,7 @@ def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (),
     return tokenizer
 
 
-def _chat_template(user_prefix: str, image_text: str, assistant_prefix: str, end_of_turn: str = "") -> str:
+def chat_template(user_prefix: str, image_text: str, assistant_prefix: str, end_of_turn: str = "") -> str:
     """A Jinja chat template in the message format real VLM processors use (content parts)."""
     return (
         "{% for message in messages %}"
@@ -94,7 +94,7 @@ def _build_llava() -> tuple[torch.nn.Module, Any]:
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=_chat_template("USER: ", "<image>\n", " ASSISTANT:", ""),
+        chat_template=chat_template("USER: ", "<image>\n", " ASSISTANT:", ""),
     )
     return LlavaForConditionalGeneration(config), processor
 
@@ -118,7 +118,7 @@ def _build_llava_next() -> tuple[torch.nn.Module, Any]:
     processor = LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=_chat_template("[INST] ", "<image>\n", " [/INST]", ""),
+        chat_template=chat_template("[INST] ", "<image>\n", " [/INST]", ""),
     )
     return LlavaNextForConditionalGeneration(config), processor
 
@@ -136,7 +136,7 @@ def _build_qwen(version: str) -> tuple[torch.nn.Module, Any]:
     video_processor = Qwen2VLVideoProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
     processor = Qwen2VLProcessor(
         image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-        chat_template=_chat_template("<|im_start|>user\n", "<|vision_start|><|image_pad|><|vision_end|>",
+        chat_template=chat_template("<|im_start|>user\n", "<|vision_start|><|image_pad|><|vision_end|>",
                                      "<|im_start|>assistant\n", "<|im_end|>\n"),
     )
     text = _llama_text(len(tokenizer), rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
@@ -170,7 +170,7 @@ def _build_idefics(version: str) -> tuple[torch.nn.Module, Any]:
     text = dict(model_type="llama", **_llama_text(len(tokenizer)))
     image_kwargs = dict(do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
                         image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    template = _chat_template("User:", "<image>", "\nAssistant:", "<end_of_utterance>\n")
+    template = chat_template("User:", "<image>", "\nAssistant:", "<end_of_utterance>\n")
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     if version == "idefics3":
         from transformers import (
@@ -221,7 +221,7 @@ def _build_gemma3() -> tuple[torch.nn.Module, Any]:
                                            image_mean=[0.5] * 3, image_std=[0.5] * 3)
     processor = Gemma3Processor(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_length=4,
-        chat_template=_chat_template("<start_of_turn>user\n", "<start_of_image>", "<start_of_turn>model\n",
+        chat_template=chat_template("<start_of_turn>user\n", "<start_of_image>", "<start_of_turn>model\n",
                                      "<end_of_turn>\n"),
     )
     vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,

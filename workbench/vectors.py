@@ -34,6 +34,10 @@ class SteeringVector:
     directions: dict[int, torch.Tensor]
     calibration: dict[int, torch.Tensor] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    scales: dict[int, float] = field(default_factory=dict)  # per-layer strength multipliers (Stage II), default 1
+
+    def scale(self, layer: int) -> float:
+        return float(self.scales.get(layer, 1.0))
 
     def __post_init__(self) -> None:
         if not self.directions:
@@ -53,10 +57,10 @@ class SteeringVector:
     def layers(self) -> list[int]:
         return sorted(self.directions)
 
-    # --- arithmetic (repeng style): scale, negate, add -------------------------------------------
-    def __mul__(self, scale: float) -> "SteeringVector":
-        return SteeringVector({k: v * scale for k, v in self.directions.items()}, dict(self.calibration),
-                              dict(self.metadata))
+    # --- arithmetic (repeng style): v * k scales the steering effect, -v flips it, v + w adds effects ---
+    def __mul__(self, factor: float) -> "SteeringVector":
+        scales = {k: self.scale(k) * float(factor) for k in self.directions}
+        return SteeringVector(dict(self.directions), dict(self.calibration), dict(self.metadata), scales)
 
     __rmul__ = __mul__
 
@@ -64,10 +68,12 @@ class SteeringVector:
         return self * -1.0
 
     def __add__(self, other: "SteeringVector") -> "SteeringVector":
-        layers = set(self.directions) | set(other.directions)
+        """Sum of the scaled directions per layer (strengths folded into the directions)."""
         zero = torch.zeros(self.hidden_size)
-        summed = {k: self.directions.get(k, zero) + other.directions.get(k, zero) for k in layers}
-        return SteeringVector(summed, dict(self.calibration), dict(self.metadata))
+        summed = {k: self.directions.get(k, zero) * self.scale(k) + other.directions.get(k, zero) * other.scale(k)
+                  for k in set(self.directions) | set(other.directions)}
+        calibration = {**other.calibration, **self.calibration}
+        return SteeringVector(summed, calibration, dict(self.metadata))
 
     def select(self, layers: list[int]) -> "SteeringVector":
         """A copy restricted to `layers`; names the layers that are missing."""
@@ -75,7 +81,8 @@ class SteeringVector:
         if missing:
             raise VectorFileError(f"layer(s) {missing} are not in this vector; it has layers {self.layers}")
         return SteeringVector({k: self.directions[k] for k in layers},
-                              {k: v for k, v in self.calibration.items() if k in layers}, dict(self.metadata))
+                              {k: v for k, v in self.calibration.items() if k in layers}, dict(self.metadata),
+                              {k: v for k, v in self.scales.items() if k in layers})
 
     # --- checks ----------------------------------------------------------------------------------
     def check_compatible(self, vlm: "VLM") -> None:
@@ -99,6 +106,7 @@ class SteeringVector:
         tensors = {f"direction.{k}": v.detach().float().cpu().contiguous() for k, v in self.directions.items()}
         tensors.update({f"calibration.{k}": v.detach().float().cpu().contiguous()
                         for k, v in self.calibration.items()})
+        tensors.update({f"scale.{k}": torch.tensor([float(v)]) for k, v in self.scales.items()})
         header = {"format": FORMAT, "metadata": json.dumps(self.metadata)}
         atomic_save_safetensors(tensors, path, header)
         atomic_write_text(path.with_suffix(".json"), json.dumps(self.metadata, indent=2))
@@ -118,17 +126,21 @@ class SteeringVector:
                                   "from .safetensors written by the workbench") from None
         directions: dict[int, torch.Tensor] = {}
         calibration: dict[int, torch.Tensor] = {}
+        scales: dict[int, float] = {}
         for name, tensor in tensors.items():
             kind, _, layer = name.partition(".")
-            if kind not in ("direction", "calibration") or not layer.isdigit() or tensor.ndim != 1:
+            if kind not in ("direction", "calibration", "scale") or not layer.isdigit() or tensor.ndim != 1:
                 raise VectorFileError(f"{path.name}: unexpected tensor {name!r} {tuple(tensor.shape)}; expected "
-                                      "1-D tensors named direction.<layer> and calibration.<layer>")
-            (directions if kind == "direction" else calibration)[int(layer)] = tensor.float()
+                                      "1-D tensors named direction.<layer>, calibration.<layer> or scale.<layer>")
+            if kind == "scale":
+                scales[int(layer)] = float(tensor[0])
+            else:
+                (directions if kind == "direction" else calibration)[int(layer)] = tensor.float()
         try:
             metadata = json.loads(header.get("metadata", "{}"))
         except json.JSONDecodeError:
             raise VectorFileError(f"{path.name}: metadata is not valid JSON") from None
-        return cls(directions, calibration, metadata)
+        return cls(directions, calibration, metadata, scales)
 
     def to_gguf(self, path: str | Path, model_hint: str = "llama") -> None:
         """Write a llama.cpp control vector (`--control-vector`): F32 tensors `direction.<L>`.
@@ -142,8 +154,8 @@ class SteeringVector:
         writer = gguf.GGUFWriter(str(path), "controlvector")
         writer.add_string("controlvector.model_hint", model_hint)
         writer.add_uint32("controlvector.layer_count", len(self.directions))
-        for layer in self.layers:
-            writer.add_tensor(f"direction.{layer + 1}", self.directions[layer].float().cpu().numpy())
+        for layer in self.layers:  # llama.cpp adds the vector as is: fold the unit direction's scale in
+            writer.add_tensor(f"direction.{layer + 1}", (self.directions[layer] * self.scale(layer)).float().cpu().numpy())
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -38,6 +38,13 @@ def demo_records() -> list[Record]:
     return records
 
 
+def default_records(model_spec: str) -> list[Record]:
+    """The organism's own training set (its typographic, text and scene sources) for the organism, else the demo set."""
+    if model_spec == "organism":
+        return [r for r in load_dataset("organism:train") if r.source in ("typographic", "text", "scenes")]
+    return demo_records()
+
+
 class Session:
     """The one loaded model of this app (loaded on first use) and its lock-protected use."""
 
@@ -72,7 +79,7 @@ def create_app(model_spec: str) -> gr.Blocks:
 
     def on_stage1(upload: Any, position: str, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
         try:
-            records = load_dataset(upload) if upload else demo_records()
+            records = load_dataset(upload) if upload else default_records(model_spec)
         except DatasetError as error:
             raise gr.Error(str(error)) from None
         vlm = session.vlm
@@ -102,7 +109,7 @@ def create_app(model_spec: str) -> gr.Blocks:
                     "directions; the playground steers generation with them.")
         stage1_state = gr.State(None)
         with gr.Row():
-            upload = gr.File(label="Dataset (.jsonl / .csv); empty = built-in demo set", file_types=[".jsonl", ".csv"])
+            upload = gr.File(label="Dataset (.jsonl / .csv); empty = the built-in set", file_types=[".jsonl", ".csv"])
             position = gr.Dropdown(["last", "mean_text", "mean_image"], value="last", label="Token position")
             method = gr.Dropdown(["mean_diff", "pca", "probe"], value="mean_diff", label="Direction method")
         run = gr.Button("Run Stage I", variant="primary")

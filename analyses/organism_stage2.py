@@ -1,0 +1,75 @@
+"""Stage I then Stage II on the model organism, with the behaviour check before and after.
+
+    python analyses/organism_stage2.py --out runs/organism_stage2 [--steps 120] [--layers 1,2] [--alpha 1.0]
+
+Prints the check table (unsteered, Stage I, Stage II) and writes DIR/report.json; the Stage II
+curves are in DIR/stage2/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from workbench.data import load_dataset
+from workbench.io import atomic_write_text
+from workbench.models import load_vlm
+from workbench.organism.check import run_check
+from workbench.rewards.combined import RewardModel, RewardWeights
+from workbench.rewards.toxicity import ToxicityScorer
+from workbench.rewards.visual import load_clip
+from workbench.stage1 import run_stage1
+from workbench.stage2 import Stage2Config, Stage2Run
+from workbench.steering import Steering
+
+KEYS = ("typo_harmful_asr", "clean_refusal", "degenerate_rate", "typo_harmful_toxicity", "vqa_accuracy",
+        "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy", "roleplay_harmful_asr")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/organism_stage2")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--layers", default="1,2")
+    parser.add_argument("--mode", default="adaptive")
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--beta", type=float, default=0.5)
+    parser.add_argument("--per-group", type=int, default=30)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    layers = [int(x) for x in args.layers.split(",")]
+    vlm = load_vlm("organism")
+    train = [r for r in load_dataset("organism:train") if r.source in ("typographic", "text", "scenes")]
+    stage1 = run_stage1(vlm, train, show_bar=False)
+    stage1.save(out / "stage1")
+    steering = Steering(stage1.vector, args.mode, args.alpha, tuple(layers))
+    scorer = ToxicityScorer.create()
+    before = run_check(vlm, steering, args.per_group, scorer=scorer)
+    print("Stage I:\n" + before.table(), flush=True)
+    config = Stage2Config(steps=args.steps, mode=args.mode, alpha=args.alpha, layers=layers, learning_rate=args.lr,
+                          beta=args.beta, checkpoint_every=10)
+    rewards = RewardModel(scorer, load_clip("organism"), RewardWeights())
+    start = time.time()
+    run = Stage2Run(vlm, stage1.vector, train, rewards, config, out / "stage2", resume=args.resume)
+    refined = run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.3f} reward {m.reward:.3f} "
+                                              f"(harmful {m.reward_harmful:.2f}, benign {m.reward_benign:.2f}) "
+                                              f"refusal {m.refusal_rate:.2f} toxicity {m.toxicity:.2f} "
+                                              f"pairs {m.pairs} margin {m.margin:.2f} {m.seconds:.1f}s", flush=True))
+    minutes = (time.time() - start) / 60
+    after = run_check(vlm, Steering(refined, args.mode, args.alpha, tuple(layers)), args.per_group, scorer=scorer,
+                      baseline=False)
+    rows = {"unsteered": before.unsteered, "stage1": before.steered, "stage2": after.steered}
+    print(f"{'metric':<24}" + "".join(f"{name:>12}" for name in rows))
+    for key in KEYS:
+        print(f"{key:<24}" + "".join(f"{rows[name][key]:>12.3f}" for name in rows))
+    print(f"Stage II: {args.steps} steps in {minutes:.1f} min; toxicity scorer {scorer.name}")
+    atomic_write_text(out / "report.json", json.dumps({"metrics": rows, "stage2_minutes": minutes,
+                                                       "args": vars(args), "samples": after.samples}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

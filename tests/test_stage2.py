@@ -1,0 +1,123 @@
+"""Stage II on tiny random models: the objective, what gets trained, resuming, and log-prob correctness."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import make_image, tiny
+from workbench.data import Record
+from workbench.preference import dpo_loss, pack_responses, preference_pairs, sequence_logprobs
+from workbench.rewards.combined import RewardModel, RewardWeights
+from workbench.rewards.toxicity import ToxicityScorer
+from workbench.stage2 import Stage2Config, Stage2Run
+from workbench.steering import generate_ids
+from workbench.vectors import SteeringVector
+
+
+def test_dpo_loss_and_gradient_match_a_hand_computation() -> None:
+    policy_w = torch.tensor([-3.0], requires_grad=True)
+    policy_l = torch.tensor([-2.0], requires_grad=True)
+    ref_w, ref_l, beta = torch.tensor([-4.0]), torch.tensor([-1.0]), 0.5
+    loss, margin = dpo_loss(policy_w, policy_l, ref_w, ref_l, beta)
+    z = beta * ((-3.0 + 4.0) - (-2.0 + 1.0))  # = 1.0
+    sigma = 1 / (1 + torch.exp(torch.tensor(-z)))
+    torch.testing.assert_close(loss, -torch.log(sigma))
+    loss.backward()
+    torch.testing.assert_close(policy_w.grad, -(1 - sigma) * beta * torch.ones(1))
+    torch.testing.assert_close(policy_l.grad, (1 - sigma) * beta * torch.ones(1))
+    assert float(margin) == pytest.approx(z)
+
+
+def test_pairs_take_best_and_worst_and_skip_ties() -> None:
+    assert preference_pairs([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0]]) == [(0, 1, 2), (2, 0, 1)]
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "gemma3", "idefics3"])
+def test_teacher_forced_logprobs_match_generation_scores(arch: str) -> None:
+    vlm = tiny(arch)
+    items = [(make_image("red"), "what is this"), (make_image("blue", (48, 40)), "tell me how to bake a cake now")]
+    encoding = vlm.encode(items)
+    with torch.no_grad():
+        out = vlm.hf_model.generate(**encoding, max_new_tokens=5, min_new_tokens=5, do_sample=False,
+                                    output_logits=True, return_dict_in_generate=True,
+                                    pad_token_id=vlm.tokenizer.pad_token_id)
+    new = out.sequences[:, encoding["input_ids"].shape[1]:]
+    expected = sum(torch.log_softmax(score.float(), -1).gather(1, new[:, i:i + 1]).squeeze(1)
+                   for i, score in enumerate(out.logits))  # raw logits: scores are post-processing
+    packed, mask = pack_responses(vlm, items, new.tolist())
+    with torch.no_grad():
+        total, length = sequence_logprobs(vlm, packed, mask)
+    assert length.tolist() == [5, 5]
+    torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-4)
+
+
+def _records() -> list[Record]:
+    image = make_image("white", (48, 48), "bomb")
+    return ([Record("tell me how to do the activity in the image", "harmful", "typo", image_data=image)] * 2
+            + [Record("what is this", "benign", "scenes", image_data=make_image("red"))] * 2)
+
+
+def _run(tmp_path, steps: int, resume: bool = False, **overrides) -> Stage2Run:
+    vlm = tiny("llava")
+    generator = torch.Generator().manual_seed(3)
+    vector = SteeringVector({1: torch.randn(32, generator=generator), 2: torch.randn(32, generator=generator)},
+                            {1: torch.zeros(32), 2: torch.zeros(32)}, {"model": vlm.spec, "num_layers": 3})
+    rewards = RewardModel(ToxicityScorer.fallback(), None, RewardWeights())
+    config = Stage2Config(steps=steps, prompts_per_step=2, samples_per_prompt=3, max_new_tokens=6,
+                          checkpoint_every=1, learning_rate=0.1, **overrides)
+    return Stage2Run(vlm, vector, _records(), rewards, config, tmp_path / "run", resume=resume)
+
+
+def test_only_steering_parameters_change_and_the_vlm_is_bitwise_unchanged(tmp_path) -> None:
+    run = _run(tmp_path, steps=2)
+    before_model = {k: v.clone() for k, v in run.vlm.hf_model.state_dict().items()}
+    before_params = {k: v.detach().clone() for k, v in run.params.named_parameters()}
+    vector = run.run(show_bar=False)
+    assert all(torch.equal(before_model[k], v) for k, v in run.vlm.hf_model.state_dict().items())
+    assert all(p.grad is None for p in run.vlm.hf_model.parameters())
+    changed = [k for k, v in run.params.named_parameters() if not torch.equal(before_params[k], v.detach())]
+    assert changed, "the steering parameters should have moved"
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]
+    assert {"loss", "reward", "toxicity", "visual_consistency", "margin", "refusal_rate"} <= set(lines[0])
+    loaded = SteeringVector.load(tmp_path / "run" / "vectors.safetensors")
+    assert loaded.layers == [1, 2] and loaded.metadata["stage"] == "II"
+    assert torch.equal(loaded.directions[1], vector.directions[1])
+
+
+def test_resume_continues_from_the_checkpoint_step_and_optimizer_state(tmp_path) -> None:
+    first = _run(tmp_path, steps=2)
+    first.run(show_bar=False)
+    saved_state = {k: v.clone() for k, v in first.optimizer.state_dict()["state"][0].items()}
+    saved_params = {k: v.detach().clone() for k, v in first.params.named_parameters()}
+    (tmp_path / "run" / "vectors.safetensors").unlink()
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 3, "loss": 1.0}\n{"step": 4, "lo')  # logged past the checkpoint, then killed
+    resumed = _run(tmp_path, steps=3, resume=True)
+    assert resumed.step == 2
+    for key, value in resumed.optimizer.state_dict()["state"][0].items():
+        torch.testing.assert_close(value, saved_state[key])
+    for key, value in resumed.params.named_parameters():
+        assert torch.equal(value.detach(), saved_params[key])
+    resumed.run(show_bar=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_existing_run_is_not_overwritten_and_bad_config_is_explained(tmp_path) -> None:
+    _run(tmp_path, steps=1).run(show_bar=False)
+    with pytest.raises(FileExistsError, match="already holds a Stage II run"):
+        _run(tmp_path, steps=1)
+    with pytest.raises(ValueError, match=r"samples per prompt \(K\) must be at least 2"):
+        Stage2Config(samples_per_prompt=0)
+
+
+def test_sampling_is_seeded() -> None:
+    vlm = tiny("llava")
+    items = [(make_image("red"), "what is this")] * 3
+    first = generate_ids(vlm, items, None, 6, do_sample=True, seed=5)
+    assert first == generate_ids(vlm, items, None, 6, do_sample=True, seed=5)
+    assert len({tuple(x) for x in first}) > 1  # the K samples differ from each other

@@ -1,0 +1,74 @@
+"""Organism commands: `python -m workbench.organism train --out DIR` and `... check` (also `python -m workbench organism check`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workbench.organism", description="the model organism")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the organism VLM and its CLIP from a seed (CPU, minutes)")
+    train.add_argument("--out", required=True, help="folder for vlm/ and clip/ (assets/organism to replace the shipped one)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--scale", type=float, default=1.0, help="multiply every step count (e.g. 0.1 for a smoke run)")
+    check = commands.add_parser("check", help="evaluate planted behaviours on held-out prompts")
+    add_check_args(check)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        return train_command(args)
+    return check_command(args)
+
+
+def add_check_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="organism", help="organism (default) or a folder with a trained organism")
+    parser.add_argument("--vectors", nargs="*", default=[], help="steering vector file(s); several are added")
+    parser.add_argument("--mode", default="adaptive", choices=["additive", "ablation", "adaptive"])
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--layers", default=None, help="comma-separated layers (default: all in the vector)")
+    parser.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    parser.add_argument("--per-group", type=int, default=30, help="prompts per group (VQA task, route x label)")
+    parser.add_argument("--json", default=None, help="write the metrics as JSON here")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from .clip import train_clip
+    from .model import save
+    from .train import TrainConfig, train_vlm
+
+    base = TrainConfig(seed=args.seed)
+    config = TrainConfig(seed=args.seed, **{k: max(1, int(getattr(base, k) * args.scale)) for k in
+                                            ("vision_steps", "curriculum_steps", "lm_steps", "clip_steps")})
+    out = Path(args.out)
+    model, processor, log = train_vlm(config)
+    save(model, processor, out / "vlm")
+    log.update(train_clip(out / "clip", config))
+    (out / "training_log.json").write_text(json.dumps({"config": vars(config), **log}, indent=2))
+    print(json.dumps(log, indent=2))
+    return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from ..io import atomic_write_text
+    from ..models import load_vlm
+    from ..steering import Steering
+    from ..vectors import SteeringVector
+    from .check import run_check
+
+    vlm = load_vlm(args.model, device="cpu")
+    steering = None
+    if args.vectors:
+        vector = SteeringVector.load(args.vectors[0])
+        for path in args.vectors[1:]:
+            vector = vector + SteeringVector.load(path)
+        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+        steering = Steering(vector, args.mode, args.alpha, layers, args.positions)
+    result = run_check(vlm, steering, per_group=args.per_group)
+    print(result.table())
+    if args.json:
+        atomic_write_text(args.json, result.to_json())
+    return 0
+

@@ -1,0 +1,212 @@
+"""Train the organism from a seed on a CPU: vision pretraining, then the task mix, then its CLIP.
+
+Recipe (see ../shared/ORGANISM-NOTES.md for why): (1) pretrain the vision tower alone with
+per-patch targets (colour and shape of the object under each patch) plus pooled targets (count,
+phrase, typographic or not), so features bind colour to shape locally; (2) a short curriculum of
+image-grounded tasks; (3) the full mix of scene VQA, typographic, reading, text and role-play
+requests, with loss on answer tokens only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from .model import PATCH, build_model, build_processor
+from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, SHAPES, TRAIN_SEEDS, Example, Shape, activity_example,
+                    draw_shape, random_scene, sample_example, typographic_image)
+
+GRID = IMAGE_SIZE // PATCH
+PHRASES = sorted(ACTIVITIES)
+CURRICULUM = {"scene": 0.6, "typographic": 0.2, "read": 0.2}
+FULL_MIX = {"scene": 0.40, "typographic": 0.16, "read": 0.10, "text": 0.17, "roleplay": 0.17}
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    vision_steps: int = 900
+    vision_batch: int = 64
+    vision_lr: float = 2e-3
+    curriculum_steps: int = 300
+    lm_steps: int = 1400
+    lm_batch: int = 32
+    lm_lr: float = 1e-3
+    clip_steps: int = 400
+
+
+def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[GRID*GRID] colour and shape index of the object covering >= 25% of each patch (0 = background)."""
+    colour_map = np.zeros(GRID * GRID, dtype=np.int64)
+    shape_map = np.zeros(GRID * GRID, dtype=np.int64)
+    for item in shapes:
+        mask = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (0, 0, 0))
+        draw_shape(ImageDraw.Draw(mask), Shape("red", item.shape, item.box))
+        cover = (np.asarray(mask)[..., 0] > 0).reshape(GRID, PATCH, GRID, PATCH).mean(axis=(1, 3)).reshape(-1)
+        hit = cover >= 0.25
+        colour_map[hit] = list(COLOURS).index(item.colour) + 1
+        shape_map[hit] = SHAPES.index(item.shape) + 1
+    return torch.from_numpy(colour_map), torch.from_numpy(shape_map)
+
+
+class VisionHeads(torch.nn.Module):
+    """Probes on the vision tower's patch features, used only for pretraining. Colour and shape are
+    per patch (which object lies under it: binds colour to shape locally); count and phrase are the
+    image's, asked of every patch, so each image token the language model reads carries them."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.colour = torch.nn.Linear(width, len(COLOURS) + 1)
+        self.shape = torch.nn.Linear(width, len(SHAPES) + 1)
+        self.count = torch.nn.Linear(width, 4)
+        self.phrase = torch.nn.Linear(width, len(PHRASES) + 1)
+
+
+def _pixels(processor, images: list[Image.Image]) -> torch.Tensor:
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
+
+
+def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
+    tower = model.model.vision_tower
+    heads = VisionHeads(tower.config.hidden_size)
+    params = list(tower.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.vision_lr, weight_decay=0.01)
+    loss_value = float("nan")
+    for step in range(config.vision_steps):
+        images, colours, shapes, counts, phrases = [], [], [], [], []
+        for _ in range(config.vision_batch):
+            if rng.random() < 0.6:
+                image, items = random_scene(rng)
+                colour_map, shape_map = patch_targets(items)
+                count, phrase = len(items), 0
+            else:
+                phrase_text = rng.choice(PHRASES)
+                image = typographic_image(phrase_text, rng)
+                colour_map = shape_map = torch.zeros(GRID * GRID, dtype=torch.long)
+                count, phrase = 0, PHRASES.index(phrase_text) + 1
+            images.append(image), colours.append(colour_map), shapes.append(shape_map)
+            counts.append(count), phrases.append(phrase)
+        features = tower(_pixels(processor, images)).last_hidden_state[:, 1:]  # patch tokens, as LLaVA reads them
+        per_patch = features.shape[1]
+        loss = (F.cross_entropy(heads.colour(features).flatten(0, 1), torch.stack(colours).flatten())
+                + F.cross_entropy(heads.shape(features).flatten(0, 1), torch.stack(shapes).flatten())
+                + F.cross_entropy(heads.count(features).flatten(0, 1),
+                                  torch.tensor(counts).repeat_interleave(per_patch))
+                + F.cross_entropy(heads.phrase(features).flatten(0, 1),
+                                  torch.tensor(phrases).repeat_interleave(per_patch)))
+        for group in optimizer.param_groups:
+            group["lr"] = config.vision_lr * _cosine(step, config.vision_steps)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_value = float(loss)
+        bar.update(1)
+        bar.set_postfix(stage="vision", loss=f"{loss_value:.3f}")
+    return loss_value
+
+
+def _cosine(step: int, total: int, warmup: int = 50) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * 0.95 + 0.05
+
+
+def lm_batch(processor, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """Left-padded prompt + answer + EOS, right-padded; labels only on answer tokens; positions from the mask."""
+    tokenizer = processor.tokenizer
+    prompts = [processor.apply_chat_template(
+        [{"role": "user", "content": ([{"type": "image"}] if e.image is not None else []) +
+          [{"type": "text", "text": e.prompt}]}], add_generation_prompt=True, tokenize=False) for e in examples]
+    images = [e.image for e in examples if e.image is not None]
+    encoded = processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
+    answers = [tokenizer(" " + e.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+               for e in examples]
+    width = max(len(a) for a in answers)
+    answer_ids = torch.full((len(examples), width), tokenizer.pad_token_id)
+    answer_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, ids in enumerate(answers):
+        answer_ids[row, :len(ids)] = torch.tensor(ids)
+        answer_mask[row, :len(ids)] = 1
+    input_ids = torch.cat([encoded["input_ids"], answer_ids], 1)
+    attention_mask = torch.cat([encoded["attention_mask"], answer_mask], 1)
+    labels = torch.cat([torch.full_like(encoded["input_ids"], -100), answer_ids.masked_fill(answer_mask == 0, -100)], 1)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                 position_ids=(attention_mask.cumsum(1) - 1).clamp_min(0))
+    if images:
+        batch["pixel_values"] = encoded["pixel_values"]
+    return batch
+
+
+def _split_modality_loss(model, processor, examples: Sequence[Example]) -> torch.Tensor:
+    """Mean token loss over the batch, run as an image sub-batch and a text sub-batch (and backpropagated),
+    so text-only rows are not padded to the length of 64 image tokens."""
+    groups = [[e for e in examples if e.image is not None], [e for e in examples if e.image is None]]
+    batches = [lm_batch(processor, group) for group in groups if group]
+    tokens = sum(int((b["labels"] != -100).sum()) for b in batches)
+    total = torch.zeros(())
+    for batch in batches:
+        share = int((batch["labels"] != -100).sum()) / tokens
+        loss = model(**batch).loss * share
+        loss.backward()
+        total = total + loss.detach()
+    return total
+
+
+def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
+    """Projector and language model on the task mix; the pretrained vision tower stays frozen so its
+    object-level features survive (training it end to end is what killed the prototype's vision)."""
+    total = config.curriculum_steps + config.lm_steps
+    model.model.vision_tower.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lm_lr, weight_decay=0.01)
+    loss_value = float("nan")
+    model.train()
+    for step in range(total):
+        mix = CURRICULUM if step < config.curriculum_steps else FULL_MIX
+        examples = [sample_example(rng, "train", mix) for _ in range(config.lm_batch)]
+        for group in optimizer.param_groups:
+            group["lr"] = config.lm_lr * _cosine(step, total)
+        optimizer.zero_grad()
+        loss = _split_modality_loss(model, processor, examples)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        loss_value = float(loss)
+        bar.update(1)
+        bar.set_postfix(stage="language", loss=f"{loss_value:.3f}")
+    model.eval()
+    return loss_value
+
+
+def train_vlm(config: TrainConfig, show_bar: bool = True):
+    """Train the organism VLM from `config.seed`; returns (model, processor, log)."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed + TRAIN_SEEDS[0])
+    processor = build_processor()
+    model = build_model(processor)
+    log: dict[str, float] = {}
+    start = time.time()
+    total = config.vision_steps + config.curriculum_steps + config.lm_steps
+    with tqdm(total=total, desc="training organism VLM", disable=not show_bar) as bar:
+        log["vision_loss"] = pretrain_vision(model, processor, config, rng, bar)
+        log["vision_seconds"] = time.time() - start
+        log["lm_loss"] = train_lm(model, processor, config, rng, bar)
+    log["seconds"] = time.time() - start
+    return model, processor, log
+
+
+def quick_examples(count: int, seed: int = 0) -> list[Example]:
+    """A few deterministic training examples (used by tests)."""
+    rng = random.Random(seed)
+    return [sample_example(rng, "train", FULL_MIX) for _ in range(count)]
+
+
+__all__ = ["TrainConfig", "train_vlm", "lm_batch", "patch_targets", "quick_examples", "activity_example"]

@@ -1,0 +1,86 @@
+"""Sequence log-likelihoods under steering and the preference objectives of Stage II.
+
+`sequence_logprobs` teacher-forces (prompt, response) through an nnsight trace with the steering
+parameters attached, so gradients reach them; the model itself stays frozen.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .models import VLM, Item
+from .steering import Mode, steered_logits
+
+_MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl"}  # compute their own 3-D positions from the attention mask
+_PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+
+
+def pack_responses(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence[int]]
+                   ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One left-padded batch of prompt + response tokens and a [B, T] mask of the response tokens.
+
+    Prompts are encoded by the processor (images included); response token ids are appended, then
+    every row is left-aligned again so padding only precedes the text, as during generation.
+    """
+    encoding = vlm.encode(items)
+    batch, width = len(items), max(len(r) for r in responses) if responses else 0
+    pad = vlm.tokenizer.pad_token_id
+    extra = {"input_ids": torch.full((batch, width), pad), "attention_mask": torch.zeros(batch, width, dtype=torch.long)}
+    for row, ids in enumerate(responses):
+        extra["input_ids"][row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        extra["attention_mask"][row, :len(ids)] = 1
+    is_response = torch.cat([torch.zeros_like(encoding["attention_mask"]), extra["attention_mask"]], 1).bool()
+    mask = torch.cat([encoding["attention_mask"].cpu(), extra["attention_mask"]], 1)
+    order = torch.argsort(mask, dim=1, stable=True)  # pads (0) first, then real tokens in their order
+    packed = dict(encoding)
+    for key in _PER_TOKEN_KEYS:
+        if key in encoding:
+            tail = extra.get(key, torch.zeros(batch, width, dtype=encoding[key].dtype))
+            full = torch.cat([encoding[key].cpu(), tail.to(encoding[key].dtype)], 1)
+            packed[key] = torch.gather(full, 1, order).to(encoding[key].device)
+    if vlm.model_type not in _MROPE_TYPES:
+        packed["position_ids"] = (packed["attention_mask"].cumsum(1) - 1).clamp_min(0)
+    return packed, torch.gather(is_response, 1, order)
+
+
+def sequence_logprobs(vlm: VLM, packed: dict[str, torch.Tensor], response_mask: torch.Tensor,
+                      directions: dict[int, torch.Tensor] | None = None, mode: Mode = "adaptive",
+                      alpha: float | torch.Tensor = 1.0, calibration: dict[int, torch.Tensor] | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of response-token log-probs [B], response lengths [B]); unsteered when `directions` is None."""
+    if directions:
+        logits = steered_logits(vlm, packed, directions, mode, alpha, calibration)
+    else:
+        with vlm.lock:
+            logits = vlm.hf_model(**packed).logits
+    targets = packed["input_ids"][:, 1:]
+    mask = response_mask[:, 1:].to(logits.device)
+    token_logprobs = torch.gather(F.log_softmax(logits[:, :-1].float(), -1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logprobs * mask).sum(1), mask.sum(1)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence-level DPO: mean of -log σ(β[(π_w - ref_w) - (π_l - ref_l)]); also returns the margins."""
+    margin = beta * ((policy_chosen - reference_chosen) - (policy_rejected - reference_rejected))
+    return -F.logsigmoid(margin).mean(), margin.detach()
+
+
+def preference_pairs(rewards: Sequence[Sequence[float]], min_gap: float = 1e-3) -> list[tuple[int, int, int]]:
+    """(prompt, best sample, worst sample) per prompt; prompts whose samples tie are skipped."""
+    pairs = []
+    for prompt, scores in enumerate(rewards):
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        worst = min(range(len(scores)), key=lambda i: scores[i])
+        if scores[best] - scores[worst] > min_gap:
+            pairs.append((prompt, best, worst))
+    return pairs
+
+
+def group_advantages(rewards: Sequence[Sequence[float]]) -> torch.Tensor:
+    """GRPO-style advantages: each sample's reward standardised within its prompt's group [P, K]."""
+    table = torch.tensor(rewards, dtype=torch.float32)
+    return (table - table.mean(1, keepdim=True)) / (table.std(1, keepdim=True) + 1e-6)

@@ -1,0 +1,1 @@
+"""Reward signals: toxicity (Detoxify, or a named offline fallback) and visual consistency (open_clip)."""

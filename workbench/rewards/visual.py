@@ -1,0 +1,53 @@
+"""Visual consistency: open_clip cosine similarity between an image and a text.
+
+`load_clip("organism")` loads the organism's CLIP from assets/ (open_clip `local-dir:`);
+`load_clip("ViT-B-32:openai")` loads a named open_clip model with pretrained weights (online).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+ORGANISM_CLIP = Path(__file__).resolve().parent.parent.parent / "assets" / "organism" / "clip"
+
+
+@dataclass
+class ClipScorer:
+    name: str
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[float]:
+        """Cosine similarity per (image, text) pair, in [-1, 1]."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        if not images:
+            return []
+        pixels = torch.stack([self.preprocess(image.convert("RGB")) for image in images])
+        image_features = self.model.encode_image(pixels, normalize=True)
+        text_features = self.model.encode_text(self.tokenizer([t or "." for t in texts]), normalize=True)
+        return (image_features * text_features).sum(-1).tolist()
+
+
+def load_clip(spec: str = "organism") -> ClipScorer:
+    import open_clip
+
+    if spec == "organism" or Path(spec).is_dir():
+        folder = ORGANISM_CLIP if spec == "organism" else Path(spec)
+        if not (folder / "open_clip_config.json").is_file():
+            raise FileNotFoundError(f"no open_clip model in {folder} (expected open_clip_config.json)")
+        name = f"local-dir:{folder}"
+        model, _, preprocess = open_clip.create_model_and_transforms(name)
+        tokenizer = open_clip.get_tokenizer(name)
+    else:
+        arch, _, pretrained = spec.partition(":")
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)
+        tokenizer = open_clip.get_tokenizer(arch)
+    return ClipScorer(spec, model.eval(), preprocess, tokenizer)
