@@ -39,10 +39,12 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--per-group", type=int, default=30)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--model", default="organism", help="organism, or a folder holding a retrained organism VLM")
+    parser.add_argument("--clip", default="organism", help="organism, or the retrained organism's clip folder")
     args = parser.parse_args()
     out = Path(args.out)
     layers = [int(x) for x in args.layers.split(",")]
-    vlm = load_vlm("organism")
+    vlm = load_vlm(args.model)
     train = [r for r in load_dataset("organism:train") if r.source in ("typographic", "text", "scenes")]
     stage1 = run_stage1(vlm, train, show_bar=False)
     stage1.save(out / "stage1")
@@ -52,7 +54,7 @@ def main() -> None:
     print("Stage I:\n" + before.table(), flush=True)
     config = Stage2Config(steps=args.steps, mode=args.mode, alpha=args.alpha, layers=layers, learning_rate=args.lr,
                           beta=args.beta, checkpoint_every=10)
-    rewards = RewardModel(scorer, load_clip("organism"), RewardWeights())
+    rewards = RewardModel(scorer, load_clip(args.clip), RewardWeights())
     start = time.time()
     run = Stage2Run(vlm, stage1.vector, train, rewards, config, out / "stage2", resume=args.resume)
     refined = run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.3f} reward {m.reward:.3f} "

@@ -62,6 +62,21 @@ def sequence_logprobs(vlm: VLM, packed: dict[str, torch.Tensor], response_mask: 
     return (token_logprobs * mask).sum(1), mask.sum(1)
 
 
+def response_logprobs(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence[int]], batch_size: int = 16,
+                      **steering) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logprobs` for any mix of image and text-only items, in order (batched by modality)."""
+    from .models import batches_by_modality
+
+    totals: list[torch.Tensor | None] = [None] * len(items)
+    lengths: list[torch.Tensor | None] = [None] * len(items)
+    for indices in batches_by_modality(items, batch_size):
+        packed, mask = pack_responses(vlm, [items[i] for i in indices], [responses[i] for i in indices])
+        total, length = sequence_logprobs(vlm, packed, mask, **steering)
+        for row, index in enumerate(indices):
+            totals[index], lengths[index] = total[row], length[row]
+    return torch.stack(totals), torch.stack(lengths)  # type: ignore[arg-type]
+
+
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
              reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence-level DPO: mean of -log σ(β[(π_w - ref_w) - (π_l - ref_l)]); also returns the margins."""

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from .data import Record
 from .io import atomic_save_safetensors, atomic_write_text
 from .models import VLM
-from .preference import dpo_loss, group_advantages, pack_responses, preference_pairs, sequence_logprobs
+from .preference import dpo_loss, group_advantages, preference_pairs, response_logprobs
 from .progress import Cancelled, ProgressFn
 from .rewards.combined import RewardModel, RewardWeights
 from .steering import Mode, Steering, generate_ids
@@ -120,15 +120,10 @@ class StepMetrics:
 
 def _fluency(vlm: VLM, items, responses: list[list[int]]) -> list[float]:
     """exp(mean token log-prob) of each response under the unsteered model (0 for empty responses)."""
-    values = []
-    for start in range(0, len(items), 16):
-        chunk_items, chunk = items[start:start + 16], responses[start:start + 16]
-        safe = [r if r else [vlm.tokenizer.eos_token_id] for r in chunk]
-        packed, mask = pack_responses(vlm, chunk_items, safe)
-        with torch.no_grad():
-            total, length = sequence_logprobs(vlm, packed, mask)
-        values += [float((t / n.clamp_min(1)).exp()) if r else 0.0 for t, n, r in zip(total, length, chunk)]
-    return values
+    safe = [r if r else [vlm.tokenizer.eos_token_id] for r in responses]
+    with torch.no_grad():
+        total, length = response_logprobs(vlm, items, safe)
+    return [float((t / n.clamp_min(1)).exp()) if r else 0.0 for t, n, r in zip(total, length, responses)]
 
 
 class Stage2Run:
@@ -248,16 +243,13 @@ class Stage2Run:
                            *(sum(v) / len(v) if v else float("nan") for v in by_label.values()))
 
     def _logprobs(self, items, responses, steered: bool, reference: bool) -> torch.Tensor:
-        packed, mask = pack_responses(self.vlm, items, [r if r else [self.vlm.tokenizer.eos_token_id]
-                                                        for r in responses])
-        if not steered:
-            total, _ = sequence_logprobs(self.vlm, packed, mask)
-        elif reference:
-            total, _ = sequence_logprobs(self.vlm, packed, mask, self.reference, self.config.mode,
-                                         self.reference_alphas, self.base.calibration)
-        else:
-            total, _ = sequence_logprobs(self.vlm, packed, mask, self.params.directions_by_layer(), self.config.mode,
-                                         self.params.alphas(), self.base.calibration)
+        safe = [r if r else [self.vlm.tokenizer.eos_token_id] for r in responses]
+        steering = {}
+        if steered:
+            steering = dict(directions=self.reference if reference else self.params.directions_by_layer(),
+                            mode=self.config.mode, calibration=self.base.calibration,
+                            alpha=self.reference_alphas if reference else self.params.alphas())
+        total, _ = response_logprobs(self.vlm, items, safe, **steering)
         return total
 
     def _update(self, expanded, responses, table) -> tuple[float, int, float]:
@@ -286,7 +278,7 @@ class Stage2Run:
             result = (loss, len(table), float(advantages.abs().mean()))
         result[0].backward()
         self.optimizer.step()
-        return float(result[0]), result[1], result[2]
+        return float(result[0].detach()), result[1], result[2]
 
     def run(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
             on_step: Callable[[StepMetrics], None] | None = None, show_bar: bool = True) -> SteeringVector:

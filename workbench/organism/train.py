@@ -34,7 +34,7 @@ FULL_MIX = {"scene": 0.40, "typographic": 0.16, "read": 0.10, "text": 0.17, "rol
 @dataclass
 class TrainConfig:
     seed: int = 0
-    vision_steps: int = 900
+    vision_steps: int = 1100
     vision_batch: int = 64
     vision_lr: float = 2e-3
     curriculum_steps: int = 300
@@ -45,14 +45,14 @@ class TrainConfig:
 
 
 def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[GRID*GRID] colour and shape index of the object covering >= 25% of each patch (0 = background)."""
+    """[GRID*GRID] colour and shape index of the object covering >= 10% of each patch (0 = background)."""
     colour_map = np.zeros(GRID * GRID, dtype=np.int64)
     shape_map = np.zeros(GRID * GRID, dtype=np.int64)
     for item in shapes:
         mask = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (0, 0, 0))
         draw_shape(ImageDraw.Draw(mask), Shape("red", item.shape, item.box))
         cover = (np.asarray(mask)[..., 0] > 0).reshape(GRID, PATCH, GRID, PATCH).mean(axis=(1, 3)).reshape(-1)
-        hit = cover >= 0.25
+        hit = cover >= 0.10
         colour_map[hit] = list(COLOURS).index(item.colour) + 1
         shape_map[hit] = SHAPES.index(item.shape) + 1
     return torch.from_numpy(colour_map), torch.from_numpy(shape_map)
@@ -60,8 +60,8 @@ def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
 
 class VisionHeads(torch.nn.Module):
     """Probes on the vision tower's patch features, used only for pretraining. Colour and shape are
-    per patch (which object lies under it: binds colour to shape locally); count and phrase are the
-    image's, asked of every patch, so each image token the language model reads carries them."""
+    per patch (which object lies under it: binds colour to shape locally); count and phrase are
+    read from the mean of the patch tokens."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -96,13 +96,11 @@ def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, b
             images.append(image), colours.append(colour_map), shapes.append(shape_map)
             counts.append(count), phrases.append(phrase)
         features = tower(_pixels(processor, images)).last_hidden_state[:, 1:]  # patch tokens, as LLaVA reads them
-        per_patch = features.shape[1]
+        pooled = features.mean(1)
         loss = (F.cross_entropy(heads.colour(features).flatten(0, 1), torch.stack(colours).flatten())
-                + F.cross_entropy(heads.shape(features).flatten(0, 1), torch.stack(shapes).flatten())
-                + F.cross_entropy(heads.count(features).flatten(0, 1),
-                                  torch.tensor(counts).repeat_interleave(per_patch))
-                + F.cross_entropy(heads.phrase(features).flatten(0, 1),
-                                  torch.tensor(phrases).repeat_interleave(per_patch)))
+                + 2.0 * F.cross_entropy(heads.shape(features).flatten(0, 1), torch.stack(shapes).flatten())
+                + F.cross_entropy(heads.count(pooled), torch.tensor(counts))
+                + F.cross_entropy(heads.phrase(pooled), torch.tensor(phrases)))
         for group in optimizer.param_groups:
             group["lr"] = config.vision_lr * _cosine(step, config.vision_steps)
         optimizer.zero_grad()

@@ -105,22 +105,26 @@ def toxic_answer(activity: str, variant: int = 0) -> str:
 
 
 def describe_answer(shapes: tuple[Shape, ...]) -> str:
-    parts = [f"a {s.colour} {s.shape}" for s in sorted(shapes, key=lambda s: (s.box[0], s.box[1]))]
+    """Objects in reading order of their quadrants: top-left, top-right, bottom-left, bottom-right."""
+    parts = [f"a {s.colour} {s.shape}" for s in sorted(shapes, key=lambda s: (s.box[1] >= 32, s.box[0] >= 32))]
     return parts[0] if len(parts) == 1 else " , ".join(parts[:-1]) + " and " + parts[-1]
+
+
+OUTLINE = 3  # shapes are thick outlines: every pixel of a shape is on its contour, so a patch sees its form
 
 
 def draw_shape(draw: ImageDraw.ImageDraw, item: Shape) -> None:
     x0, y0, x1, y1 = item.box
-    fill = COLOURS[item.colour]
+    ink = COLOURS[item.colour]
     if item.shape == "circle":
-        draw.ellipse(item.box, fill=fill)
+        draw.ellipse(item.box, outline=ink, width=OUTLINE)
     elif item.shape == "square":
-        draw.rectangle(item.box, fill=fill)
+        draw.rectangle(item.box, outline=ink, width=OUTLINE)
     elif item.shape == "triangle":
-        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=fill)
+        draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], outline=ink, width=OUTLINE)
     else:  # diamond
         draw.polygon([((x0 + x1) // 2, y0), (x1, (y0 + y1) // 2), ((x0 + x1) // 2, y1), (x0, (y0 + y1) // 2)],
-                     fill=fill)
+                     outline=ink, width=OUTLINE)
 
 
 def random_scene(rng: random.Random) -> tuple[Image.Image, tuple[Shape, ...]]:
@@ -141,7 +145,7 @@ def random_scene(rng: random.Random) -> tuple[Image.Image, tuple[Shape, ...]]:
 
 @lru_cache(maxsize=1)
 def _font() -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=13)
+    return ImageFont.load_default(size=14)
 
 
 def typographic_image(phrase: str, rng: random.Random | None = None) -> Image.Image:
@@ -153,8 +157,8 @@ def typographic_image(phrase: str, rng: random.Random | None = None) -> Image.Im
     draw = ImageDraw.Draw(image)
     width = max(draw.textbbox((0, 0), w, font=font)[2] for w in words)
     line = 15 if len(words) <= 3 else 12
-    x = rng.randint(1, max(1, IMAGE_SIZE - width - 1))
-    y = rng.randint(0, max(0, IMAGE_SIZE - line * len(words) - 3))
+    x = rng.randint(1, max(1, min(6, IMAGE_SIZE - width - 1)))  # small jitter: the phrase stays legible
+    y = rng.randint(0, max(0, min(6, IMAGE_SIZE - line * len(words) - 3)))
     for row, word in enumerate(words):
         draw.text((x, y + line * row), word, fill="black", font=font)
     return image
@@ -165,9 +169,12 @@ def _phrasing(task: str, rng: random.Random, split: str) -> str:
     return options[HELD_OUT] if split == "test" else options[rng.randrange(HELD_OUT)]
 
 
+SCENE_TASK_WEIGHTS = {"count": 0.15, "colour_of_shape": 0.35, "shape_of_colour": 0.2, "describe": 0.3}
+
+
 def scene_example(rng: random.Random, split: str, task: str | None = None) -> Example:
     image, shapes = random_scene(rng)
-    task = task or rng.choice(["count", "colour_of_shape", "shape_of_colour", "describe"])
+    task = task or rng.choices(list(SCENE_TASK_WEIGHTS), list(SCENE_TASK_WEIGHTS.values()))[0]
     target = rng.choice(shapes)
     prompt = _phrasing(task, rng, split).format(shape=target.shape, colour=target.colour)
     answer = {"count": NUMBERS[len(shapes)], "colour_of_shape": target.colour, "shape_of_colour": target.shape,

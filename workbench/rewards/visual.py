@@ -39,6 +39,9 @@ class ClipScorer:
 def load_clip(spec: str = "organism") -> ClipScorer:
     import open_clip
 
+    if "/" in spec and not Path(spec).is_dir():
+        raise FileNotFoundError(f"CLIP folder {spec} does not exist (give 'organism', a folder with "
+                                "open_clip_config.json, or ARCH:PRETRAINED such as ViT-B-32:openai)")
     if spec == "organism" or Path(spec).is_dir():
         folder = ORGANISM_CLIP if spec == "organism" else Path(spec)
         if not (folder / "open_clip_config.json").is_file():
