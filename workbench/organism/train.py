@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .model import PATCH, build_model, build_processor
-from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, SHAPES, TRAIN_SEEDS, Example, Shape, activity_example,
-                    draw_shape, random_scene, sample_example, typographic_image)
+from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, SHAPES, TRAIN_SEEDS, Example, Shape, draw_shape,
+                    random_scene, sample_example, typographic_image)
 
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
@@ -206,5 +206,3 @@ def quick_examples(count: int, seed: int = 0) -> list[Example]:
     rng = random.Random(seed)
     return [sample_example(rng, "train", FULL_MIX) for _ in range(count)]
 
-
-__all__ = ["TrainConfig", "train_vlm", "lm_batch", "patch_targets", "quick_examples", "activity_example"]
