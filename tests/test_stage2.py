@@ -122,3 +122,11 @@ def test_sampling_is_seeded() -> None:
     first = generate_ids(vlm, items, None, 6, do_sample=True, seed=5)
     assert first == generate_ids(vlm, items, None, 6, do_sample=True, seed=5)
     assert len({tuple(x) for x in first}) > 1  # the K samples differ from each other
+
+
+def test_stage2_sampling_never_emits_the_image_placeholder() -> None:
+    vlm = tiny("llava")
+    items = [(make_image("red"), "what is this")] * 16
+    samples = generate_ids(vlm, items, None, 24, do_sample=True, temperature=2.0, seed=1,
+                           suppress_tokens=[vlm.image_token_id])
+    assert all(vlm.image_token_id not in row for row in samples)

@@ -228,7 +228,8 @@ class Stage2Run:
         labels = [r.label for r in records for _ in range(k)]
         responses = generate_ids(self.vlm, expanded, self._current_steering(), config.max_new_tokens, do_sample=True,
                                  temperature=config.temperature, seed=config.seed * 7919 + self.step,
-                                 batch_size=max(8, k * 2))
+                                 batch_size=max(8, k * 2),
+                                 suppress_tokens=[t for t in (self.vlm.image_token_id,) if t is not None])
         texts = [self.vlm.decode(torch.tensor([r]))[0] if r else "" for r in responses]
         scored = self.rewards.score([image for image, _ in expanded], texts, labels, _fluency(self.vlm, expanded,
                                                                                                 responses))

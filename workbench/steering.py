@@ -117,9 +117,10 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerin
 
 def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, max_new_tokens: int = 32,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int = 8) -> list[list[int]]:
+                 batch_size: int = 8, suppress_tokens: Sequence[int] = ()) -> list[list[int]]:
     """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order.
-    Seeded per batch, so the same call gives the same samples."""
+    Seeded per batch, so the same call gives the same samples. `suppress_tokens` are never sampled
+    (Stage II suppresses the image placeholder, which would break teacher forcing)."""
     from .models import batches_by_modality
 
     if max_new_tokens < 1:
@@ -127,6 +128,8 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steering | None = No
     tokenizer = vlm.tokenizer
     generation: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       pad_token_id=tokenizer.pad_token_id)
+    if suppress_tokens:
+        generation["suppress_tokens"] = list(suppress_tokens)
     if do_sample:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive when sampling, got {temperature}")
