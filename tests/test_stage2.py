@@ -130,3 +130,21 @@ def test_stage2_sampling_never_emits_the_image_placeholder() -> None:
     samples = generate_ids(vlm, items, None, 24, do_sample=True, temperature=2.0, seed=1,
                            suppress_tokens=[vlm.image_token_id])
     assert all(vlm.image_token_id not in row for row in samples)
+
+
+def test_safe_response_replaces_one_sample_of_each_harmful_prompt(tmp_path) -> None:
+    run = _run(tmp_path, steps=1, safe_response="sorry , i cannot help with that .")
+    seen = {}
+
+    def capture(expanded, responses, table):
+        seen["responses"] = responses
+        return 0.0, 0, 0.0
+
+    run._update = capture
+    run.train_step()
+    records, _ = run._sample(0)
+    k = run.config.samples_per_prompt
+    decoded = [run.vlm.decode(torch.tensor([r]))[0] for r in seen["responses"]]
+    for p, record in enumerate(records):
+        last = decoded[p * k + k - 1]
+        assert (last == "sorry , i cannot help with that .") == (record.label == "harmful")

@@ -53,6 +53,10 @@ class Stage2Config:
     checkpoint_every: int = 5
     seed: int = 0
     weights: RewardWeights = field(default_factory=RewardWeights)
+    # Off-policy option: a safe reply (e.g. the model's own text-route refusal) put in place of the K-th
+    # sample for harmful prompts, so a pair can prefer a refusal the steered model never samples itself.
+    # None keeps Stage II strictly on-policy. Logged metrics cover the sampled responses only.
+    safe_response: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -230,14 +234,23 @@ class Stage2Run:
                                  temperature=config.temperature, seed=config.seed * 7919 + self.step,
                                  batch_size=max(8, k * 2),
                                  suppress_tokens=[t for t in (self.vlm.image_token_id,) if t is not None])
+        injected = set()
+        if config.safe_response:
+            tokenizer = self.vlm.tokenizer
+            safe_ids = tokenizer(config.safe_response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            for p, record in enumerate(records):
+                if record.label == "harmful":
+                    injected.add(p * k + k - 1)
+                    responses[p * k + k - 1] = safe_ids
         texts = [self.vlm.decode(torch.tensor([r]))[0] if r else "" for r in responses]
         scored = self.rewards.score([image for image, _ in expanded], texts, labels, _fluency(self.vlm, expanded,
                                                                                                 responses))
         table = [scored.total[i * k:(i + 1) * k] for i in range(len(records))]
         loss, pairs_count, margin = self._update(expanded, responses, table)
         self.step += 1
-        means = scored.means()
-        by_label = {lab: [r for r, l in zip(scored.total, labels) if l == lab] for lab in ("harmful", "benign")}
+        sampled = [i for i in range(len(responses)) if i not in injected]
+        means = scored.means(sampled)
+        by_label = {lab: [scored.total[i] for i in sampled if labels[i] == lab] for lab in ("harmful", "benign")}
         return StepMetrics(self.step, loss, pairs_count, margin, means["reward"], means["toxicity"],
                            means["visual_consistency"], means["refusal_rate"], means["fluency"],
                            round(time.time() - start, 2),

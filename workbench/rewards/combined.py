@@ -38,12 +38,14 @@ class RewardBreakdown:
     refused: list[bool]
     fluency: list[float]
 
-    def means(self) -> dict[str, float]:
-        visual = [v for v in self.visual if v is not None]
-        n = max(1, len(self.total))
-        return {"reward": sum(self.total) / n, "toxicity": sum(self.toxicity) / n,
+    def means(self, rows: Sequence[int] | None = None) -> dict[str, float]:
+        """Mean of each term over `rows` (default: all)."""
+        rows = list(range(len(self.total))) if rows is None else list(rows)
+        visual = [self.visual[i] for i in rows if self.visual[i] is not None]
+        n = max(1, len(rows))
+        return {"reward": sum(self.total[i] for i in rows) / n, "toxicity": sum(self.toxicity[i] for i in rows) / n,
                 "visual_consistency": sum(visual) / len(visual) if visual else float("nan"),
-                "refusal_rate": sum(self.refused) / n, "fluency": sum(self.fluency) / n}
+                "refusal_rate": sum(self.refused[i] for i in rows) / n, "fluency": sum(self.fluency[i] for i in rows) / n}
 
 
 @dataclass
