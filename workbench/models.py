@@ -110,8 +110,8 @@ class VLM:
         return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if torch.is_tensor(v) else v
                 for k, v in encoding.items()}
 
-    def decode(self, token_ids: torch.Tensor) -> list[str]:
-        """Decode generated token ids (without the prompt), skipping special tokens."""
+    def decode(self, token_ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
+        """Decode generated token ids (without the prompt; rows may differ in length), skipping special tokens."""
         return [text.strip() for text in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
 
 

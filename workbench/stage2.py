@@ -242,7 +242,7 @@ class Stage2Run:
                 if record.label == "harmful":
                     injected.add(p * k + k - 1)
                     responses[p * k + k - 1] = safe_ids
-        texts = [self.vlm.decode(torch.tensor([r]))[0] if r else "" for r in responses]
+        texts = self.vlm.decode(responses)
         scored = self.rewards.score([image for image, _ in expanded], texts, labels, _fluency(self.vlm, expanded,
                                                                                                 responses))
         table = [scored.total[i * k:(i + 1) * k] for i in range(len(records))]

@@ -158,7 +158,7 @@ def generate(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, 
              batch_size: int = 8) -> list[str]:
     """Generated continuations for (image, prompt) pairs, in order; seeded so runs are repeatable."""
     ids = generate_ids(vlm, items, steering, max_new_tokens, do_sample, temperature, top_p, seed, batch_size)
-    return [vlm.decode(torch.tensor([row], dtype=torch.long))[0] if row else "" for row in ids]
+    return vlm.decode(ids)
 
 
 @dataclass

@@ -13,7 +13,9 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-ORGANISM_CLIP = Path(__file__).resolve().parent.parent.parent / "assets" / "organism" / "clip"
+from ..models import ORGANISM_DIR
+
+ORGANISM_CLIP = ORGANISM_DIR.parent / "clip"
 
 
 @dataclass
