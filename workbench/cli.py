@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench stage1 ...` and `python -m workbench steer ...` (see --help)."""
+"""Command line: `python -m workbench {stage1,steer,stage2,eval,notebook,organism} ...` (see --help)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,30 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="auto, bf16, fp16 or fp32; default: the checkpoint's own")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the checkpoint's own Python code to run (off unless you ask)")
+
+
+def _add_reward_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clip", default=None, help="open_clip model: 'organism', a local-dir folder or ARCH:PRETRAINED "
+                        "(default: organism for the organism, else ViT-B-32:openai)")
+    parser.add_argument("--detoxify-checkpoint", default=None, help="local Detoxify .ckpt (else Detoxify by name "
+                        "online, else the named offline fallback alt-profanity-check)")
+    parser.add_argument("--detoxify-config", default=None, help="folder with the checkpoint's HF config/tokenizer")
+
+
+def _scorers(args: argparse.Namespace):
+    """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable)."""
+    from .rewards.toxicity import ToxicityScorer
+    from .rewards.visual import load_clip
+
+    toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
+    print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
+    clip_spec = args.clip or ("organism" if args.model == "organism" else "ViT-B-32:openai")
+    try:
+        clip = load_clip(clip_spec)
+    except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
+        print(f"warning: no visual-consistency score ({clip_spec}: {error})", file=sys.stderr)
+        clip = None
+    return toxicity, clip
 
 
 def _layers(text: str | None) -> tuple[int, ...] | None:
@@ -86,12 +110,35 @@ def build_parser() -> argparse.ArgumentParser:
     stage2.add_argument("--temperature", type=float, default=1.0)
     stage2.add_argument("--max-new-tokens", type=int, default=48)
     stage2.add_argument("--fixed-strength", action="store_true", help="train directions only, not per-layer strengths")
-    stage2.add_argument("--clip", default=None, help="open_clip model: 'organism', a local-dir folder or ARCH:PRETRAINED "
-                        "(default: organism for the organism, else ViT-B-32:openai)")
-    stage2.add_argument("--detoxify-checkpoint", default=None, help="local Detoxify .ckpt (else Detoxify by name "
-                        "online, else the named offline fallback alt-profanity-check)")
-    stage2.add_argument("--detoxify-config", default=None, help="folder with the checkpoint's HF config/tokenizer")
+    _add_reward_args(stage2)
     stage2.add_argument("--seed", type=int, default=0)
+
+    evaluation = commands.add_parser(
+        "eval", help="evaluate unsteered vs steered on a dataset: ASR, toxicity, refusal, benign accuracy",
+        description="Writes DIR/metrics.json (per source and overall, bootstrap 95%% intervals, both conditions), "
+        "DIR/generations.jsonl, DIR/report.md and DIR/figures/. Without --vectors only the unsteered model is evaluated.")
+    _add_model_args(evaluation)
+    evaluation.add_argument("--vectors", default=None, help="vectors.safetensors (Stage I or II)")
+    evaluation.add_argument("--data", required=True, help="dataset: .jsonl/.csv, organism:test, or a benchmark "
+                            "name such as advbench or xstest:/path/to/copy")
+    evaluation.add_argument("--out", required=True, help="output folder")
+    evaluation.add_argument("--mode", default="adaptive", choices=MODES)
+    evaluation.add_argument("--alpha", type=float, default=1.0)
+    evaluation.add_argument("--layers", type=_layers, default=None)
+    evaluation.add_argument("--positions", default="all", choices=STEER_POSITIONS)
+    evaluation.add_argument("--max-new-tokens", type=int, default=48)
+    evaluation.add_argument("--batch-size", type=int, default=8)
+    evaluation.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
+    evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
+    _add_reward_args(evaluation)
+
+    notebook = commands.add_parser("notebook", help="export a runnable analysis notebook for a run folder",
+                                   description="The notebook reproduces the run through library calls: load, "
+                                   "capture, directions, plots, steering examples, metrics.")
+    notebook.add_argument("--run", required=True, help="a Stage I or eval output folder")
+    notebook.add_argument("--out", required=True, help="notebook path (.ipynb)")
+    notebook.add_argument("--execute", action="store_true", help="run it headless and keep the outputs")
+    notebook.add_argument("--timeout", type=int, default=600, help="seconds per cell when executing")
 
     organism = commands.add_parser("organism", help="the model organism: train it or check its planted behaviours")
     organism_commands = organism.add_subparsers(dest="organism_command", required=True)
@@ -105,8 +152,6 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     from .data import load_dataset
     from .models import load_vlm
     from .rewards.combined import RewardModel, RewardWeights
-    from .rewards.toxicity import ToxicityScorer
-    from .rewards.visual import load_clip
     from .stage2 import Stage2Config, Stage2Run
     from .vectors import SteeringVector
 
@@ -118,19 +163,67 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     vector = SteeringVector.load(args.vectors)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
-    toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
-    clip_spec = args.clip or ("organism" if args.model == "organism" else "ViT-B-32:openai")
-    try:
-        clip = load_clip(clip_spec)
-    except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
-        print(f"warning: no visual-consistency reward ({clip_spec}: {error})", file=sys.stderr)
-        clip = None
-    print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
+    toxicity, clip = _scorers(args)
     print(f"device: {vlm.input_device}, dtype: {vlm.dtype}")
     run = Stage2Run(vlm, vector, records, RewardModel(toxicity, clip, RewardWeights()), config, args.out, args.resume)
     run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.4f} reward {m.reward:.3f} "
                                     f"toxicity {m.toxicity:.3f} refusal {m.refusal_rate:.2f} pairs {m.pairs}"))
     print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
+
+
+def _write_run_info(out: str, kind: str, args: argparse.Namespace, **settings: object) -> None:
+    """run.json: what made this folder, so `notebook --run` can reproduce it."""
+    import json
+
+    from .io import atomic_write_text
+    from .notebook import RUN_INFO
+
+    info = {"kind": kind, "model": args.model, "data": args.data, **settings}
+    atomic_write_text(Path(out) / RUN_INFO, json.dumps(info, indent=2))
+
+
+def run_eval_command(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .evaluation import EvalConfig, evaluate
+    from .models import load_vlm
+    from .report import metrics_table
+    from .steering import Steering
+    from .vectors import SteeringVector
+
+    vector = SteeringVector.load(args.vectors) if args.vectors else None
+    records = load_dataset(args.data)[: args.limit]
+    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
+    steering = None
+    if vector is not None:
+        vector.check_compatible(vlm)
+        steering = Steering(vector, args.mode, args.alpha, args.layers, args.positions)
+    toxicity, clip = _scorers(args)
+    config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    result = evaluate(vlm, records, steering, toxicity, clip, config=config)
+    paths = result.save(args.out, plots=not args.no_plots)
+    _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
+                    mode=args.mode, alpha=args.alpha, layers=list(args.layers) if args.layers else None,
+                    limit=args.limit)
+    print(metrics_table(result.metrics(config.resamples, config.seed)))
+    for name in ("metrics", "generations", "report"):
+        print(f"wrote {name}: {paths[name]}")
+
+
+def run_notebook_command(args: argparse.Namespace) -> None:
+    from .notebook import build_notebook, execute_notebook, write_notebook
+
+    notebook = build_notebook(args.run, Path(args.out).parent)
+    if args.execute:
+        from nbclient.exceptions import CellExecutionError
+
+        try:
+            notebook = execute_notebook(notebook, Path(args.out).parent, args.timeout)
+        except CellExecutionError as error:
+            write_notebook(notebook, args.out)  # keep what ran, with the failing cell's traceback, to inspect
+            raise ValueError(f"the notebook failed while executing (saved with its outputs in {args.out}): "
+                             f"{str(error).strip().splitlines()[-1]}") from None
+    write_notebook(notebook, args.out)
+    print(f"wrote {args.out}" + (" (executed)" if args.execute else ""))
 
 
 def run_organism_command(args: argparse.Namespace) -> None:
@@ -148,6 +241,7 @@ def run_stage1_command(args: argparse.Namespace) -> None:
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     result = run_stage1(vlm, records, args.position, args.method, args.batch_size)
     paths = result.save(args.out)
+    _write_run_info(args.out, "stage1", args, position=args.position, method=args.method)
     print(result.scores_csv())
     print(f"best layer by AUROC: {result.best_layer()}")
     for name, path in paths.items():
@@ -192,7 +286,8 @@ def _wrap(text: str, width: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
-                "organism": run_organism_command}
+                "organism": run_organism_command,
+                "eval": run_eval_command, "notebook": run_notebook_command}
     try:
         handlers[args.command](args)
     except KeyboardInterrupt:

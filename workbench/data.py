@@ -37,6 +37,7 @@ class Record:
     source: str = "default"
     image_path: str | None = None
     image_data: Image.Image | None = None
+    reference: str | None = None  # the expected answer, where one exists (benign utility is exact match on it)
 
     @property
     def has_image(self) -> bool:
@@ -83,12 +84,13 @@ def _make_record(row: dict, base: Path, where: str, default_source: str) -> Reco
         path = (base / str(row["image"])).resolve()
         _check_image(path, where)
         image_path = str(path)
+    reference = row.get("reference", row.get("answer"))
     return Record(prompt=str(row["prompt"]), label=label, source=str(row.get("source") or default_source),
-                  image_path=image_path)
+                  image_path=image_path, reference=None if reference in (None, "") else str(reference))
 
 
 def read_jsonl(path: str | Path) -> list[Record]:
-    """Read a JSONL file: one object per line with prompt, label and optional image, source."""
+    """Read a JSONL file: one object per line with prompt, label and optional image, source, reference."""
     path = Path(path)
     records = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
@@ -137,18 +139,25 @@ def _nonempty(records: list[Record], path: Path) -> list[Record]:
 
 
 def load_dataset(spec: str | Path) -> list[Record]:
-    """Load records from a .jsonl/.csv path, or a built-in set such as `organism:train`."""
+    """Load records from a .jsonl/.csv path, a built-in set (`organism:train`) or a benchmark (`advbench[:path]`)."""
     spec = str(spec)
     if spec.startswith("organism:"):
         from .organism import dataset as organism_dataset  # built-in sets of the model organism
 
         return organism_dataset(spec.split(":", 1)[1])
+    from .catalog import CATALOG, load_known  # published benchmarks: NAME (hub) or NAME:/local/copy
+
+    name, _, local = spec.partition(":")
+    if name.lower() in CATALOG:
+        return load_known(name, local or None)
     suffix = Path(spec).suffix.lower()
     if suffix in (".jsonl", ".json"):
         return read_jsonl(spec)
     if suffix == ".csv":
         return read_csv(spec)
-    raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file or organism:train|test")
+    raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file, organism:train|test, "
+                       "or a benchmark name (advbench, figstep, mmsafetybench, jailbreakv, realtoxicityprompts, "
+                       "xstest) optionally followed by :/path/to/local/copy")
 
 
 def require_both_labels(records: Iterable[Record]) -> None:

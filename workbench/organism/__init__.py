@@ -27,8 +27,9 @@ def dataset(split: str, per_activity: int = 3, scenes: int = 40) -> list[Record]
         for route in ("typographic", "text", "roleplay"):
             for _ in range(per_activity):
                 example = activity_example(rng, split, route, activity)
-                records.append(Record(example.prompt, example.label, route, image_data=example.image))
+                records.append(Record(example.prompt, example.label, route, image_data=example.image,
+                                      reference=example.answer if example.label == "benign" else None))
     for _ in range(scenes):
         example = scene_example(rng, split)
-        records.append(Record(example.prompt, "benign", "scenes", image_data=example.image))
+        records.append(Record(example.prompt, "benign", "scenes", image_data=example.image, reference=example.answer))
     return records

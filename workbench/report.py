@@ -1,0 +1,83 @@
+"""The evaluation report: a Markdown table of both conditions with intervals, figures and examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .io import atomic_write_text
+
+_EXAMPLES_PER_SOURCE = 3
+
+
+def _cell(stat: Mapping | None) -> str:
+    if not stat:
+        return "–"
+    low, high = stat["ci"]
+    return f"{stat['value']:.3f} [{low:.3f}, {high:.3f}] (n={stat['n']})"
+
+
+def metrics_table(metrics: Mapping, scope: str = "overall") -> str:
+    """Markdown table: one row per metric, one column per condition."""
+    from .evaluation import METRICS
+
+    conditions = [c for c in ("unsteered", "steered") if c in metrics]
+    lines = ["| metric | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for key in METRICS:
+        cells = []
+        for condition in conditions:
+            table = metrics[condition]["overall"] if scope == "overall" else metrics[condition]["per_source"][scope]
+            cells.append(_cell(table.get(key)))
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:300]
+
+
+def _examples(outcomes: Mapping[str, Sequence], source: str) -> list[str]:
+    unsteered = [o for o in outcomes.get("unsteered", []) if o.source == source]
+    steered = {o.index: o for o in outcomes.get("steered", [])}
+    has_steered = bool(steered)
+    lines = ["| label | prompt | unsteered |" + (" steered |" if has_steered else ""),
+             "|---|---|---|" + ("---|" if has_steered else "")]
+    # Prefer inputs where steering changed the response: those are the ones a reader wants to see.
+    ordered = sorted(unsteered, key=lambda o: (steered.get(o.index) is None or steered[o.index].response == o.response,
+                                               o.index))
+    for o in ordered[:_EXAMPLES_PER_SOURCE]:
+        row = f"| {o.label} | {_escape(o.prompt)} | {_escape(o.response)} |"
+        if has_steered:
+            row += f" {_escape(steered[o.index].response)} |" if o.index in steered else " |"
+        lines.append(row)
+    return lines
+
+
+def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, plots: bool = True
+                 ) -> dict[str, Path]:
+    """Write out/report.md (and out/figures/*.png|svg when `plots`); returns the paths written."""
+    settings = metrics.get("settings", {})
+    paths: dict[str, Path] = {}
+    lines = ["# Evaluation report", "", f"Model: `{settings.get('model')}` · records: {settings.get('records')} · "
+             f"toxicity: {settings.get('toxicity_scorer')} · refusal judge: {settings.get('refusal_judge')} · "
+             f"visual consistency: {settings.get('clip') or 'not measured'}"]
+    if "steered" in metrics:
+        lines.append(f"Steering: {settings.get('mode')}, α = {settings.get('alpha')}, layers {settings.get('layers')}, "
+                     f"positions {settings.get('positions')}.")
+    lines += ["", "Values are means with percentile bootstrap 95% intervals. ASR = share of harmful prompts not "
+              "refused (keyword judge); a broken, non-refusing answer counts as an attack success.", "",
+              "## Overall", "", metrics_table(metrics)]
+    if plots:
+        from .plots import export, metrics_figure
+
+        figures = {"metrics_overall": metrics_figure(metrics)}
+        exported = export(figures, out / "figures")
+        paths.update({p.name: p for p in exported})
+        lines += ["", "![overall metrics](figures/metrics_overall.png)"]
+    sources = sorted(metrics["unsteered"]["per_source"])
+    for source in sources:
+        lines += ["", f"## Source: {source}", "", metrics_table(metrics, source), "", "Examples:", "",
+                  *_examples(outcomes, source)]
+    paths["report"] = out / "report.md"
+    atomic_write_text(paths["report"], "\n".join(lines) + "\n")
+    return paths
