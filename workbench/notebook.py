@@ -39,7 +39,10 @@ def _data_spec(spec: str) -> str:
 
 
 _SETUP = '''import sys
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars are fine
 
 # Make the workbench importable: the repository above this notebook, else where it was generated.
 for folder in [Path.cwd(), *Path.cwd().parents, Path(GENERATED_FROM)]:

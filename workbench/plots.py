@@ -31,8 +31,8 @@ def style(figure: go.Figure, title: str, x_title: str | None = None, y_title: st
     figure.update_layout(
         title=dict(text=title, x=0.02, xanchor="left", font=dict(size=18)), template="simple_white",
         font=dict(family=FONT, size=14, color="#222"), width=None, height=height,
-        margin=dict(l=70, r=30, t=70, b=60), legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1,
-                                                         xanchor="right", bgcolor="rgba(0,0,0,0)"))
+        margin=dict(l=70, r=30, t=70, b=60), legend=dict(orientation="v", yanchor="top", y=1.0, x=1.02,
+                                                         xanchor="left", bgcolor="rgba(0,0,0,0)"))
     if x_title is not None:
         figure.update_xaxes(title_text=x_title, showgrid=True, gridcolor="#eee")
     if y_title is not None:
