@@ -141,6 +141,10 @@ def _nonempty(records: list[Record], path: Path) -> list[Record]:
 def load_dataset(spec: str | Path) -> list[Record]:
     """Load records from a .jsonl/.csv path, a built-in set (`organism:train`) or a benchmark (`advbench[:path]`)."""
     spec = str(spec)
+    if spec == "demo":
+        from .organism import demo  # a small two-source set that works with any model
+
+        return demo()
     if spec.startswith("organism:"):
         from .organism import dataset as organism_dataset  # built-in sets of the model organism
 
@@ -155,7 +159,7 @@ def load_dataset(spec: str | Path) -> list[Record]:
         return read_jsonl(spec)
     if suffix == ".csv":
         return read_csv(spec)
-    raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file, organism:train|test, "
+    raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file, demo, organism:train|test, "
                        "or a benchmark name (advbench, figstep, mmsafetybench, jailbreakv, realtoxicityprompts, "
                        "xstest) optionally followed by :/path/to/local/copy")
 

@@ -15,8 +15,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from .io import atomic_write_text
-
-RUN_INFO = "run.json"
+from .runs import RUN_INFO
 
 
 def read_run_info(run_dir: str | Path) -> dict:

@@ -65,6 +65,27 @@ class Stage1Result:
         return paths
 
 
+def load_stage1(out_dir: str | Path) -> Stage1Result:
+    """Reopen a saved Stage I folder (activations, vectors, scores, per-source vectors, similarity)."""
+    out = Path(out_dir)
+    activations = Activations.load(out / "activations.safetensors")
+    vector = SteeringVector.load(out / "vectors.safetensors")
+    rows = list(csv.DictReader((out / "layer_scores.csv").read_text(encoding="utf-8").splitlines()))
+    scores = [D.LayerScore(int(r["layer"]), float(r["probe_accuracy"]), float(r["auroc"]), float(r["separation"]),
+                           float(r["direction_norm"])) for r in rows]
+    per_source: dict[str, torch.Tensor] = {}
+    similarity = None
+    similarity_path = out / "source_similarity.json"
+    if similarity_path.is_file():
+        saved = json.loads(similarity_path.read_text(encoding="utf-8"))
+        similarity = torch.tensor(saved["cosine"])
+        for source in saved["sources"]:
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)
+            part = SteeringVector.load(out / f"vectors_source_{safe}.safetensors")
+            per_source[source] = torch.stack([part.directions[k] for k in part.layers])
+    return Stage1Result(activations, vector, scores, per_source, similarity)
+
+
 def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last", method: D.Method = "mean_diff",
                batch_size: int = 8, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                show_bar: bool = True) -> Stage1Result:

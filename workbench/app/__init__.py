@@ -1,15 +1,15 @@
-"""The Gradio shell over the library: `create_app()` builds the Blocks, `main()` parses flags and launches.
-
-This first version has one tab (Stage I + steering playground); the full UI is tracked in its own issue.
-"""
+"""The Gradio shell over the library: `create_app()` builds the Blocks, `main()` parses flags and launches."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .playground import create_app
+from .ui import CSS, THEME, create_app
 
-__all__ = ["create_app", "main"]
+__all__ = ["create_app", "main", "default_model", "launch_options"]
+
+MAX_UPLOAD = "50mb"
 
 
 def default_model() -> str:
@@ -19,11 +19,21 @@ def default_model() -> str:
     return "organism" if ORGANISM_DIR.exists() else "tiny-random:llava"
 
 
+def launch_options(runs_dir: str | Path) -> dict:
+    """launch() arguments shared by app.py, tests and benchmarks: theme, upload limit, served folders."""
+    return dict(theme=THEME, css=CSS, max_file_size=MAX_UPLOAD, allowed_paths=[str(Path(runs_dir).resolve())],
+                footer_links=["api", "gradio", "settings"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="VLM steering workbench (Gradio UI)")
-    parser.add_argument("--model", default=None, help="model spec (default: the organism, else tiny-random:llava)")
+    parser.add_argument("--model", default=None, help="model spec: organism (default), tiny-random:<arch>, a local "
+                        "folder or a Hugging Face id")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--runs-dir", default="runs", help="where runs are kept (reopened after a restart)")
     args = parser.parse_args(argv)
-    app = create_app(args.model or default_model())
-    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
+    app = create_app(args.model or default_model(), args.runs_dir)
+    # One request at a time per model: nnsight traces are not thread-safe; other users see "queued".
+    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
+                                                  **launch_options(args.runs_dir))

@@ -1,0 +1,242 @@
+"""The app's backend: one loaded model, the runs folder, and plain functions the tabs call.
+
+Nothing here imports Gradio: every function takes plain values, raises `ValueError` (or
+`DatasetError`) with a message that says what to fix, and writes results into a new run folder,
+so a failed request never loses or overwrites what is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import threading
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from ..data import DatasetError, Record, load_dataset
+from ..models import VLM, load_vlm
+from ..rewards.refusal import is_refusal
+from ..rewards.toxicity import ToxicityScorer
+from ..rewards.visual import ClipScorer, load_clip
+from ..runs import RunStore
+from ..stage1 import Stage1Result, load_stage1
+from ..steering import Steering, compare
+from ..vectors import SteeringVector
+
+BUILTIN_SETS = ("organism:train", "organism:test", "demo")
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
+MAX_ZIP_FILES = 20_000
+
+
+def user_message(error: BaseException) -> str:
+    """The error's message with server paths reduced to file names (never show the server's folders)."""
+    return re.sub(r"(?:[A-Za-z]:)?(?:/[^/\s:'\"]+)+/([^/\s:'\"]+)", r"\1", str(error))
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """'1, 2' -> (1, 2); empty -> None (all layers)."""
+    if not text or not str(text).strip():
+        return None
+    try:
+        return tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(f"layers must be comma-separated whole numbers such as 1,2, got {text!r}") from None
+
+
+class Workbench:
+    """The model (loaded on first use), the scorers, the runs folder and a small cache of reopened runs."""
+
+    def __init__(self, model_spec: str, runs_dir: str | Path) -> None:
+        self.spec = model_spec
+        self.runs = RunStore(runs_dir)
+        self._vlm: VLM | None = None
+        self._load_lock = threading.Lock()
+        self._scorers: tuple[ToxicityScorer, ClipScorer | None] | None = None
+        self._cache: OrderedDict[str, Stage1Result] = OrderedDict()
+
+    # --- model and scorers -------------------------------------------------------------------------
+    @property
+    def vlm(self) -> VLM:
+        with self._load_lock:
+            if self._vlm is None:
+                self._vlm = load_vlm(self.spec)
+            return self._vlm
+
+    def scorers(self) -> tuple[ToxicityScorer, ClipScorer | None]:
+        """Toxicity (Detoxify, else the named fallback) and open_clip (the organism's own, else ViT-B-32)."""
+        with self._load_lock:
+            if self._scorers is None:
+                clip: ClipScorer | None
+                try:
+                    clip = load_clip("organism" if self.spec == "organism" else "ViT-B-32:openai")
+                except Exception:  # noqa: BLE001 - offline: visual consistency is shown as unavailable
+                    clip = None
+                self._scorers = (ToxicityScorer.create(), clip)
+            return self._scorers
+
+    def device_summary(self) -> str:
+        vlm = self.vlm
+        return f"{vlm.spec} on {vlm.input_device} ({str(vlm.dtype).replace('torch.', '')}), {vlm.num_layers} layers"
+
+    # --- data --------------------------------------------------------------------------------------
+    def dataset(self, choice: str, upload: str | None = None, images_zip: str | None = None
+                ) -> tuple[list[Record], str]:
+        """(records, label): the uploaded file (with its images zip) when given, else a built-in set or a
+        benchmark name. The label reopens the same records later (`records(label)`), e.g. to resume."""
+        if upload:
+            staged = self._stage_upload(upload, images_zip)
+            return load_dataset(staged), staged.relative_to(self.runs.root).as_posix()
+        if not choice:
+            raise DatasetError("choose a dataset or upload a .jsonl/.csv file")
+        if choice.startswith("organism:") and self.spec != "organism":
+            raise DatasetError("the organism's datasets only make sense with the organism model; "
+                               "choose 'demo' or upload a dataset")
+        return self.records(choice), choice
+
+    def records(self, label: str) -> list[Record]:
+        """Records for a label from `dataset()`: demo, a built-in or benchmark name, or a staged upload."""
+        if label.startswith("uploads/"):
+            path = (self.runs.root / label).resolve()
+            if self.runs.root not in path.parents:
+                raise DatasetError(f"{label!r} is not an upload of this app")
+            return load_dataset(path)
+        return load_dataset(label)
+
+    def _stage_upload(self, upload: str, images_zip: str | None) -> Path:
+        """Copy the upload (and unpack its images) into runs/uploads/<hash>/, refusing unsafe archives."""
+        source = Path(upload)
+        if source.suffix.lower() not in (".jsonl", ".json", ".csv"):
+            raise DatasetError(f"{source.name}: upload a .jsonl or .csv dataset")
+        if source.stat().st_size > MAX_UPLOAD_BYTES:
+            raise DatasetError(f"{source.name} is over {MAX_UPLOAD_BYTES // 2**20} MB; upload a smaller dataset")
+        digest = hashlib.sha256(source.read_bytes() + (Path(images_zip).read_bytes() if images_zip else b""))
+        folder = self.runs.root / "uploads" / digest.hexdigest()[:16]
+        target = folder / ("dataset" + source.suffix.lower())
+        if target.exists():
+            return target
+        staging = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            if images_zip:
+                _safe_unzip(Path(images_zip), staging)
+            shutil.copyfile(source, staging / target.name)
+            staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    # --- Stage I -----------------------------------------------------------------------------------
+    def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
+                   progress: Any = None, cancel: threading.Event | None = None) -> str:
+        """Run Stage I and save it as a new run; returns its id."""
+        from ..stage1 import run_stage1
+
+        result = run_stage1(self.vlm, records, position, method, progress=progress, cancel=cancel,  # type: ignore
+                            show_bar=False)
+        run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label, "position": position,
+                                                     "method": method, "records": len(records)})
+        result.save(folder)
+        self._remember(run_id, result)
+        return run_id
+
+    def stage1(self, run_id: str) -> Stage1Result:
+        """A Stage I run, reopened from disk once and cached."""
+        if run_id not in self._cache:
+            self._remember(run_id, load_stage1(self.runs.path(run_id)))
+        self._cache.move_to_end(run_id)
+        return self._cache[run_id]
+
+    def _remember(self, run_id: str, result: Stage1Result) -> None:
+        self._cache[run_id] = result
+        while len(self._cache) > 4:
+            self._cache.popitem(last=False)
+
+    def vector(self, run_id: str) -> SteeringVector:
+        """The vectors of a Stage I or Stage II run."""
+        path = self.runs.path(run_id) / "vectors.safetensors"
+        if not path.is_file():
+            raise ValueError(f"run {run_id} has no vectors yet (a Stage II run writes them when it finishes; "
+                             "resume it or pick a finished run)")
+        vector = SteeringVector.load(path)
+        vector.check_compatible(self.vlm)
+        return vector
+
+    # --- steering ----------------------------------------------------------------------------------
+    def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
+        return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))  # type: ignore[arg-type]
+
+    def compare(self, steering: Steering, image: Image.Image | None, prompt: str, max_new_tokens: int
+                ) -> dict[str, Any]:
+        """Unsteered and steered outputs with their toxicity, refusal and visual consistency."""
+        if not prompt or not prompt.strip():
+            raise ValueError("type a prompt")
+        image = _checked_image(image)
+        row = compare(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
+        return {"unsteered": row.unsteered, "steered": row.steered,
+                **self._scores(image, [row.unsteered, row.steered])}
+
+    def _scores(self, image: Image.Image | None, texts: list[str]) -> dict[str, Any]:
+        toxicity, clip = self.scorers()
+        scores: dict[str, Any] = {"toxicity": toxicity(texts), "refused": [is_refusal(t) for t in texts],
+                                  "toxicity_scorer": toxicity.name}
+        scores["visual"] = clip([image] * len(texts), texts) if clip is not None and image is not None else None
+        return scores
+
+    def sweep(self, run_id: str, image: Image.Image | None, prompt: str, mode: str, layers: str | None,
+              alphas: Sequence[float], max_new_tokens: int, progress: Any = None) -> list[dict[str, Any]]:
+        """One steered generation per strength: toxicity, refusal and visual consistency against α."""
+        if not prompt or not prompt.strip():
+            raise ValueError("type a prompt")
+        if not alphas or len(alphas) > 25:
+            raise ValueError("give between 1 and 25 strengths")
+        image = _checked_image(image)
+        vector = self.vector(run_id)
+        rows = []
+        for index, alpha in enumerate(alphas):
+            if progress is not None:
+                progress(index, len(alphas), f"α = {alpha:g}")
+            steering = Steering(vector, mode, float(alpha), parse_layers(layers))  # type: ignore[arg-type]
+            from ..steering import generate
+
+            text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
+            scores = self._scores(image, [text])
+            rows.append({"alpha": float(alpha), "output": text, "toxicity": scores["toxicity"][0],
+                         "refusal": float(scores["refused"][0]),
+                         "visual_consistency": scores["visual"][0] if scores["visual"] else None})
+        return rows
+
+
+def _checked_image(image: Image.Image | None) -> Image.Image | None:
+    if image is None:
+        return None
+    if image.width * image.height > 40_000_000:
+        raise ValueError(f"the image is {image.width}x{image.height}; resize it below 40 megapixels")
+    return image.convert("RGB")
+
+
+def _safe_unzip(archive: Path, target: Path) -> None:
+    """Unpack images only, refusing absolute paths, `..`, links and oversize archives."""
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise DatasetError(f"{archive.name} is not a zip archive; zip the image folder and upload that") from None
+    with bundle:
+        members = [m for m in bundle.infolist() if not m.is_dir()]
+        if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_UPLOAD_BYTES * 4:
+            raise DatasetError(f"{archive.name} is too large (at most {MAX_ZIP_FILES} files and "
+                               f"{MAX_UPLOAD_BYTES * 4 // 2**20} MB unpacked)")
+        for member in members:
+            name = Path(member.filename)
+            if name.is_absolute() or ".." in name.parts or (member.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DatasetError(f"{archive.name}: unsafe entry {member.filename!r} (absolute, '..' or a link)")
+            destination = target / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with bundle.open(member) as handle:
+                destination.write_bytes(handle.read())

@@ -1,0 +1,74 @@
+"""Evaluate tab: unsteered vs steered on a dataset, with intervals, a chart and example generations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ...plots import metrics_figure
+from ...report import metrics_table
+from ...steering import MODES
+from ..jobs import run_evaluation
+from ..ui import AppContext, dataset_choices, friendly_errors, gpu_task, progress_callback
+
+
+def build(ctx: AppContext) -> None:
+    ui = ctx.ui
+    with gr.Tab("Evaluate", id="evaluate"):
+        gr.Markdown("ASR = share of harmful prompts not refused (keyword judge); over-refusal = share of benign "
+                    "prompts refused; benign accuracy = exact match where the dataset has reference answers. "
+                    "Intervals: percentile bootstrap, 95%.")
+        with gr.Row():
+            ui["eval_run"] = gr.Dropdown([], label="Vectors from run", scale=3)
+            choices = dataset_choices(ctx.wb.spec)
+            test_set = "organism:test" if "organism:test" in choices else "demo"
+            ui["eval_data"] = gr.Dropdown(choices, value=test_set, label="Dataset", allow_custom_value=True)
+            ui["eval_limit"] = gr.Number(60, precision=0, label="Records", minimum=1, maximum=5000)
+        with gr.Row():
+            ui["eval_mode"] = gr.Dropdown(list(MODES), value="adaptive", label="Mode")
+            ui["eval_alpha"] = gr.Number(1.0, label="Strength α")
+            ui["eval_layers"] = gr.Textbox("", label="Layers (empty = all)")
+            ui["eval_tokens"] = gr.Number(40, precision=0, label="Max new tokens", minimum=1, maximum=256)
+        with gr.Row():
+            ui["eval_go"] = gr.Button("Evaluate", variant="primary")
+            ui["eval_cancel"] = gr.Button("Cancel")
+        ui["eval_summary"] = gr.Markdown()
+        ui["eval_plot"] = gr.Plot(label="Unsteered vs steered")
+        ui["eval_examples"] = gr.Dataframe(headers=["source", "label", "prompt", "unsteered", "steered"],
+                                           label="Examples (where steering changed the answer first)",
+                                           interactive=False, wrap=True)
+
+
+def _examples(evaluation: Any, limit: int = 12) -> list[list[str]]:
+    steered = {o.index: o for o in evaluation.outcomes.get("steered", [])}
+    rows = [(o, steered.get(o.index)) for o in evaluation.outcomes["unsteered"]]
+    rows.sort(key=lambda pair: pair[1] is None or pair[1].response == pair[0].response)
+    return [[o.source, o.label, o.prompt, o.response, s.response if s else ""] for o, s in rows[:limit]]
+
+
+def wire(ctx: AppContext) -> None:
+    ui = ctx.ui
+
+    @gpu_task
+    @friendly_errors
+    def go(run_id: str | None, dataset: str, limit: float, mode: str, alpha: float, layers: str, tokens: float,
+           request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
+        steering = ctx.wb.steering(run_id, mode, alpha, layers) if run_id else None
+        records, label = ctx.wb.dataset(dataset)
+        del records  # loaded once here to fail early with a clear message; the job reloads by label
+        run_eval, metrics, evaluation = run_evaluation(ctx.wb, run_id, label, steering, int(limit or 0),
+                                                       int(tokens or 0), progress_callback(progress),
+                                                       ctx.cancel_flag(request))
+        settings = metrics["settings"]
+        head = (f"Run `{run_eval}` · {settings['records']} records · toxicity: {settings['toxicity_scorer']} · "
+                f"visual consistency: {settings['clip'] or 'not measured'}"
+                + ("" if steering else " · no vectors picked: unsteered only"))
+        return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), _examples(evaluation),
+                *ctx.refresh_pickers(None)]
+
+    ui["eval_go"].click(go, [ui["eval_run"], ui["eval_data"], ui["eval_limit"], ui["eval_mode"], ui["eval_alpha"],
+                             ui["eval_layers"], ui["eval_tokens"]],
+                        [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], *ctx.pickers()],
+                        api_name="evaluate")
+    ui["eval_cancel"].click(ctx.cancel, None, ui["eval_summary"], queue=False, api_visibility="private")

@@ -1,0 +1,55 @@
+"""Export tab: vectors (safetensors, GGUF), figures (PNG + SVG) and an analysis notebook for any run."""
+
+from __future__ import annotations
+
+
+import gradio as gr
+
+from ..jobs import export_notebook, export_plots, export_vectors
+from ..ui import AppContext, friendly_errors
+
+
+def build(ctx: AppContext) -> None:
+    ui = ctx.ui
+    with gr.Tab("Export", id="export"):
+        gr.Markdown("Files are written inside the run's own folder (`runs/<run>/export/`) and offered for download. "
+                    "Figures: 1800×1040 PNG and SVG in one style. Notebooks reproduce the run through library calls.")
+        with gr.Row():
+            ui["export_run"] = gr.Dropdown([], label="Run", scale=3)
+            ui["export_layer"] = gr.Number(None, precision=0, label="Layer for Stage I figures (empty = best)")
+        with gr.Row():
+            ui["export_st"] = gr.Button("Vectors (.safetensors)")
+            ui["export_gguf"] = gr.Button("Vectors (GGUF control vector)")
+            ui["export_png"] = gr.Button("Figures (PNG + SVG, zip)")
+            ui["export_nb"] = gr.Button("Notebook (.ipynb)")
+        ui["export_file"] = gr.File(label="Download", interactive=False)
+
+
+def wire(ctx: AppContext) -> None:
+    ui = ctx.ui
+
+    def need(run_id: str | None) -> str:
+        if not run_id:
+            raise ValueError("pick a run to export from")
+        return run_id
+
+    @friendly_errors
+    def vectors(run_id: str | None) -> str:
+        return str(export_vectors(ctx.wb, need(run_id), "safetensors"))
+
+    @friendly_errors
+    def gguf(run_id: str | None) -> str:
+        return str(export_vectors(ctx.wb, need(run_id), "gguf"))
+
+    @friendly_errors
+    def figures(run_id: str | None, layer: float | None) -> str:
+        return str(export_plots(ctx.wb, need(run_id), None if layer is None else int(layer)))
+
+    @friendly_errors
+    def notebook(run_id: str | None) -> str:
+        return str(export_notebook(ctx.wb, need(run_id)))
+
+    ui["export_st"].click(vectors, ui["export_run"], ui["export_file"], api_name="export_vectors")
+    ui["export_gguf"].click(gguf, ui["export_run"], ui["export_file"], api_name="export_gguf")
+    ui["export_png"].click(figures, [ui["export_run"], ui["export_layer"]], ui["export_file"], api_name="export_plots")
+    ui["export_nb"].click(notebook, ui["export_run"], ui["export_file"], api_name="export_notebook")

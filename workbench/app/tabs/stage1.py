@@ -1,0 +1,97 @@
+"""Stage I tab: capture activations, per-layer scores, per-source similarity and the separation scatter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..jobs import stage1_figures
+from ..ui import AppContext, default_dataset, friendly_errors, gpu_task, progress_callback
+
+SCORE_HEADERS = ["layer", "probe accuracy", "AUROC", "Cohen's d"]
+
+
+def build(ctx: AppContext) -> None:
+    ui = ctx.ui
+    with gr.Tab("Stage I: directions", id="stage1"):
+        with gr.Row():
+            ui["dataset"] = gr.Textbox(default_dataset(ctx.wb.spec), label="Dataset (choose it in Model & data)",
+                                       interactive=False)
+            ui["s1_position"] = gr.Dropdown(["last", "mean_text", "mean_image"], value="last", label="Token position")
+            ui["s1_method"] = gr.Dropdown(["mean_diff", "pca", "probe"], value="mean_diff", label="Direction method")
+            with gr.Column():
+                ui["s1_run"] = gr.Button("Run Stage I", variant="primary")
+                ui["s1_cancel"] = gr.Button("Cancel", size="sm")
+        with gr.Row():
+            ui["stage1_reopen"] = gr.Dropdown([], label="…or reopen a saved Stage I run", scale=4)
+            ui["s1_open"] = gr.Button("Open", scale=1)
+        ui["s1_summary"] = gr.Markdown()
+        ui["s1_run_id"] = gr.Textbox(label="Current Stage I run", interactive=False, max_lines=1)
+        with gr.Row():
+            ui["s1_chart"] = gr.Plot(label="Separation by layer")
+            ui["s1_table"] = gr.Dataframe(headers=SCORE_HEADERS, label="Layer scores", interactive=False)
+        gr.Markdown("### Separation at one layer\nHover a point to see its prompt.")
+        with gr.Row():
+            ui["s1_layer"] = gr.Slider(0, 1, value=0, step=1, label="Layer")
+            ui["s1_projection"] = gr.Radio(["pca", "umap"], value="pca", label="Projection",
+                                           info="UMAP's first fit in a process compiles (about 10 s)")
+        with gr.Row():
+            ui["s1_scatter"] = gr.Plot(label="Harmful vs benign")
+            ui["s1_heatmap"] = gr.Plot(label="Per-source direction similarity")
+
+
+def _views(ctx: AppContext, run_id: str, layer: int | None, projection: str) -> tuple[Any, Any, Any]:
+    """(layer scores chart, separation scatter, source-similarity heatmap or None) at `layer`."""
+    figures = stage1_figures(ctx.wb, run_id, layer, projection)
+    scatter = next(f for name, f in figures.items() if name.startswith("separation"))
+    heatmap = next((f for name, f in figures.items() if name.startswith("source_similarity")), None)
+    return figures["layer_scores"], scatter, heatmap
+
+
+def _show(ctx: AppContext, run_id: str, projection: str) -> list[Any]:
+    result = ctx.wb.stage1(run_id)
+    best = result.best_layer()
+    rows = [[s.layer, round(s.probe_accuracy, 3), round(s.auroc, 3), round(s.separation, 2)] for s in result.scores]
+    info = ctx.wb.runs.info(run_id)
+    summary = (f"Run `{run_id}` · data `{info.get('data')}` · {info.get('records')} records · "
+               f"best layer by AUROC: **{best}** (probe accuracy {result.scores[best].probe_accuracy:.2f}). "
+               "Directions point from benign to harmful.")
+    chart, scatter, heatmap = _views(ctx, run_id, best, projection)
+    slider = gr.update(minimum=0, maximum=result.activations.num_layers - 1, value=best)
+    return [run_id, summary, chart, rows, slider, scatter, heatmap, *ctx.refresh_pickers(run_id)]
+
+
+def wire(ctx: AppContext) -> None:
+    ui = ctx.ui
+    outputs = [ui["s1_run_id"], ui["s1_summary"], ui["s1_chart"], ui["s1_table"], ui["s1_layer"], ui["s1_scatter"],
+               ui["s1_heatmap"], *ctx.pickers()]
+
+    @gpu_task
+    @friendly_errors
+    def run(dataset: str, position: str, method: str, projection: str, request: gr.Request,
+            progress: gr.Progress = gr.Progress()) -> list[Any]:
+        cancel = ctx.cancel_flag(request)
+        records = ctx.wb.records(dataset)
+        run_id = ctx.wb.run_stage1(records, dataset, position, method, progress_callback(progress), cancel)
+        return _show(ctx, run_id, projection)
+
+    @friendly_errors
+    def reopen(run_id: str | None, projection: str) -> list[Any]:
+        if not run_id:
+            raise ValueError("pick a saved run to open")
+        return _show(ctx, run_id, projection)
+
+    @friendly_errors
+    def relayer(run_id: str | None, layer: float, projection: str) -> tuple[Any, Any]:
+        if not run_id:
+            return gr.update(), gr.update()
+        return _views(ctx, run_id, int(layer), projection)[1:]
+
+    ui["s1_run"].click(run, [ui["dataset"], ui["s1_position"], ui["s1_method"], ui["s1_projection"]], outputs,
+                       api_name="stage1")
+    ui["s1_cancel"].click(ctx.cancel, None, ui["s1_summary"], queue=False, api_visibility="private")
+    ui["s1_open"].click(reopen, [ui["stage1_reopen"], ui["s1_projection"]], outputs, api_name="open_stage1")
+    for trigger in (ui["s1_layer"].release, ui["s1_projection"].change):
+        trigger(relayer, [ui["s1_run_id"], ui["s1_layer"], ui["s1_projection"]], [ui["s1_scatter"], ui["s1_heatmap"]],
+                api_visibility="private")

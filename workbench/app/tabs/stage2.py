@@ -1,0 +1,121 @@
+"""Stage II tab: refine a run's vectors by preference optimisation, with live curves, cancel and resume."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Iterator
+
+import gradio as gr
+
+from ...plots import curves_figure
+from ...stage2 import Stage2Config
+from ...steering import MODES
+from ..backend import parse_layers
+from ..jobs import create_stage2, run_stage2, stage2_metrics
+from ..ui import AppContext, friendly_errors, gpu_task, user_message
+
+
+def build(ctx: AppContext) -> None:
+    ui = ctx.ui
+    with gr.Tab("Stage II: refine", id="stage2"):
+        ui["s2_device"] = gr.Markdown("The VLM stays frozen; only the per-layer steering vectors (and strengths) "
+                                      "train. Rewards: toxicity, visual consistency (benign), refusal (harmful), "
+                                      "fluency. Runs on the model's device (GPU when present).")
+        with gr.Row():
+            ui["s2_source"] = gr.Dropdown([], label="Start from the vectors of run", scale=3)
+            ui["s2_steps"] = gr.Number(30, precision=0, label="Steps", minimum=1, maximum=5000)
+            ui["s2_k"] = gr.Number(4, precision=0, label="Samples per prompt (K)", minimum=2, maximum=16)
+            ui["s2_prompts"] = gr.Number(8, precision=0, label="Prompts per step", minimum=1, maximum=64)
+        with gr.Row():
+            ui["s2_objective"] = gr.Radio(["dpo", "grpo"], value="dpo", label="Objective")
+            ui["s2_reference"] = gr.Radio(["initial", "unsteered"], value="initial", label="DPO reference")
+            ui["s2_mode"] = gr.Dropdown(list(MODES), value="adaptive", label="Mode")
+            ui["s2_alpha"] = gr.Number(1.0, label="Strength α")
+            ui["s2_layers"] = gr.Textbox("", label="Layers (empty = all)")
+            ui["s2_lr"] = gr.Number(0.05, label="Learning rate")
+            ui["s2_beta"] = gr.Number(0.5, label="β")
+        with gr.Row():
+            ui["s2_start"] = gr.Button("Start Stage II", variant="primary")
+            ui["s2_cancel"] = gr.Button("Cancel (keeps a checkpoint)")
+        with gr.Row():
+            ui["s2_resume"] = gr.Dropdown([], label="Resume a Stage II run", scale=4)
+            ui["s2_resume_go"] = gr.Button("Resume", scale=1)
+        ui["s2_status"] = gr.Markdown()
+        ui["s2_curves"] = gr.Plot(label="Training curves")
+
+
+def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bool, request: gr.Request | None,
+           progress: gr.Progress) -> Iterator[list[Any]]:
+    """Train in a worker thread and stream curves after every step."""
+    cancel = ctx.cancel_flag(request)
+    steps: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run_stage2(ctx.wb, run_id, config, resume, cancel, steps.put)
+        except BaseException as error:  # noqa: BLE001 - reported to the user below
+            failure.append(error)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    total = config.steps if config else ctx.wb.runs.info(run_id).get("steps", 1)
+    keep = [gr.update()] * 6
+    while worker.is_alive() or not steps.empty():
+        try:
+            metrics = steps.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}")
+        status = (f"Run `{run_id}` · step {metrics.step}/{total} · loss {metrics.loss:.4f} · reward "
+                  f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step")
+        yield [curves_figure(stage2_metrics(ctx.wb, run_id)), status, *keep]
+    worker.join()
+    rows = stage2_metrics(ctx.wb, run_id)
+    if failure:
+        message = user_message(failure[0])
+        yield [curves_figure(rows), f"Run `{run_id}` stopped: {message}. Resume it to continue from its last "
+               "checkpoint.", *ctx.refresh_pickers(run_id)]
+        return
+    yield [curves_figure(rows), f"Run `{run_id}` finished {len(rows)} steps; its vectors are in the run pickers.",
+           *ctx.refresh_pickers(run_id)]
+
+
+def wire(ctx: AppContext) -> None:
+    ui = ctx.ui
+    outputs = [ui["s2_curves"], ui["s2_status"], *ctx.pickers()]
+
+    @gpu_task
+    def start(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
+              reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, request: gr.Request,
+              progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+        run_id, config = _create(source, dataset, steps, k, prompts, objective, reference, mode, alpha, layers, lr,
+                                 beta)
+        yield from _train(ctx, run_id, config, False, request, progress)
+
+    @friendly_errors
+    def _create(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
+                reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float
+                ) -> tuple[str, Stage2Config]:
+        if not source:
+            raise ValueError("pick the run whose vectors Stage II starts from (run Stage I first)")
+        picked = parse_layers(layers)
+        config = Stage2Config(steps=int(steps or 0), samples_per_prompt=int(k or 0), prompts_per_step=int(prompts or 0),
+                              objective=objective, reference=reference, mode=mode,  # type: ignore[arg-type]
+                              alpha=float(alpha), layers=list(picked) if picked else None, learning_rate=float(lr),
+                              beta=float(beta), max_new_tokens=40)
+        return create_stage2(ctx.wb, source, dataset, config), config
+
+    @gpu_task
+    def resume(run_id: str | None, request: gr.Request, progress: gr.Progress = gr.Progress()
+               ) -> Iterator[list[Any]]:
+        if not run_id:
+            raise gr.Error("pick a Stage II run to resume")
+        yield from _train(ctx, run_id, None, True, request, progress)
+
+    ui["s2_start"].click(start, [ui["s2_source"], ui["dataset"], ui["s2_steps"], ui["s2_k"], ui["s2_prompts"],
+                                 ui["s2_objective"], ui["s2_reference"], ui["s2_mode"], ui["s2_alpha"],
+                                 ui["s2_layers"], ui["s2_lr"], ui["s2_beta"]], outputs, api_name="stage2")
+    ui["s2_resume_go"].click(resume, [ui["s2_resume"]], outputs, api_name="stage2_resume")
+    ui["s2_cancel"].click(ctx.cancel, None, ui["s2_status"], queue=False, api_visibility="private")

@@ -1,0 +1,77 @@
+"""A runs folder: every Stage I, Stage II and evaluation run gets its own folder and survives restarts.
+
+Run ids are generated here (`<kind>-<date>-<time>-<4 hex>`) and validated on the way back in, so a
+request can only name a folder inside the runs folder; nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from pathlib import Path
+
+from .io import atomic_write_text
+
+KINDS = ("stage1", "stage2", "eval")
+_RUN_ID = re.compile(r"^(stage1|stage2|eval)-\d{8}-\d{6}-[0-9a-f]{4}$")
+RUN_INFO = "run.json"
+
+
+class RunStore:
+    """Create, list and reopen run folders under `root`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def create(self, kind: str, info: dict) -> tuple[str, Path]:
+        """A new, empty run folder with its run.json; returns (run id, folder)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown run kind {kind!r}; use one of {', '.join(KINDS)}")
+        while True:
+            run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+            folder = self.root / run_id
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+        atomic_write_text(folder / RUN_INFO, json.dumps({"kind": kind, "id": run_id, **info}, indent=2))
+        return run_id, folder
+
+    def path(self, run_id: str) -> Path:
+        """The folder of `run_id`; refuses anything that is not a run id of this store."""
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+            raise ValueError(f"{run_id!r} is not a run id (expected e.g. stage1-20260101-120000-ab12)")
+        folder = self.root / run_id
+        if not (folder / RUN_INFO).is_file():
+            raise ValueError(f"run {run_id} does not exist in the runs folder")
+        return folder
+
+    def info(self, run_id: str) -> dict:
+        return json.loads((self.path(run_id) / RUN_INFO).read_text(encoding="utf-8"))
+
+    def update(self, run_id: str, **fields: object) -> None:
+        """Add fields to run.json (e.g. a status or a summary), atomically."""
+        info = self.info(run_id)
+        info.update(fields)
+        atomic_write_text(self.path(run_id) / RUN_INFO, json.dumps(info, indent=2))
+
+    def list(self, kind: str | None = None) -> list[str]:
+        """Run ids, newest first, optionally of one kind."""
+        ids = [p.name for p in self.root.iterdir() if _RUN_ID.match(p.name) and (p / RUN_INFO).is_file()]
+        ids = [i for i in ids if kind is None or i.startswith(kind + "-")]
+        return sorted(ids, key=lambda i: i.split("-", 1)[1], reverse=True)
+
+    def choices(self, kind: str | None = None) -> list[tuple[str, str]]:
+        """(label, id) pairs for a dropdown: the id plus the run's model, data and status."""
+        result = []
+        for run_id in self.list(kind):
+            info = self.info(run_id)
+            label = f"{run_id} · {info.get('model', '?')} · {info.get('data', '?')}"
+            if info.get("status"):
+                label += f" · {info['status']}"
+            result.append((label, run_id))
+        return result
