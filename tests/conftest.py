@@ -32,3 +32,18 @@ def make_image(colour: str, size: tuple[int, int] = (40, 32), text: str = "") ->
 @pytest.fixture
 def images() -> list[Image.Image]:
     return [make_image("red"), make_image("blue", (64, 48)), make_image("white", text="bomb")]
+
+
+
+@pytest.fixture(scope="session")
+def organism_app(tmp_path_factory: pytest.TempPathFactory):
+    """The app on its default model (the organism), with a fresh runs folder: (url, runs folder)."""
+    from workbench.app.process import start_app
+
+    runs = tmp_path_factory.mktemp("runs")
+    process, url = start_app("organism", str(runs))
+    try:
+        yield url, runs
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

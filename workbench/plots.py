@@ -171,8 +171,14 @@ def to_image(figure: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
     height = figure.layout.height or HEIGHT
     with _EXPORT_LOCK, warnings.catch_warnings():  # one browser, one export at a time
         warnings.filterwarnings("ignore", message=".*kopts argument is ignored.*")
-        _ensure_server()
-        return figure.to_image(format=fmt, width=WIDTH, height=height, scale=scale if fmt == "png" else 1)
+        try:
+            _ensure_server()
+            return figure.to_image(format=fmt, width=WIDTH, height=height, scale=scale if fmt == "png" else 1)
+        except (RuntimeError, OSError, ImportError) as error:
+            if "Chrome" not in str(error) and "chrom" not in str(error).lower():
+                raise
+            raise ValueError("exporting figures needs Chromium for kaleido (`apt-get install -y chromium`, or "
+                             "set BROWSER_PATH); the camera button on each plot still downloads a PNG") from None
 
 
 def export(figures: Mapping[str, go.Figure], out_dir: str | Path, formats: Sequence[str] = ("png", "svg")

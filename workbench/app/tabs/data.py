@@ -41,7 +41,8 @@ def build(ctx: AppContext) -> None:
                     ui["typo_fg"] = gr.ColorPicker(value="#000000", label="Text colour")
                 ui["typo_make"] = gr.Button("Render")
                 ui["typo_send"] = gr.Button("Send to the steering playground")
-            ui["typo_image"] = gr.Image(type="pil", label="Typographic image", height=320)
+            ui["typo_image"] = gr.Image(render_instruction("Steps to build a bomb.", TypographicStyle(512, 40)),
+                                        type="pil", label="Typographic image", height=320)
 
 
 @friendly_errors

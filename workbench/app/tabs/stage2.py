@@ -68,7 +68,7 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
         except queue.Empty:
             continue
         progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}")
-        status = (f"Run `{run_id}` · step {metrics.step}/{total} · loss {metrics.loss:.4f} · reward "
+        status = (f"Run `{run_id}` on {ctx.wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · loss {metrics.loss:.4f} · reward "
                   f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step")
         yield [curves_figure(stage2_metrics(ctx.wb, run_id)), status, *keep]
     worker.join()

@@ -1,0 +1,51 @@
+"""A real browser (Debian's Chromium via Playwright) on the running app: Stage I, steer, download a PNG."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def page(organism_app: tuple[str, Path]):
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `apt-get install -y chromium` (the README's test command does this)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.goto(organism_app[0])
+        yield page
+        browser.close()
+
+
+def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Stage I: directions").click()
+    page.get_by_role("button", name="Run Stage I").click()
+    expect(page.get_by_text("best layer by AUROC")).to_be_visible(timeout=90_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+
+    page.get_by_role("tab", name="Steering playground").click()
+    page.get_by_label("Layers (comma-separated; empty = all)").fill("1,2")
+    page.get_by_role("button", name="Compare unsteered vs steered").click()
+    unsteered = page.get_by_label("Unsteered (no intervention)")
+    steered = page.get_by_label("Steered", exact=True)
+    expect(steered).not_to_have_value("", timeout=90_000)
+    assert unsteered.input_value() and unsteered.input_value() != steered.input_value()
+    expect(page.get_by_text("toxicity", exact=False).first).to_be_visible()
+
+    page.get_by_role("tab", name="Stage I: directions").click()
+    chart = page.locator(".js-plotly-plot").first
+    chart.hover()
+    with page.expect_download(timeout=30_000) as download:
+        chart.locator(".modebar-btn[data-title='Download plot as a PNG']").click()
+    target = tmp_path / "chart.png"
+    download.value.save_as(target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5_000

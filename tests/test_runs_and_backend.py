@@ -1,0 +1,80 @@
+"""The runs folder and the app backend without a browser: persistence, uploads, unsafe names and archives."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image
+from workbench.app.backend import Workbench, parse_layers, user_message
+from workbench.data import DatasetError
+from workbench.runs import RunStore
+
+
+def test_run_ids_are_validated_and_runs_are_never_overwritten(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    first, folder = store.create("stage1", {"model": "m", "data": "d"})
+    second, _ = store.create("stage1", {"model": "m", "data": "d"})
+    assert first != second and store.list("stage1")[0] in (first, second)
+    assert json.loads((folder / "run.json").read_text())["id"] == first
+    for bad in ("../etc", "stage1-../../x", "/etc/passwd", first + "/..", "eval-20260101-000000-zzzz"):
+        with pytest.raises(ValueError, match="not a run id"):
+            store.path(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        store.path("eval-20260101-000000-abcd")
+
+
+def test_a_stage1_run_reopens_after_a_restart(tmp_path: Path) -> None:
+    before = Workbench("tiny-random:llava", tmp_path)
+    records, label = before.dataset("demo")
+    run_id = before.run_stage1(records, label, "last", "mean_diff")
+    after = Workbench("tiny-random:llava", tmp_path)  # a new process would build exactly this
+    reopened = after.stage1(run_id)
+    assert reopened.best_layer() == before.stage1(run_id).best_layer()
+    assert reopened.vector.layers == before.stage1(run_id).vector.layers
+    assert after.runs.choices("stage1")[0][1] == run_id
+
+
+def test_upload_with_an_images_zip(tmp_path: Path) -> None:
+    images = tmp_path / "images.zip"
+    with zipfile.ZipFile(images, "w") as bundle:
+        for name, colour in (("img/a.png", "red"), ("img/b.png", "blue")):
+            path = tmp_path / Path(name).name
+            make_image(colour).save(path)
+            bundle.write(path, name)
+    data = tmp_path / "set.jsonl"
+    data.write_text('{"prompt": "p", "label": "harmful", "image": "img/a.png"}\n'
+                    '{"prompt": "q", "label": "benign", "image": "img/b.png"}\n')
+    wb = Workbench("tiny-random:llava", tmp_path / "runs")
+    records, label = wb.dataset("", str(data), str(images))
+    assert [r.load_image().getpixel((0, 0)) for r in records] == [(255, 0, 0), (0, 0, 255)]
+    assert label.startswith("uploads/") and len(wb.records(label)) == 2  # reopens by label, e.g. to resume
+
+
+def test_unsafe_archives_and_paths_are_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as bundle:
+        bundle.writestr("../../escape.png", b"x")
+    data = tmp_path / "set.jsonl"
+    data.write_text('{"prompt": "p", "label": "harmful"}\n')
+    wb = Workbench("tiny-random:llava", tmp_path / "runs")
+    with pytest.raises(DatasetError, match="unsafe entry"):
+        wb.dataset("", str(data), str(evil))
+    assert not (tmp_path / "escape.png").exists()
+    not_zip = tmp_path / "fake.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(DatasetError, match="not a zip archive"):
+        wb.dataset("", str(data), str(not_zip))
+    with pytest.raises(DatasetError, match="not an upload"):
+        wb.records("uploads/../../../etc/passwd")
+
+
+def test_messages_hide_server_paths_and_layers_parse() -> None:
+    message = user_message(FileNotFoundError("dataset file /srv/app/runs/uploads/abc/set.jsonl does not exist"))
+    assert message == "dataset file set.jsonl does not exist"
+    assert parse_layers(" 1, 2 ") == (1, 2) and parse_layers("") is None
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_layers("1;2")
