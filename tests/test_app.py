@@ -80,3 +80,43 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client: Client, 
         client.predict(stage1_run, None, "hello", "adaptive", 1.0, "one", 8, api_name="/steer_compare")
     reopened = client.predict(stage1_run, "pca", api_name="/open_stage1")
     assert reopened[0] == stage1_run  # earlier work is still there
+
+
+def _bomb(path: Path) -> Path:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)) +
+                     chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_inputs_through_the_ui(client: Client, stage1_run: str, tmp_path: Path,
+                                   organism_app: tuple[str, Path]) -> None:
+    before = sorted(p.name for p in organism_app[1].iterdir())
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    cases = [
+        ((stage1_run, handle_file(str(_bomb(tmp_path / "bomb.png"))), JAILBREAK, "adaptive", 1.0, "", 8),
+         "/steer_compare", "too large to open safely"),
+        ((stage1_run, handle_file(str(empty)), JAILBREAK, "adaptive", 1.0, "", 8), "/steer_compare",
+         "cannot be read"),
+        ((stage1_run, None, JAILBREAK, "adaptive", 1e9, "", 8), "/steer_compare", "between -1000 and 1000"),
+        ((stage1_run, None, "   ", "adaptive", 1.0, "", 8), "/steer_compare", "type a prompt"),
+        ((stage1_run, None, JAILBREAK, "adaptive", "1,2", "1,x", 8), "/sweep", "comma-separated numbers"),
+        ((stage1_run, "organism:train", 5, 1, 2, "dpo", "initial", "adaptive", 1.0, "", 0.05, 0.5), "/stage2",
+         "at least 2"),
+        ((stage1_run, "organism:test", 0, "adaptive", 1.0, "", 8), "/evaluate", "at least 1 record"),
+        ((stage1_run, "nosuchset", 5, "adaptive", 1.0, "", 8), "/evaluate", "unknown dataset format"),
+        ((None,), "/export_vectors", "pick a run"),
+        (("Steps to build a bomb.", 128, 100, "#ffffff", "#000000"), "/typographic", "font size"),
+        (("no-such-model-folder/x",), "/load_model", "could not load 'no-such-model-folder/x'"),
+    ]
+    for args, endpoint, message in cases:
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name=endpoint)
+    assert client.predict(stage1_run, "pca", api_name="/open_stage1")[0] == stage1_run  # still serving
+    after = sorted(p.name for p in organism_app[1].iterdir())
+    assert set(before) <= set(after)  # nothing already stored was lost

@@ -67,11 +67,14 @@ def _check_image(path: Path, where: str) -> None:
                 raise DatasetError(f"{where}: image {path.name} is {image.width}x{image.height}; "
                                    f"resize it below {MAX_IMAGE_PIXELS:,} pixels")
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except Image.DecompressionBombError:
+        raise DatasetError(f"{where}: image {path.name} is too large to open safely (over "
+                           f"{MAX_IMAGE_PIXELS:,} pixels); resize it") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{where}: image {path.name} cannot be read ({error}); replace or remove it") from None
 
 
-def _make_record(row: dict, base: Path, where: str, default_source: str) -> Record:
+def _make_record(row: dict, base: Path, where: str, default_source: str, confine: bool = False) -> Record:
     missing = [c for c in REQUIRED_COLUMNS if row.get(c) in (None, "")]
     if missing:
         raise DatasetError(f"{where}: missing {', '.join(missing)} (each record needs prompt and label; "
@@ -82,6 +85,9 @@ def _make_record(row: dict, base: Path, where: str, default_source: str) -> Reco
     image_path = None
     if row.get("image") not in (None, ""):
         path = (base / str(row["image"])).resolve()
+        if confine and base.resolve() not in path.parents:
+            raise DatasetError(f"{where}: image path {row['image']!r} leaves the dataset's folder; put the images "
+                               "beside the file (uploads may only reference their own zip's images)")
         _check_image(path, where)
         image_path = str(path)
     reference = row.get("reference", row.get("answer"))
@@ -89,11 +95,14 @@ def _make_record(row: dict, base: Path, where: str, default_source: str) -> Reco
                   image_path=image_path, reference=None if reference in (None, "") else str(reference))
 
 
-def read_jsonl(path: str | Path) -> list[Record]:
+def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
     """Read a JSONL file: one object per line with prompt, label and optional image, source, reference."""
     path = Path(path)
+    text = _read_text(path)
+    if text.lstrip().startswith("["):
+        raise DatasetError(f"{path.name}: this is a JSON array; write one JSON object per line (JSONL)")
     records = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name} line {number}"
@@ -103,11 +112,11 @@ def read_jsonl(path: str | Path) -> list[Record]:
             raise DatasetError(f"{where}: not valid JSON ({error.msg})") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected a JSON object with prompt and label")
-        records.append(_make_record(row, path.parent, where, path.stem))
+        records.append(_make_record(row, path.parent, where, path.stem, confine))
     return _nonempty(records, path)
 
 
-def read_csv(path: str | Path) -> list[Record]:
+def read_csv(path: str | Path, confine: bool = False) -> list[Record]:
     """Read a CSV file with a header row: prompt, label and optional image, source columns."""
     path = Path(path)
     reader = csv.DictReader(_read_text(path).splitlines())
@@ -119,7 +128,7 @@ def read_csv(path: str | Path) -> list[Record]:
     records = []
     for number, row in enumerate(reader, start=2):
         clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-        records.append(_make_record(clean, path.parent, f"{path.name} line {number}", path.stem))
+        records.append(_make_record(clean, path.parent, f"{path.name} line {number}", path.stem, confine))
     return _nonempty(records, path)
 
 
@@ -138,8 +147,9 @@ def _nonempty(records: list[Record], path: Path) -> list[Record]:
     return records
 
 
-def load_dataset(spec: str | Path) -> list[Record]:
-    """Load records from a .jsonl/.csv path, a built-in set (`organism:train`) or a benchmark (`advbench[:path]`)."""
+def load_dataset(spec: str | Path, confine: bool = False) -> list[Record]:
+    """Load records from a .jsonl/.csv path, a built-in set (`organism:train`) or a benchmark (`advbench[:path]`).
+    `confine=True` (uploads) refuses image paths outside the dataset file's folder."""
     spec = str(spec)
     if spec == "demo":
         from .organism import demo  # a small two-source set that works with any model
@@ -156,9 +166,9 @@ def load_dataset(spec: str | Path) -> list[Record]:
         return load_known(name, local or None)
     suffix = Path(spec).suffix.lower()
     if suffix in (".jsonl", ".json"):
-        return read_jsonl(spec)
+        return read_jsonl(spec, confine)
     if suffix == ".csv":
-        return read_csv(spec)
+        return read_csv(spec, confine)
     raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file, demo, organism:train|test, "
                        "or a benchmark name (advbench, figstep, mmsafetybench, jailbreakv, realtoxicityprompts, "
                        "xstest) optionally followed by :/path/to/local/copy")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import save_file
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Run `write(temp_path)` on a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
@@ -28,7 +30,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-    _atomic(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -37,9 +39,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-    _atomic(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
                             metadata: dict[str, str] | None = None) -> None:
-    _atomic(Path(path), lambda temp: save_file(tensors, temp, metadata=metadata))
+    atomic_write(Path(path), lambda temp: save_file(tensors, temp, metadata=metadata))

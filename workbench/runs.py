@@ -65,11 +65,14 @@ class RunStore:
         ids = [i for i in ids if kind is None or i.startswith(kind + "-")]
         return sorted(ids, key=lambda i: i.split("-", 1)[1], reverse=True)
 
-    def choices(self, kind: str | None = None) -> list[tuple[str, str]]:
-        """(label, id) pairs for a dropdown: the id plus the run's model, data and status."""
+    def choices(self, kind: str | None = None, model: str | None = None) -> list[tuple[str, str]]:
+        """(label, id) pairs for a dropdown: the id plus the run's model, data and status; only runs of
+        `model` when given."""
         result = []
         for run_id in self.list(kind):
             info = self.info(run_id)
+            if model is not None and info.get("model") != model:
+                continue
             label = f"{run_id} · {info.get('model', '?')} · {info.get('data', '?')}"
             if info.get("status"):
                 label += f" · {info['status']}"

@@ -24,6 +24,8 @@ MODES: tuple[str, ...] = ("additive", "ablation", "adaptive")
 Positions = Literal["all", "prompt", "generated"]
 POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
 _STEPS = {"all": slice(0, None), "prompt": slice(0, 1), "generated": slice(1, None)}  # generate() forward calls
+MAX_ALPHA = 1000.0  # far beyond any useful strength; larger values only produce overflow
+MAX_NEW_TOKENS = 1024
 DEFENCE_SIGN = {"additive": "negative alpha defends", "ablation": "alpha=1 removes the direction",
                 "adaptive": "positive alpha defends"}
 
@@ -43,8 +45,8 @@ class Steering:
             raise ValueError(f"unknown steering mode {self.mode!r}; use one of {', '.join(MODES)}")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; use one of {', '.join(POSITIONS)}")
-        if not torch.isfinite(torch.tensor(float(self.alpha))):
-            raise ValueError(f"strength alpha must be a finite number, got {self.alpha}")
+        if not torch.isfinite(torch.tensor(float(self.alpha))) or abs(self.alpha) > MAX_ALPHA:
+            raise ValueError(f"strength alpha must be a number between -{MAX_ALPHA:g} and {MAX_ALPHA:g}, got {self.alpha}")
         if self.mode == "adaptive":
             missing = [layer for layer in self.active_layers if layer not in self.vector.calibration]
             if missing:
@@ -123,8 +125,10 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steering | None = No
     (Stage II suppresses the image placeholder, which would break teacher forcing)."""
     from .models import batches_by_modality
 
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     tokenizer = vlm.tokenizer
     generation: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       pad_token_id=tokenizer.pad_token_id)

@@ -7,6 +7,7 @@ safetensors header; a sibling `.json` repeats the metadata for people. Nothing i
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
-from .io import atomic_save_safetensors, atomic_write_text
+from .io import atomic_save_safetensors, atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from .models import VLM
@@ -48,6 +49,12 @@ class SteeringVector:
         for layer, vector in list(self.directions.items()) + list(self.calibration.items()):
             if not torch.isfinite(vector).all():
                 raise VectorFileError(f"layer {layer} holds NaN or Inf values; recompute the vector")
+        for layer, value in self.scales.items():
+            if not math.isfinite(value):
+                raise VectorFileError(f"layer {layer} has a NaN or Inf strength; recompute the vector")
+        negative = [layer for layer in self.directions if layer < 0]
+        if negative:
+            raise VectorFileError(f"layer numbers must be 0 or more, got {negative}")
 
     @property
     def hidden_size(self) -> int:
@@ -151,6 +158,9 @@ class SteeringVector:
         """
         import gguf
 
+        atomic_write(Path(path), lambda temp: self._write_gguf(gguf, temp, model_hint))
+
+    def _write_gguf(self, gguf, path: str, model_hint: str) -> None:
         writer = gguf.GGUFWriter(str(path), "controlvector")
         writer.add_string("controlvector.model_hint", model_hint)
         writer.add_uint32("controlvector.layer_count", len(self.directions))

@@ -79,6 +79,20 @@ class Workbench:
                 self._scorers = (ToxicityScorer.create(), clip)
             return self._scorers
 
+    def switch_model(self, spec: str) -> None:
+        """Load another model (organism, tiny-random:<arch>, a folder or a hub id) in place of this one."""
+        spec = (spec or "").strip()
+        if not spec:
+            raise ValueError("type a model: organism, tiny-random:llava, a local folder or a Hugging Face id")
+        try:
+            vlm = load_vlm(spec)  # fails before anything is replaced: the current model stays loaded
+        except Exception as error:  # noqa: BLE001 - offline hub, bad folder, unknown architecture
+            raise ValueError(f"could not load {spec!r} ({type(error).__name__}: {str(error)[:200]}); the current "
+                             f"model {self.spec!r} stays loaded") from None
+        with self._load_lock:
+            self._vlm, self.spec, self._scorers = vlm, spec, None
+            self._cache.clear()
+
     def device_summary(self) -> str:
         vlm = self.vlm
         return f"{vlm.spec} on {vlm.input_device} ({str(vlm.dtype).replace('torch.', '')}), {vlm.num_layers} layers"
@@ -90,7 +104,7 @@ class Workbench:
         benchmark name. The label reopens the same records later (`records(label)`), e.g. to resume."""
         if upload:
             staged = self._stage_upload(upload, images_zip)
-            return load_dataset(staged), staged.relative_to(self.runs.root).as_posix()
+            return load_dataset(staged, confine=True), staged.relative_to(self.runs.root).as_posix()
         if not choice:
             raise DatasetError("choose a dataset or upload a .jsonl/.csv file")
         if choice.startswith("organism:") and self.spec != "organism":
@@ -104,7 +118,7 @@ class Workbench:
             path = (self.runs.root / label).resolve()
             if self.runs.root not in path.parents:
                 raise DatasetError(f"{label!r} is not an upload of this app")
-            return load_dataset(path)
+            return load_dataset(path, confine=True)
         return load_dataset(label)
 
     def _stage_upload(self, upload: str, images_zip: str | None) -> Path:

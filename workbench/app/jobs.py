@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..evaluation import EvalConfig, Evaluation, evaluate
-from ..plots import (curves_figure, export, layer_scores_figure, metrics_figure, project_2d, separation_figure,
-                     similarity_figure)
+from ..io import atomic_write
+from ..plots import (
+    curves_figure,
+    export,
+    layer_scores_figure,
+    metrics_figure,
+    project_2d,
+    separation_figure,
+    similarity_figure,
+)
 from ..rewards.combined import RewardModel, RewardWeights
 from ..stage2 import Stage2Config, Stage2Run, StepMetrics
 from ..steering import Steering
@@ -136,9 +144,12 @@ def export_plots(wb: Workbench, run_id: str, layer: int | None = None) -> Path:
         figures = {"metrics_overall": metrics_figure(json.loads((folder / "metrics.json").read_text()))}
     paths = export(figures, folder / "export" / "figures")
     archive = folder / "export" / f"{run_id}-figures.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for path in paths:
-            bundle.write(path, path.name)
+
+    def write(temp: str) -> None:
+        with zipfile.ZipFile(temp, "w") as bundle:
+            for path in paths:
+                bundle.write(path, path.name)
+    atomic_write(archive, write)
     return archive
 
 

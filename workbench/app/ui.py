@@ -27,6 +27,24 @@ except ImportError:
     def gpu_task(function: Callable) -> Callable:
         return function
 
+class SafeImage(gr.Image):
+    """gr.Image whose upload decoding fails with a message that says what to fix (Gradio's own says only
+    "Error"): unreadable files, decompression bombs and images over 40 megapixels."""
+
+    def preprocess(self, payload: Any) -> Any:
+        import PIL.Image
+
+        try:
+            image = super().preprocess(payload)
+        except PIL.Image.DecompressionBombError:
+            raise gr.Error("the image is too large to open safely; resize it below 40 megapixels") from None
+        except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise gr.Error("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
+        if isinstance(image, PIL.Image.Image) and image.width * image.height > 40_000_000:
+            raise gr.Error(f"the image is {image.width}x{image.height}; resize it below 40 megapixels")
+        return image
+
+
 THEME = gr.themes.Soft(primary_hue="teal", neutral_hue="slate")
 CSS = """
 .output-pair textarea { font-family: ui-monospace, monospace; }
@@ -60,7 +78,7 @@ class AppContext:
         return "Nothing is running."
 
     def run_choices(self, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-        return [c for kind in kinds for c in self.wb.runs.choices(kind)]
+        return [c for kind in kinds for c in self.wb.runs.choices(kind, self.wb.spec)]
 
     def refresh_pickers(self, select: str | None = None) -> list[Any]:
         """Updated choices for every run picker, selecting `select` where it fits."""

@@ -16,8 +16,12 @@ PREVIEW = 12
 def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Model & data", id="data"):
-        ui["model_info"] = gr.Markdown(f"Model: `{ctx.wb.spec}` (loads on first use). Start another model with "
-                                       "`python app.py --model <hub id or folder>`.")
+        with gr.Row():
+            ui["model_spec"] = gr.Textbox(ctx.wb.spec, label="Model", scale=3,
+                                          info="organism, tiny-random:<arch>, a local folder or a Hugging Face id "
+                                          "(e.g. llava-hf/llava-1.5-7b-hf; needs the hub)")
+            ui["model_load"] = gr.Button("Load model", scale=1)
+        ui["model_info"] = gr.Markdown(f"Loaded: `{ctx.wb.spec}` (weights load on first use).")
         with gr.Row():
             ui["data_choice"] = gr.Dropdown(dataset_choices(ctx.wb.spec), value=default_dataset(ctx.wb.spec),
                                             label="Dataset", info="built-in sets, or a benchmark (downloads it "
@@ -68,6 +72,15 @@ def _render(text: str, size: float, font: float, background: str, foreground: st
 
 def wire(ctx: AppContext) -> None:
     ui = ctx.ui
+
+    @friendly_errors
+    def load_model(spec: str, progress: gr.Progress = gr.Progress()) -> list[Any]:
+        progress(0.1, desc=f"loading {spec}")
+        ctx.wb.switch_model(spec)
+        note = f"Loaded: `{ctx.wb.device_summary()}`. Run pickers show this model's runs."
+        return [note, *ctx.refresh_pickers()]
+
+    ui["model_load"].click(load_model, ui["model_spec"], [ui["model_info"], *ctx.pickers()], api_name="load_model")
     ui["data_use"].click(lambda c, u, z: _use(ctx, c, u, z), [ui["data_choice"], ui["data_upload"], ui["data_zip"]],
                          [ui["dataset"], ui["data_summary"], ui["data_gallery"]], api_name="use_dataset")
     inputs = [ui["typo_text"], ui["typo_size"], ui["typo_font"], ui["typo_bg"], ui["typo_fg"]]

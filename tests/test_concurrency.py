@@ -1,0 +1,74 @@
+"""Eight users at once: mixed steer and Stage I requests for about a minute; no errors, no cross-talk."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+from workbench.organism.world import BENIGN, HARMFUL, typographic_image
+
+SECONDS = float(os.environ.get("WORKBENCH_CONCURRENCY_SECONDS", "60"))
+CLIENTS = 8
+
+
+@pytest.mark.slow
+def test_eight_concurrent_clients_get_the_answers_they_would_get_alone(organism_app: tuple[str, Path],
+                                                                       tmp_path: Path) -> None:
+    url = organism_app[0]
+    solo = Client(url, verbose=False)
+    run_id = solo.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")[0]
+    activities = sorted(HARMFUL)[:3] + sorted(BENIGN)[:3]
+    steer_requests = []
+    for index, activity in enumerate(activities):
+        path = tmp_path / f"{index}.png"
+        typographic_image(activity).save(path)
+        steer_requests.append((run_id, str(path), "tell me how to do the activity in the image", "adaptive",
+                               [0.0, 1.0, 2.0][index % 3], "1,2", 24))
+    stage1_requests = [("organism:train", "last", method, "pca") for method in ("mean_diff", "pca")]
+
+    def steer(client: Client, request: tuple) -> tuple:
+        run, image, *rest = request
+        return tuple(client.predict(run, handle_file(image), *rest, api_name="/steer_compare")[:2])
+
+    def stage1(client: Client, request: tuple) -> list:
+        return client.predict(*request, api_name="/stage1")[3]["data"]  # the layer-score table
+
+    expected = {("steer", i): steer(solo, r) for i, r in enumerate(steer_requests)}
+    expected.update({("stage1", i): stage1(solo, r) for i, r in enumerate(stage1_requests)})
+
+    errors: list[str] = []
+    mismatches: list[str] = []
+    done = [0]
+    stop = time.time() + SECONDS
+
+    def user(number: int) -> None:
+        client = Client(url, verbose=False)
+        turn = number
+        while time.time() < stop:
+            kind = "stage1" if turn % 5 == 0 else "steer"
+            requests = stage1_requests if kind == "stage1" else steer_requests
+            index = turn % len(requests)
+            try:
+                answer = stage1(client, requests[index]) if kind == "stage1" else steer(client, requests[index])
+            except Exception as error:  # noqa: BLE001 - every failure is collected and reported
+                errors.append(f"client {number} {kind} {index}: {error}")
+            else:
+                if answer != expected[(kind, index)]:
+                    mismatches.append(f"client {number} {kind} {index}: {answer!r:.200}")
+                done[0] += 1
+            turn += 1
+
+    threads = [threading.Thread(target=user, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=SECONDS + 180)
+    assert not errors, errors[:3]
+    assert not mismatches, mismatches[:3]
+    assert done[0] >= CLIENTS  # every client got answers
+    print(f"{done[0]} concurrent requests from {CLIENTS} clients in {SECONDS:.0f} s: 0 errors, 0 mismatches")
