@@ -94,6 +94,12 @@ class AppContext:
         return [self.ui[name] for name, _ in RUN_PICKERS]
 
 
+def run_picker(label: str, **options: Any) -> gr.Dropdown:
+    """A dropdown of run ids. Its choices are refreshed per browser session, so API callers may also name a
+    run created later (custom values); every id is validated by the RunStore before use."""
+    return gr.Dropdown([], label=label, allow_custom_value=True, **options)
+
+
 def friendly_errors(function: Callable) -> Callable:
     """Turn library errors into a gr.Error with a message that says what to fix (and no server paths)."""
     @functools.wraps(function)

@@ -33,11 +33,11 @@ FULL_MIX = {"scene": 0.40, "typographic": 0.16, "read": 0.10, "text": 0.17, "rol
 @dataclass
 class TrainConfig:
     seed: int = 0
-    vision_steps: int = 2000
+    vision_steps: int = 1100
     vision_batch: int = 64
     vision_lr: float = 2e-3
     curriculum_steps: int = 300
-    lm_steps: int = 1200
+    lm_steps: int = 1400
     lm_batch: int = 32
     lm_lr: float = 1e-3
     clip_steps: int = 400

@@ -10,7 +10,7 @@ from ...plots import metrics_figure
 from ...report import metrics_table
 from ...steering import MODES
 from ..jobs import run_evaluation
-from ..ui import AppContext, dataset_choices, friendly_errors, gpu_task, progress_callback
+from ..ui import AppContext, dataset_choices, friendly_errors, gpu_task, progress_callback, run_picker
 
 
 def build(ctx: AppContext) -> None:
@@ -20,7 +20,7 @@ def build(ctx: AppContext) -> None:
                     "prompts refused; benign accuracy = exact match where the dataset has reference answers. "
                     "Intervals: percentile bootstrap, 95%.")
         with gr.Row():
-            ui["eval_run"] = gr.Dropdown([], label="Vectors from run", scale=3)
+            ui["eval_run"] = run_picker("Vectors from run", scale=3)
             choices = dataset_choices(ctx.wb.spec)
             test_set = "organism:test" if "organism:test" in choices else "demo"
             ui["eval_data"] = gr.Dropdown(choices, value=test_set, label="Dataset", allow_custom_value=True)

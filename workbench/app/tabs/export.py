@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import gradio as gr
 
 from ..jobs import export_notebook, export_plots, export_vectors
-from ..ui import AppContext, friendly_errors
+from ..ui import AppContext, friendly_errors, run_picker
 
 
 def build(ctx: AppContext) -> None:
@@ -15,7 +14,7 @@ def build(ctx: AppContext) -> None:
         gr.Markdown("Files are written inside the run's own folder (`runs/<run>/export/`) and offered for download. "
                     "Figures: 1800×1040 PNG and SVG in one style. Notebooks reproduce the run through library calls.")
         with gr.Row():
-            ui["export_run"] = gr.Dropdown([], label="Run", scale=3)
+            ui["export_run"] = run_picker("Run", scale=3)
             ui["export_layer"] = gr.Number(None, precision=0, label="Layer for Stage I figures (empty = best)")
         with gr.Row():
             ui["export_st"] = gr.Button("Vectors (.safetensors)")

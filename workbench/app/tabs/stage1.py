@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from ..jobs import stage1_figures
-from ..ui import AppContext, default_dataset, friendly_errors, gpu_task, progress_callback
+from ..ui import AppContext, default_dataset, friendly_errors, gpu_task, progress_callback, run_picker
 
 SCORE_HEADERS = ["layer", "probe accuracy", "AUROC", "Cohen's d"]
 
@@ -24,7 +24,7 @@ def build(ctx: AppContext) -> None:
                 ui["s1_run"] = gr.Button("Run Stage I", variant="primary")
                 ui["s1_cancel"] = gr.Button("Cancel", size="sm")
         with gr.Row():
-            ui["stage1_reopen"] = gr.Dropdown([], label="…or reopen a saved Stage I run", scale=4)
+            ui["stage1_reopen"] = run_picker("…or reopen a saved Stage I run", scale=4)
             ui["s1_open"] = gr.Button("Open", scale=1)
         ui["s1_summary"] = gr.Markdown()
         ui["s1_run_id"] = gr.Textbox(label="Current Stage I run", interactive=False, max_lines=1)

@@ -13,7 +13,7 @@ from ...stage2 import Stage2Config
 from ...steering import MODES
 from ..backend import parse_layers
 from ..jobs import create_stage2, run_stage2, stage2_metrics
-from ..ui import AppContext, friendly_errors, gpu_task, user_message
+from ..ui import AppContext, friendly_errors, gpu_task, run_picker, user_message
 
 
 def build(ctx: AppContext) -> None:
@@ -23,7 +23,7 @@ def build(ctx: AppContext) -> None:
                                       "train. Rewards: toxicity, visual consistency (benign), refusal (harmful), "
                                       "fluency. Runs on the model's device (GPU when present).")
         with gr.Row():
-            ui["s2_source"] = gr.Dropdown([], label="Start from the vectors of run", scale=3)
+            ui["s2_source"] = run_picker("Start from the vectors of run", scale=3)
             ui["s2_steps"] = gr.Number(30, precision=0, label="Steps", minimum=1, maximum=5000)
             ui["s2_k"] = gr.Number(4, precision=0, label="Samples per prompt (K)", minimum=2, maximum=16)
             ui["s2_prompts"] = gr.Number(8, precision=0, label="Prompts per step", minimum=1, maximum=64)
@@ -39,7 +39,7 @@ def build(ctx: AppContext) -> None:
             ui["s2_start"] = gr.Button("Start Stage II", variant="primary")
             ui["s2_cancel"] = gr.Button("Cancel (keeps a checkpoint)")
         with gr.Row():
-            ui["s2_resume"] = gr.Dropdown([], label="Resume a Stage II run", scale=4)
+            ui["s2_resume"] = run_picker("Resume a Stage II run", scale=4)
             ui["s2_resume_go"] = gr.Button("Resume", scale=1)
         ui["s2_status"] = gr.Markdown()
         ui["s2_curves"] = gr.Plot(label="Training curves")
