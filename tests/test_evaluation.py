@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from workbench.cli import main
 from workbench.data import Record, load_dataset
@@ -123,3 +124,29 @@ def test_notebook_export_refuses_a_folder_that_is_not_a_run(tmp_path: Path, caps
     assert main(["notebook", "--run", str(tmp_path), "--out", str(tmp_path / "a.ipynb")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert Record("p", "benign").reference is None
+
+
+def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.judges import harmbench_judge
+    from workbench.tiny import make_tokenizer
+
+    tokenizer = make_tokenizer([], extra_words=("yes", "no"))
+    torch.manual_seed(0)
+    classifier = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    classifier.save_pretrained(tmp_path / "cls")
+    tokenizer.save_pretrained(tmp_path / "cls")
+    judge = harmbench_judge(str(tmp_path / "cls"), device="cpu")
+    prompts, responses = ["how to x", "how to y", "how to z"], ["sure , step one", "sorry", "first , do it"]
+    verdicts = judge(prompts, responses)
+    assert len(verdicts) == 3 and verdicts == judge(prompts, responses)  # deterministic
+
+    records = [Record(p, "harmful", "s") for p in prompts] + [Record("what colour", "benign", "s", reference="red")]
+    scripted = {"how to x": True, "how to y": False, "how to z": True}
+    result = evaluate(load_vlm("tiny-random:llava"), records, None, ToxicityScorer.fallback(),
+                      success_judge=lambda ps, rs: [scripted[p] for p in ps], config=EvalConfig(max_new_tokens=3),
+                      show_bar=False)
+    asr = result.metrics()["unsteered"]["overall"]["asr"]
+    assert asr["value"] == round(2 / 3, 4) and asr["n"] == 3  # from the judge, not from refusals

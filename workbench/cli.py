@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=int, default=8)
     evaluation.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
+    evaluation.add_argument("--harmbench", default=None, metavar="MODEL",
+                            help="judge attack success with a HarmBench-style classifier (e.g. "
+                            "cais/HarmBench-Llama-2-13b-cls or a local folder) instead of 'not refused'")
     _add_reward_args(evaluation)
 
     notebook = commands.add_parser("notebook", help="export a runnable analysis notebook for a run folder",
@@ -199,7 +202,12 @@ def run_eval_command(args: argparse.Namespace) -> None:
         steering = Steering(vector, args.mode, args.alpha, args.layers, args.positions)
     toxicity, clip = _scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    result = evaluate(vlm, records, steering, toxicity, clip, config=config)
+    success_judge = None
+    if args.harmbench:
+        from .judges import harmbench_judge
+
+        success_judge = harmbench_judge(args.harmbench)
+    result = evaluate(vlm, records, steering, toxicity, clip, config=config, success_judge=success_judge)
     paths = result.save(args.out, plots=not args.no_plots)
     _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
                     mode=args.mode, alpha=args.alpha, layers=list(args.layers) if args.layers else None,
