@@ -45,8 +45,11 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
     assert examples["data"] and len(examples["data"][0]) == 5
     vectors = SteeringVector.load(client.predict(stage1_run, api_name="/export_vectors"))
     assert vectors.layers == [0, 1, 2, 3] and vectors.calibration
-    with zipfile.ZipFile(client.predict(stage1_run, None, api_name="/export_plots")) as bundle:
+    summary = client.predict(stage1_run, "pca", api_name="/open_stage1")[1]
+    best = int(summary.split("best layer by AUROC: **")[1].split("**")[0])
+    with zipfile.ZipFile(client.predict(stage1_run, "", api_name="/export_plots")) as bundle:
         names = bundle.namelist()
+        assert f"separation_pca_layer{best}.png" in names  # empty layer = the best layer
         assert "layer_scores.png" in names and "layer_scores.svg" in names
         assert bundle.read("layer_scores.png")[:4] == b"\x89PNG"
     notebook = json.loads(Path(client.predict(stage1_run, api_name="/export_notebook")).read_text())
@@ -111,6 +114,8 @@ def test_bad_inputs_through_the_ui(client: Client, stage1_run: str, tmp_path: Pa
         ((stage1_run, "organism:test", 0, "adaptive", 1.0, "", 8), "/evaluate", "less than minimum value 1"),
         ((stage1_run, "nosuchset", 5, "adaptive", 1.0, "", 8), "/evaluate", "unknown dataset format"),
         ((None,), "/export_vectors", "pick a run"),
+        ((stage1_run, "x"), "/export_plots", "whole number"),
+        ((stage1_run, "99"), "/export_plots", "out of range"),
         (("Steps to build a bomb.", 128, 100, "#ffffff", "#000000"), "/typographic", "font size"),
         (("no-such-model-folder/x",), "/load_model", "could not load 'no-such-model-folder/x'"),
     ]

@@ -15,7 +15,7 @@ def build(ctx: AppContext) -> None:
                     "Figures: 1800×1040 PNG and SVG in one style. Notebooks reproduce the run through library calls.")
         with gr.Row():
             ui["export_run"] = run_picker("Run", scale=3)
-            ui["export_layer"] = gr.Number(None, precision=0, label="Layer for Stage I figures (empty = best)")
+            ui["export_layer"] = gr.Textbox("", label="Layer for Stage I figures (empty = best)", max_lines=1)
         with gr.Row():
             ui["export_st"] = gr.Button("Vectors (.safetensors)")
             ui["export_gguf"] = gr.Button("Vectors (GGUF control vector)")
@@ -41,8 +41,11 @@ def wire(ctx: AppContext) -> None:
         return str(export_vectors(ctx.wb, need(run_id), "gguf"))
 
     @friendly_errors
-    def figures(run_id: str | None, layer: float | None) -> str:
-        return str(export_plots(ctx.wb, need(run_id), None if layer is None else int(layer)))
+    def figures(run_id: str | None, layer: str | None) -> str:
+        text = (layer or "").strip()
+        if text and not text.lstrip("-").isdigit():
+            raise ValueError(f"the layer must be a whole number (or empty for the best layer), got {text!r}")
+        return str(export_plots(ctx.wb, need(run_id), int(text) if text else None))
 
     @friendly_errors
     def notebook(run_id: str | None) -> str:
