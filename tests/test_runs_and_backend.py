@@ -78,3 +78,33 @@ def test_messages_hide_server_paths_and_layers_parse() -> None:
     assert parse_layers(" 1, 2 ") == (1, 2) and parse_layers("") is None
     with pytest.raises(ValueError, match="comma-separated"):
         parse_layers("1;2")
+
+
+def test_an_app_stage2_job_cancels_with_a_checkpoint_and_resumes(tmp_path: Path) -> None:
+    import threading
+
+    from workbench.app.jobs import create_stage2, run_stage2, stage2_metrics
+    from workbench.progress import Cancelled
+    from workbench.stage2 import Stage2Config
+
+    wb = Workbench("tiny-random:llava", tmp_path)
+    records, label = wb.dataset("demo")
+    source = wb.run_stage1(records, label, "last", "mean_diff")
+    config = Stage2Config(steps=4, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=4, checkpoint_every=2)
+    run_id = create_stage2(wb, source, label, config)
+    cancel = threading.Event()
+
+    def on_step(metrics) -> None:
+        if metrics.step == 2:
+            cancel.set()  # the user presses Cancel during step 2
+
+    with pytest.raises(Cancelled, match="cancelled at step 2"):
+        run_stage2(wb, run_id, config, False, cancel, on_step)
+    assert wb.runs.info(run_id)["status"] == "stopped at step 2 (Cancelled)"
+    assert (wb.runs.path(run_id) / "checkpoint.safetensors").is_file()
+    with pytest.raises(ValueError, match="no vectors yet"):
+        wb.vector(run_id)
+    run_stage2(wb, run_id, None, True, threading.Event(), lambda metrics: None)
+    assert wb.runs.info(run_id)["status"] == "finished"
+    assert [row["step"] for row in stage2_metrics(wb, run_id)] == [1, 2, 3, 4]
+    assert wb.vector(run_id).layers
