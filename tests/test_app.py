@@ -22,9 +22,11 @@ def client(organism_app: tuple[str, Path]) -> Client:
 
 @pytest.fixture(scope="module")
 def stage1_run(client: Client) -> str:
-    run_id, summary, _, table, *_ = client.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")
+    run_id, summary, _, table, _, _, _, play_layers, stage2_layers, eval_layers, *_ = client.predict(
+        "organism:train", "last", "mean_diff", "pca", api_name="/stage1")
     assert [row[0] for row in table["data"]] == [0, 1, 2, 3]
     assert "best layer by AUROC" in summary
+    assert play_layers == stage2_layers == eval_layers == "1,2"  # the organism's best Stage I setting, suggested
     return run_id
 
 

@@ -56,3 +56,17 @@ def test_sources_disagree_and_combined_direction_covers_both() -> None:
 def test_benign_mean_is_the_calibration_reference() -> None:
     acts, _, _ = _planted()
     torch.testing.assert_close(D.benign_mean(acts), acts.values[acts.mask("benign")].mean(0))
+
+
+def test_suggested_layers_leave_out_the_last_layer_and_keep_the_near_best() -> None:
+    from workbench.directions import LayerScore
+    from workbench.stage1 import Stage1Result
+
+    def result(aurocs: list[float]) -> Stage1Result:
+        scores = [LayerScore(i, 0.9, a, 1.0 + i, 1.0) for i, a in enumerate(aurocs)]
+        return Stage1Result(None, None, scores, {}, None)  # type: ignore[arg-type]
+
+    assert result([0.97, 0.9995, 0.9997, 1.0]).suggested_layers() == [1, 2]
+    assert result([0.6, 0.8, 0.7, 0.99]).suggested_layers() == [1]
+    assert result([0.99, 0.99, 0.99, 0.99, 0.99, 1.0]).suggested_layers() == [2, 3, 4]  # at most 3: ties by d
+    assert result([0.9]).suggested_layers() == [0]

@@ -35,6 +35,16 @@ class Stage1Result:
         """The layer with the highest projection AUROC, ties broken by Cohen's d."""
         return max(self.scores, key=lambda s: (s.auroc, s.separation)).layer
 
+    def suggested_layers(self, tolerance: float = 0.005, limit: int = 3) -> list[int]:
+        """Layers to steer by default: those within `tolerance` AUROC of the best layer, leaving out the
+        last layer (steering it only shifts the logits) unless the model has one layer; at most `limit`,
+        the best first. On the organism this picks layers 1-2, the best setting of its Stage I sweep."""
+        candidates = self.scores[:-1] or self.scores
+        best = max(s.auroc for s in candidates)
+        chosen = sorted((s for s in candidates if s.auroc >= best - tolerance),
+                        key=lambda s: (-s.auroc, -s.separation))[:limit]
+        return sorted(s.layer for s in chosen)
+
     def scores_csv(self) -> str:
         buffer = io.StringIO()
         fields = list(asdict(self.scores[0]))

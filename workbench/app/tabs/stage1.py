@@ -54,18 +54,21 @@ def _show(ctx: AppContext, run_id: str, projection: str) -> list[Any]:
     best = result.best_layer()
     rows = [[s.layer, round(s.probe_accuracy, 3), round(s.auroc, 3), round(s.separation, 2)] for s in result.scores]
     info = ctx.wb.runs.info(run_id)
+    suggested = ",".join(map(str, result.suggested_layers()))
     summary = (f"Run `{run_id}` · data `{info.get('data')}` · {info.get('records')} records · "
-               f"best layer by AUROC: **{best}** (probe accuracy {result.scores[best].probe_accuracy:.2f}). "
+               f"best layer by AUROC: **{best}** (probe accuracy {result.scores[best].probe_accuracy:.2f}) · "
+               f"suggested steering layers: **{suggested}** (set in the playground, Stage II and Evaluate). "
                "Directions point from benign to harmful.")
     chart, scatter, heatmap = _views(ctx, run_id, best, projection)
     slider = gr.update(minimum=0, maximum=result.activations.num_layers - 1, value=best)
-    return [run_id, summary, chart, rows, slider, scatter, heatmap, *ctx.refresh_pickers(run_id)]
+    return [run_id, summary, chart, rows, slider, scatter, heatmap, suggested, suggested, suggested,
+            *ctx.refresh_pickers(run_id)]
 
 
 def wire(ctx: AppContext) -> None:
     ui = ctx.ui
     outputs = [ui["s1_run_id"], ui["s1_summary"], ui["s1_chart"], ui["s1_table"], ui["s1_layer"], ui["s1_scatter"],
-               ui["s1_heatmap"], *ctx.pickers()]
+               ui["s1_heatmap"], ui["play_layers"], ui["s2_layers"], ui["eval_layers"], *ctx.pickers()]
 
     @gpu_task
     @friendly_errors
