@@ -108,3 +108,19 @@ def test_an_app_stage2_job_cancels_with_a_checkpoint_and_resumes(tmp_path: Path)
     assert wb.runs.info(run_id)["status"] == "finished"
     assert [row["step"] for row in stage2_metrics(wb, run_id)] == [1, 2, 3, 4]
     assert wb.vector(run_id).layers
+
+
+def test_a_notebook_for_an_uploaded_dataset_points_at_the_staged_copy(tmp_path: Path) -> None:
+    import re
+
+    from workbench.app.jobs import export_notebook
+
+    data = tmp_path / "set.jsonl"
+    data.write_text('{"prompt": "bad", "label": "harmful"}\n{"prompt": "good", "label": "benign"}\n')
+    wb = Workbench("tiny-random:llava", tmp_path / "runs")
+    records, label = wb.dataset("", str(data))
+    run_id = wb.run_stage1(records, label, "last", "mean_diff")
+    notebook = json.loads(export_notebook(wb, run_id).read_text())
+    source = "".join("".join(cell["source"]) for cell in notebook["cells"])
+    staged = Path(re.search(r"DATA = '([^']+)'", source).group(1))
+    assert staged.is_file() and staged.read_text() == data.read_text()
