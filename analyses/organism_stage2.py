@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--per-group", type=int, default=30)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--pairing", default="best_worst", choices=["best_worst", "best_all"])
     parser.add_argument("--safe-response", default=None,
                         help="off-policy safe reply for harmful prompts, e.g. the organism's own text-route refusal")
     parser.add_argument("--model", default="organism", help="organism, or a folder holding a retrained organism VLM")
@@ -58,7 +59,8 @@ def main() -> None:
     before = run_check(vlm, steering, args.per_group, scorer=scorer)
     print("Stage I:\n" + before.table(), flush=True)
     config = Stage2Config(steps=args.steps, mode=args.mode, alpha=args.alpha, layers=layers, learning_rate=args.lr,
-                          beta=args.beta, checkpoint_every=10, safe_response=args.safe_response)
+                          beta=args.beta, checkpoint_every=10, safe_response=args.safe_response,
+                          pairing=args.pairing)
     rewards = RewardModel(scorer, load_clip(args.clip), RewardWeights())
     start = time.time()
     run = Stage2Run(vlm, stage1.vector, train, rewards, config, out / "stage2", resume=args.resume)

@@ -33,6 +33,10 @@ def test_dpo_loss_and_gradient_match_a_hand_computation() -> None:
 
 def test_pairs_take_best_and_worst_and_skip_ties() -> None:
     assert preference_pairs([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0]]) == [(0, 1, 2), (2, 0, 1)]
+    from workbench.preference import preference_pairs_all
+
+    assert preference_pairs_all([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0, 1.0]]) == [
+        (0, 1, 0), (0, 1, 2), (2, 0, 1)]  # every clearly worse sample; ties with the best are skipped
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "gemma3", "idefics3"])

@@ -95,6 +95,16 @@ def preference_pairs(rewards: Sequence[Sequence[float]], min_gap: float = 1e-3) 
     return pairs
 
 
+def preference_pairs_all(rewards: Sequence[Sequence[float]], min_gap: float = 1e-3) -> list[tuple[int, int, int]]:
+    """(prompt, best sample, other sample) for every sample clearly worse than the prompt's best: each
+    dispreferred behaviour (broken text and compliance alike) gets pushed down, not only the worst."""
+    pairs = []
+    for prompt, scores in enumerate(rewards):
+        best = max(range(len(scores)), key=lambda i: scores[i])
+        pairs += [(prompt, best, other) for other in range(len(scores)) if scores[best] - scores[other] > min_gap]
+    return pairs
+
+
 def group_advantages(rewards: Sequence[Sequence[float]]) -> torch.Tensor:
     """GRPO-style advantages: each sample's reward standardised within its prompt's group [P, K]."""
     table = torch.tensor(rewards, dtype=torch.float32)

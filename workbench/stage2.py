@@ -25,13 +25,13 @@ from safetensors.torch import load_file
 from .data import Record
 from .io import atomic_save_safetensors, atomic_write_text
 from .models import VLM
-from .preference import dpo_loss, group_advantages, preference_pairs, response_logprobs
+from .preference import dpo_loss, group_advantages, preference_pairs, preference_pairs_all, response_logprobs
 from .progress import Cancelled, ProgressFn
 from .rewards.combined import RewardModel, RewardWeights
 from .steering import Mode, Steering, generate_ids
 from .vectors import SteeringVector
 
-CONFIG_FIELDS_THAT_MUST_MATCH = ("mode", "layers", "objective", "reference", "train_strength", "seed",
+CONFIG_FIELDS_THAT_MUST_MATCH = ("mode", "layers", "objective", "pairing", "reference", "train_strength", "seed",
                                  "prompts_per_step", "samples_per_prompt")
 
 
@@ -57,6 +57,7 @@ class Stage2Config:
     # sample for harmful prompts, so a pair can prefer a refusal the steered model never samples itself.
     # None keeps Stage II strictly on-policy. Logged metrics cover the sampled responses only.
     safe_response: str | None = None
+    pairing: str = "best_worst"  # best_worst: one pair per prompt | best_all: best against every worse sample
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -70,6 +71,8 @@ class Stage2Config:
             problems.append(f"prompts per step must be at least 1 (got {self.prompts_per_step})")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             problems.append(f"temperature must be positive (got {self.temperature})")
+        if self.pairing not in ("best_worst", "best_all"):
+            problems.append(f"pairing must be best_worst or best_all (got {self.pairing!r})")
         if self.objective not in ("dpo", "grpo"):
             problems.append(f"objective must be dpo or grpo (got {self.objective!r})")
         if self.reference not in ("initial", "unsteered"):
@@ -158,7 +161,9 @@ class Stage2Run:
         config_json = json.dumps(asdict(self.config), indent=2)
         if resume and checkpoint.exists():
             saved = json.loads((self.out / "config.json").read_text())
-            changed = [k for k in CONFIG_FIELDS_THAT_MUST_MATCH if saved.get(k) != asdict(self.config).get(k)]
+            defaults = asdict(Stage2Config())  # a run saved before a field existed used its default
+            changed = [k for k in CONFIG_FIELDS_THAT_MUST_MATCH
+                       if saved.get(k, defaults.get(k)) != asdict(self.config).get(k)]
             if changed:
                 raise ValueError(f"cannot resume {self.out}: {', '.join(changed)} differ from the saved run; "
                                  "use the same settings or a new --out folder")
@@ -270,7 +275,7 @@ class Stage2Run:
         k = self.config.samples_per_prompt
         self.optimizer.zero_grad()
         if self.config.objective == "dpo":
-            pairs = preference_pairs(table)
+            pairs = (preference_pairs_all if self.config.pairing == "best_all" else preference_pairs)(table)
             if not pairs:
                 return 0.0, 0, 0.0
             chosen = [p * k + w for p, w, _ in pairs]
