@@ -48,7 +48,8 @@ def harmbench_judge(model: str = HARMBENCH_MODEL, device: str | None = None, bat
         model, dtype=torch.bfloat16 if target.type == "cuda" else torch.float32).to(target).eval()
     answers = {}
     for word in ("yes", "no"):
-        ids = [tokenizer.convert_tokens_to_ids(t) for t in (word, "▁" + word, word.capitalize(), "▁" + word.capitalize())]
+        spellings = (word, "▁" + word, word.capitalize(), "▁" + word.capitalize())  # "▁": SentencePiece space
+        ids = [tokenizer.convert_tokens_to_ids(t) for t in spellings]
         answers[word] = sorted({i for i in ids if i is not None and i != tokenizer.unk_token_id})
         if not answers[word]:
             raise ValueError(f"{model}: its tokenizer has no '{word}' token; it cannot be a HarmBench-style judge")

@@ -25,7 +25,7 @@ from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer, load_clip
 from ..runs import RunStore
 from ..stage1 import Stage1Result, load_stage1
-from ..steering import Steering, compare
+from ..steering import Steering, compare, generate
 from ..vectors import SteeringVector
 
 BUILTIN_SETS = ("organism:train", "organism:test", "demo")
@@ -217,8 +217,6 @@ class Workbench:
             if progress is not None:
                 progress(index, len(alphas), f"α = {alpha:g}")
             steering = Steering(vector, mode, float(alpha), parse_layers(layers))  # type: ignore[arg-type]
-            from ..steering import generate
-
             text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
             scores = self._scores(image, [text])
             rows.append({"alpha": float(alpha), "output": text, "toxicity": scores["toxicity"][0],

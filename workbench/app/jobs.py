@@ -70,13 +70,14 @@ def stage2_metrics(wb: Workbench, run_id: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, steering: Steering | None,
-                   limit: int, max_new_tokens: int, progress: Any = None, cancel: threading.Event | None = None
-                   ) -> tuple[str, dict, Evaluation]:
-    """Evaluate unsteered vs steered on `limit` records; saves an eval run; returns (id, metrics, evaluation)."""
+def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
+                   steering: Steering | None, limit: int, max_new_tokens: int, progress: Any = None,
+                   cancel: threading.Event | None = None) -> tuple[str, dict, Evaluation]:
+    """Evaluate unsteered vs steered on `limit` of `records` (loaded from `data_label`); saves an eval run;
+    returns (id, metrics, evaluation)."""
     if limit < 1:
         raise ValueError(f"evaluate at least 1 record (got {limit})")
-    records = _spread(wb.records(data_label), limit)
+    records = _spread(records, limit)
     toxicity, clip = wb.scorers()
     config = EvalConfig(max_new_tokens=int(max_new_tokens), batch_size=16)
     result = evaluate(wb.vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,

@@ -56,10 +56,9 @@ def wire(ctx: AppContext) -> None:
            request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
         steering = ctx.wb.steering(run_id, mode, alpha, layers) if run_id else None
         records, label = ctx.wb.dataset(dataset)
-        del records  # loaded once here to fail early with a clear message; the job reloads by label
-        run_eval, metrics, evaluation = run_evaluation(ctx.wb, run_id, label, steering, int(limit or 0),
-                                                       int(tokens or 0), progress_callback(progress),
-                                                       ctx.cancel_flag(request))
+        run_eval, metrics, evaluation = run_evaluation(ctx.wb, run_id, label, records, steering,
+                                                       int(limit or 0), int(tokens or 0),
+                                                       progress_callback(progress), ctx.cancel_flag(request))
         settings = metrics["settings"]
         head = (f"Run `{run_eval}` · {settings['records']} records · toxicity: {settings['toxicity_scorer']} · "
                 f"visual consistency: {settings['clip'] or 'not measured'}"
