@@ -179,13 +179,9 @@ def run_stage2_command(args: argparse.Namespace) -> None:
 
 def _write_run_info(out: str, kind: str, args: argparse.Namespace, **settings: object) -> None:
     """run.json: what made this folder, so `notebook --run` can reproduce it."""
-    import json
+    from .runs import write_run_info
 
-    from .io import atomic_write_text
-    from .notebook import RUN_INFO
-
-    info = {"kind": kind, "model": args.model, "data": args.data, **settings}
-    atomic_write_text(Path(out) / RUN_INFO, json.dumps(info, indent=2))
+    write_run_info(Path(out), {"kind": kind, "model": args.model, "data": args.data, **settings})
 
 
 def run_eval_command(args: argparse.Namespace) -> None:
@@ -211,11 +207,12 @@ def run_eval_command(args: argparse.Namespace) -> None:
 
         success_judge = harmbench_judge(args.harmbench)
     result = evaluate(vlm, records, steering, toxicity, clip, config=config, success_judge=success_judge)
-    paths = result.save(args.out, plots=not args.no_plots)
+    metrics = result.metrics(config.resamples, config.seed)
+    paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
     _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
                     mode=args.mode, alpha=args.alpha, layers=list(args.layers) if args.layers else None,
                     limit=args.limit)
-    print(metrics_table(result.metrics(config.resamples, config.seed)))
+    print(metrics_table(metrics))
     for name in ("metrics", "generations", "report"):
         print(f"wrote {name}: {paths[name]}")
 

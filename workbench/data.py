@@ -170,8 +170,7 @@ def load_dataset(spec: str | Path, confine: bool = False) -> list[Record]:
     if suffix == ".csv":
         return read_csv(spec, confine)
     raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file, demo, organism:train|test, "
-                       "or a benchmark name (advbench, figstep, mmsafetybench, jailbreakv, realtoxicityprompts, "
-                       "xstest) optionally followed by :/path/to/local/copy")
+                       f"or a benchmark name ({', '.join(CATALOG)}) optionally followed by :/path/to/local/copy")
 
 
 def require_both_labels(records: Iterable[Record]) -> None:

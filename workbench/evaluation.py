@@ -110,13 +110,15 @@ class Evaluation:
                 "per_source": {s: summarise([o for o in outcomes if o.source == s], resamples, seed) for s in sources}}
         return result
 
-    def save(self, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-        """metrics.json, generations.jsonl, report.md (+ figures/ with PNG and SVG when `plots`)."""
+    def save(self, out_dir: str | Path, plots: bool = True, metrics: dict | None = None) -> dict[str, Path]:
+        """metrics.json, generations.jsonl, report.md (+ figures/ with PNG and SVG when `plots`); pass
+        `metrics` when already computed, so the bootstrap runs once."""
         from .report import write_report
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        metrics = self.metrics(self.settings.get("resamples", 1000), self.settings.get("seed", 0))
+        if metrics is None:
+            metrics = self.metrics(self.settings.get("resamples", 1000), self.settings.get("seed", 0))
         paths = {"metrics": out / "metrics.json", "generations": out / "generations.jsonl"}
         atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
         lines = [json.dumps({"condition": c, **asdict(o)}) for c, rows in self.outcomes.items() for o in rows]

@@ -19,6 +19,11 @@ _RUN_ID = re.compile(r"^(stage1|stage2|eval)-\d{8}-\d{6}-[0-9a-f]{4}$")
 RUN_INFO = "run.json"
 
 
+def write_run_info(folder: Path, info: dict) -> None:
+    """Write a run folder's run.json (atomically): what made the run, for reopening and notebooks."""
+    atomic_write_text(folder / RUN_INFO, json.dumps(info, indent=2))
+
+
 class RunStore:
     """Create, list and reopen run folders under `root`."""
 
@@ -38,7 +43,7 @@ class RunStore:
                 break
             except FileExistsError:
                 continue
-        atomic_write_text(folder / RUN_INFO, json.dumps({"kind": kind, "id": run_id, **info}, indent=2))
+        write_run_info(folder, {"kind": kind, "id": run_id, **info})
         return run_id, folder
 
     def path(self, run_id: str) -> Path:
@@ -57,7 +62,7 @@ class RunStore:
         """Add fields to run.json (e.g. a status or a summary), atomically."""
         info = self.info(run_id)
         info.update(fields)
-        atomic_write_text(self.path(run_id) / RUN_INFO, json.dumps(info, indent=2))
+        write_run_info(self.path(run_id), info)
 
     def list(self, kind: str | None = None) -> list[str]:
         """Run ids, newest first, optionally of one kind."""

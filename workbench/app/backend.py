@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from ..data import DatasetError, Record, load_dataset
+from ..data import MAX_IMAGE_PIXELS, DatasetError, Record, load_dataset
 from ..models import VLM, load_vlm
 from ..rewards.refusal import is_refusal
 from ..rewards.toxicity import ToxicityScorer
@@ -228,8 +228,8 @@ class Workbench:
 def _checked_image(image: Image.Image | None) -> Image.Image | None:
     if image is None:
         return None
-    if image.width * image.height > 40_000_000:
-        raise ValueError(f"the image is {image.width}x{image.height}; resize it below 40 megapixels")
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"the image is {image.width}x{image.height}; resize it below {MAX_IMAGE_PIXELS:,} pixels")
     return image.convert("RGB")
 
 

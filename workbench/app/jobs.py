@@ -86,8 +86,9 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
     if steering is not None:
         info.update(mode=steering.mode, alpha=steering.alpha, layers=steering.active_layers)
     run_id, folder = wb.runs.create("eval", info)
-    result.save(folder)
-    return run_id, result.metrics(config.resamples, config.seed), result
+    metrics = result.metrics(config.resamples, config.seed)
+    result.save(folder, metrics=metrics)
+    return run_id, metrics, result
 
 
 def _spread(records: list, limit: int) -> list:

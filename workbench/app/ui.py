@@ -17,6 +17,7 @@ import gradio as gr
 from ..catalog import CATALOG
 from ..data import DatasetError
 from ..progress import Cancelled
+from ..runs import KINDS
 from .backend import BUILTIN_SETS, Workbench, user_message
 
 try:  # Hugging Face Spaces (ZeroGPU): run GPU work inside spaces.GPU when the package is present
@@ -29,7 +30,7 @@ except ImportError:
 
 class SafeImage(gr.Image):
     """gr.Image whose upload decoding fails with a message that says what to fix (Gradio's own says only
-    "Error"): unreadable files, decompression bombs and images over 40 megapixels."""
+    "Error"): unreadable files and decompression bombs."""
 
     def preprocess(self, payload: Any) -> Any:
         import PIL.Image
@@ -40,9 +41,7 @@ class SafeImage(gr.Image):
             raise gr.Error("the image is too large to open safely; resize it below 40 megapixels") from None
         except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
             raise gr.Error("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
-        if isinstance(image, PIL.Image.Image) and image.width * image.height > 40_000_000:
-            raise gr.Error(f"the image is {image.width}x{image.height}; resize it below 40 megapixels")
-        return image
+        return image  # the size limit is checked where every image enters the backend (backend._checked_image)
 
 
 THEME = gr.themes.Soft(primary_hue="teal", neutral_hue="slate")
@@ -77,14 +76,13 @@ class AppContext:
             return "Cancelling… the job stops at its next step and keeps what it finished."
         return "Nothing is running."
 
-    def run_choices(self, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-        return [c for kind in kinds for c in self.wb.runs.choices(kind, self.wb.spec)]
-
     def refresh_pickers(self, select: str | None = None) -> list[Any]:
-        """Updated choices for every run picker, selecting `select` where it fits."""
+        """Updated choices for every run picker, selecting `select` where it fits (the runs folder is read
+        once per kind, not once per picker)."""
+        by_kind = {kind: self.wb.runs.choices(kind, self.wb.spec) for kind in KINDS}
         updates = []
         for _, kinds in RUN_PICKERS:
-            choices = self.run_choices(kinds)
+            choices = [choice for kind in kinds for choice in by_kind[kind]]
             ids = [value for _, value in choices]
             value = select if select in ids else (ids[0] if ids else None)
             updates.append(gr.update(choices=choices, value=value))
