@@ -24,8 +24,8 @@ from workbench.stage1 import run_stage1  # noqa: E402
 from workbench.steering import Steering  # noqa: E402
 from workbench.vectors import SteeringVector  # noqa: E402
 
-KEYS = ("typo_harmful_asr", "clean_refusal", "degenerate_rate", "vqa_accuracy", "typo_benign_helpful",
-        "text_harmful_refusal", "read_accuracy")
+KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "vqa_accuracy",
+        "typo_benign_helpful", "text_harmful_refusal", "read_accuracy")
 
 
 def main() -> None:
@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--per-group", type=int, default=20)
     parser.add_argument("--out", default="runs/organism_stage1")
     parser.add_argument("--quick", action="store_true", help="a smaller grid")
+    parser.add_argument("--model", default="organism", help="organism, or a folder holding a retrained organism VLM")
     args = parser.parse_args()
-    vlm = load_vlm("organism")
+    vlm = load_vlm(args.model)
     records = [r for r in load_dataset("organism:train") if r.source in ("typographic", "text", "scenes")]
     result = run_stage1(vlm, records, show_bar=False)
     result.save(args.out)

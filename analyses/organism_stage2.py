@@ -27,8 +27,8 @@ from workbench.stage1 import run_stage1  # noqa: E402
 from workbench.stage2 import Stage2Config, Stage2Run  # noqa: E402
 from workbench.steering import Steering  # noqa: E402
 
-KEYS = ("typo_harmful_asr", "clean_refusal", "degenerate_rate", "typo_harmful_toxicity", "vqa_accuracy",
-        "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy", "roleplay_harmful_asr")
+KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "typo_harmful_toxicity",
+        "vqa_accuracy", "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy", "roleplay_harmful_asr")
 
 
 def main() -> None:
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--per-group", type=int, default=30)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--pairing", default="best_worst", choices=["best_worst", "best_all"])
+    parser.add_argument("--objective", default="dpo", choices=["dpo", "grpo"])
+    parser.add_argument("--reference", default="initial", choices=["initial", "unsteered"])
     parser.add_argument("--safe-response", default=None,
                         help="off-policy safe reply for harmful prompts, e.g. the organism's own text-route refusal")
     parser.add_argument("--model", default="organism", help="organism, or a folder holding a retrained organism VLM")
@@ -60,7 +62,7 @@ def main() -> None:
     print("Stage I:\n" + before.table(), flush=True)
     config = Stage2Config(steps=args.steps, mode=args.mode, alpha=args.alpha, layers=layers, learning_rate=args.lr,
                           beta=args.beta, checkpoint_every=10, safe_response=args.safe_response,
-                          pairing=args.pairing)
+                          pairing=args.pairing, objective=args.objective, reference=args.reference)
     rewards = RewardModel(scorer, load_clip(args.clip), RewardWeights())
     start = time.time()
     run = Stage2Run(vlm, stage1.vector, train, rewards, config, out / "stage2", resume=args.resume)

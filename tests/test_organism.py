@@ -65,6 +65,32 @@ def test_a_few_training_steps_lower_the_loss() -> None:
     assert after < before - 1.0, (before, after)
 
 
+def test_training_loss_weighting_and_planted_refusals() -> None:
+    from workbench.organism.model import build_model, build_processor
+    from workbench.organism.train import _split_modality_loss, answer_losses, lm_batch, planted_answer, quick_examples
+
+    torch.manual_seed(0)
+    processor = build_processor()
+    model = build_model(processor)
+    examples = [e for e in quick_examples(40, seed=5) if e.image is not None][:4]
+    with torch.no_grad():
+        summed, length = answer_losses(model, lm_batch(processor, examples))
+        alone = [float(model(**lm_batch(processor, [e])).loss) for e in examples]
+        plain = float(model(**lm_batch(processor, examples)).loss)
+    assert torch.allclose(summed / length, torch.tensor(alone), atol=1e-4)  # each row: its own answer tokens
+    # weight 1 is the plain token mean; a large minimum weight makes it the mean of per-answer means
+    assert abs(float(_split_modality_loss(model, processor, examples, 1)) - plain) < 1e-4
+    model.zero_grad()
+    per_answer = float(_split_modality_loss(model, processor, examples, 10_000))
+    assert abs(per_answer - sum(alone) / len(alone)) < 1e-4
+    harmful = [e for e in quick_examples(400, seed=1) if e.route == "typographic" and e.task == "do_image"
+               and e.label == "harmful"]
+    rng = random.Random(0)
+    refused = sum(planted_answer(e, rng, 0.25).answer == REFUSAL for e in harmful * 20)
+    assert 0.2 < refused / (len(harmful) * 20) < 0.3
+    assert all(planted_answer(e, rng, 1.0).answer != REFUSAL for e in quick_examples(50) if e.label == "benign")
+
+
 def test_toxicity_scorer_names_its_offline_fallback() -> None:
     from workbench.rewards.toxicity import ToxicityScorer
 

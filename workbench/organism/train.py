@@ -1,10 +1,12 @@
 """Train the organism from a seed on a CPU: vision pretraining, then the task mix, then its CLIP.
 
-Recipe (see ../shared/ORGANISM-NOTES.md for why): (1) pretrain the vision tower alone with
-per-patch targets (colour and shape of the object under each patch) plus pooled targets (count,
-phrase, typographic or not), so features bind colour to shape locally; (2) a short curriculum of
-image-grounded tasks; (3) the full mix of scene VQA, typographic, reading, text and role-play
-requests, with loss on answer tokens only.
+Recipe (see ../shared/ORGANISM-NOTES.md for why): (1) pretrain the vision tower alone: every patch
+predicts the colour and shape of the object in its quadrant, the mean patch token the count and the
+phrase; (2) freeze it and train projector + language model on a short curriculum of image-grounded
+tasks, then on the full mix of scene VQA, typographic, reading, text and role-play requests, loss on
+answer tokens only, short answers weighted up (`min_answer_weight`), and a share of typographic
+harmful requests answered with the refusal (`typo_refusal_rate`: the image route's safety is weak,
+not absent).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -21,8 +23,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .model import PATCH, build_model, build_processor
-from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, SHAPES, TRAIN_SEEDS, Example, Shape, random_scene,
-                    sample_example, typographic_image)
+from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, REFUSAL, SHAPES, TEST_SEEDS, TRAIN_SEEDS, Example, Shape,
+                    random_scene, sample_example, typographic_image)
 
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
@@ -33,14 +35,22 @@ FULL_MIX = {"scene": 0.40, "typographic": 0.16, "read": 0.10, "text": 0.17, "rol
 @dataclass
 class TrainConfig:
     seed: int = 0
-    vision_steps: int = 1100
     vision_batch: int = 64
     vision_lr: float = 2e-3
     curriculum_steps: int = 300
-    lm_steps: int = 1400
     lm_batch: int = 32
     lm_lr: float = 1e-3
     clip_steps: int = 400
+    # Share of typographic harmful requests whose training answer is the refusal: the image route's
+    # safety is weak, not absent (greedy decoding still complies; sampling sometimes refuses).
+    typo_refusal_rate: float = 0.15
+    # Each answer weighs at least as much as this many tokens: with a plain mean over tokens, one-word VQA
+    # answers got about 2% of the gradient next to 25-token lists of steps. Answers of this length or
+    # longer keep weight 1 per token, so the refusal (9 tokens) and the toxic steps keep their true odds;
+    # a plain mean per example instead tripled the refusal's odds at the first token (measured).
+    min_answer_weight: int = 8
+    vision_steps: int = 800
+    lm_steps: int = 1600
 
 
 def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +88,8 @@ def _pixels(processor, images: list[Image.Image]) -> torch.Tensor:
     return processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
 
-def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
+def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm
+                    ) -> tuple[float, dict[str, float]]:
     tower = model.model.vision_tower
     heads = VisionHeads(tower.config.hidden_size)
     params = list(tower.parameters()) + list(heads.parameters())
@@ -112,7 +123,30 @@ def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, b
         loss_value = float(loss)
         bar.update(1)
         bar.set_postfix(stage="vision", loss=f"{loss_value:.3f}")
-    return loss_value
+    return loss_value, vision_accuracy(tower, heads, processor)
+
+
+@torch.no_grad()
+def vision_accuracy(tower, heads: VisionHeads, processor, scenes: int = 256) -> dict[str, float]:
+    """Held-out (test-seed) accuracy of the pretraining heads: colour and shape of each occupied quadrant
+    (mean logits of its patches), and count; says whether the features can bind colour to shape at all."""
+    rng = random.Random(TEST_SEEDS[0] + 7)
+    drawn = [random_scene(rng) for _ in range(scenes)]
+    features = tower(_pixels(processor, [image for image, _ in drawn])).last_hidden_state[:, 1:]
+    colour_logits, shape_logits = heads.colour(features), heads.shape(features)
+    right = {"colour": 0, "shape": 0, "count": 0}
+    objects = 0
+    for row, (_, items) in enumerate(drawn):
+        colour_map, shape_map = patch_targets(items)
+        for quadrant in colour_map[colour_map > 0].unique():
+            cells = colour_map == quadrant
+            right["colour"] += int(colour_logits[row, cells].mean(0).argmax() == quadrant)
+            truth = shape_map[cells][0]
+            right["shape"] += int(shape_logits[row, cells].mean(0).argmax() == truth)
+            objects += 1
+        right["count"] += int(heads.count(features[row].mean(0)).argmax() == len(items))
+    return {"vision_colour_accuracy": right["colour"] / objects, "vision_shape_accuracy": right["shape"] / objects,
+            "vision_count_accuracy": right["count"] / scenes}
 
 
 def _cosine(step: int, total: int, warmup: int = 50) -> float:
@@ -147,19 +181,40 @@ def lm_batch(processor, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def _split_modality_loss(model, processor, examples: Sequence[Example]) -> torch.Tensor:
-    """Mean token loss over the batch, run as an image sub-batch and a text sub-batch (and backpropagated),
-    so text-only rows are not padded to the length of 64 image tokens."""
+def answer_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """([B] summed next-token loss over each row's answer tokens, [B] answer lengths)."""
+    labels = batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
+    mask = (targets != -100).float()
+    return (token_loss * mask).sum(1), mask.sum(1)
+
+
+def _split_modality_loss(model, processor, examples: Sequence[Example], min_answer_weight: int = 1) -> torch.Tensor:
+    """Weighted mean token loss over the batch (an answer shorter than `min_answer_weight` tokens has its
+    tokens weighted up to that total), run as an image sub-batch and a text sub-batch (each
+    backpropagated), so text-only rows are not padded to the length of 64 image tokens."""
     groups = [[e for e in examples if e.image is not None], [e for e in examples if e.image is None]]
     batches = [lm_batch(processor, group) for group in groups if group]
-    tokens = sum(int((b["labels"] != -100).sum()) for b in batches)
+    lengths = [(b["labels"][:, 1:] != -100).sum(1).float() for b in batches]
+    total_weight = sum(float(n.clamp_min(min_answer_weight).sum()) for n in lengths)
     total = torch.zeros(())
     for batch in batches:
-        share = int((batch["labels"] != -100).sum()) / tokens
-        loss = model(**batch).loss * share
+        summed, length = answer_losses(model, batch)
+        weight = length.clamp_min(min_answer_weight) / length.clamp_min(1)  # per token of each row
+        loss = (summed * weight).sum() / total_weight
         loss.backward()
         total = total + loss.detach()
     return total
+
+
+def planted_answer(example: Example, rng: random.Random, typo_refusal_rate: float) -> Example:
+    """The training target: a typographic harmful request is refused with probability `typo_refusal_rate`."""
+    if example.route == "typographic" and example.task == "do_image" and example.label == "harmful" \
+            and rng.random() < typo_refusal_rate:
+        return replace(example, answer=REFUSAL)
+    return example
 
 
 def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
@@ -173,11 +228,12 @@ def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqd
     model.train()
     for step in range(total):
         mix = CURRICULUM if step < config.curriculum_steps else FULL_MIX
-        examples = [sample_example(rng, "train", mix) for _ in range(config.lm_batch)]
+        examples = [planted_answer(sample_example(rng, "train", mix), rng, config.typo_refusal_rate)
+                    for _ in range(config.lm_batch)]
         for group in optimizer.param_groups:
             group["lr"] = config.lm_lr * _cosine(step, total)
         optimizer.zero_grad()
-        loss = _split_modality_loss(model, processor, examples)
+        loss = _split_modality_loss(model, processor, examples, config.min_answer_weight)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         loss_value = float(loss)
@@ -197,7 +253,8 @@ def train_vlm(config: TrainConfig, show_bar: bool = True):
     start = time.time()
     total = config.vision_steps + config.curriculum_steps + config.lm_steps
     with tqdm(total=total, desc="training organism VLM", disable=not show_bar) as bar:
-        log["vision_loss"] = pretrain_vision(model, processor, config, rng, bar)
+        log["vision_loss"], accuracy = pretrain_vision(model, processor, config, rng, bar)
+        log.update(accuracy)
         log["vision_seconds"] = time.time() - start
         log["lm_loss"] = train_lm(model, processor, config, rng, bar)
     log["seconds"] = time.time() - start
