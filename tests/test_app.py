@@ -63,13 +63,15 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
 
 def test_stage2_streams_curves_and_writes_vectors(client: Client, stage1_run: str, organism_app: tuple[str, Path]
                                                   ) -> None:
-    job = client.submit(stage1_run, "organism:train", 2, 2, 2, "dpo", "initial", "adaptive", 1.0, "1,2", 0.05, 0.5,
-                        api_name="/stage2")
+    job = client.submit(stage1_run, "organism:train", 2, 2, 2, "grpo", "initial", "adaptive", 1.0, "1,2", 0.05, 0.5,
+                        "sorry , i cannot help with that .", api_name="/stage2")
     statuses = [update[1] for update in job]
     assert any("step 1/2" in s for s in statuses) and "finished 2 steps" in statuses[-1]
     run_id = statuses[-1].split("`")[1]
     assert (organism_app[1] / run_id / "vectors.safetensors").is_file()
     assert len((organism_app[1] / run_id / "metrics.jsonl").read_text().splitlines()) == 2
+    config = json.loads((organism_app[1] / run_id / "config.json").read_text())
+    assert config["objective"] == "grpo" and config["safe_response"] == "sorry , i cannot help with that ."
 
 
 def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client: Client, stage1_run: str,
@@ -111,7 +113,7 @@ def test_bad_inputs_through_the_ui(client: Client, stage1_run: str, tmp_path: Pa
         ((stage1_run, None, JAILBREAK, "adaptive", 1e9, "", 8), "/steer_compare", "greater than maximum value"),
         ((stage1_run, None, "   ", "adaptive", 1.0, "", 8), "/steer_compare", "type a prompt"),
         ((stage1_run, None, JAILBREAK, "adaptive", "1,2", "1,x", 8), "/sweep", "comma-separated numbers"),
-        ((stage1_run, "organism:train", 5, 1, 2, "dpo", "initial", "adaptive", 1.0, "", 0.05, 0.5), "/stage2",
+        ((stage1_run, "organism:train", 5, 1, 2, "dpo", "initial", "adaptive", 1.0, "", 0.05, 0.5, ""), "/stage2",
          "less than minimum value 2"),  # Gradio's own bound check, before the library's
         ((stage1_run, "organism:test", 0, "adaptive", 1.0, "", 8), "/evaluate", "less than minimum value 1"),
         ((stage1_run, "nosuchset", 5, "adaptive", 1.0, "", 8), "/evaluate", "unknown dataset format"),

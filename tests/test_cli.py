@@ -59,6 +59,15 @@ def test_stage1_then_steer(dataset: Path, tmp_path: Path) -> None:
     left, right = first.split(" | ")
     assert left.strip() != right.strip()
 
+    refined = tmp_path / "stage2"
+    result = _cli("stage2", "--model", "tiny-random:llava", "--vectors", str(out / "vectors.safetensors"),
+                  "--data", str(dataset / "data.jsonl"), "--out", str(refined), "--steps", "2", "--samples", "2",
+                  "--prompts-per-step", "2", "--objective", "grpo", "--safe-response", "no", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((refined / "config.json").read_text())
+    assert config["objective"] == "grpo" and config["safe_response"] == "no"
+    assert (refined / "vectors.safetensors").is_file()
+
 
 def test_cli_errors_say_what_to_fix(dataset: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "label": "benign"}\n{"prompt": "y", "label": "evil"}\n')

@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_image, tiny
 from workbench.data import Record
-from workbench.preference import dpo_loss, pack_responses, preference_pairs, sequence_logprobs
+from workbench.preference import dpo_loss, group_advantages, pack_responses, preference_pairs, sequence_logprobs
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.stage2 import Stage2Config, Stage2Run
@@ -29,6 +29,17 @@ def test_dpo_loss_and_gradient_match_a_hand_computation() -> None:
     torch.testing.assert_close(policy_w.grad, -(1 - sigma) * beta * torch.ones(1))
     torch.testing.assert_close(policy_l.grad, (1 - sigma) * beta * torch.ones(1))
     assert float(margin) == pytest.approx(z)
+
+
+def test_grpo_advantages_keep_near_ties_small_unless_standardised() -> None:
+    rewards = [[1.5, -0.5, -0.5, 1.5], [0.30, 0.31, 0.30, 0.29]]  # refusal vs toxic; one-word answers, noise
+    centred = group_advantages(rewards)
+    assert torch.allclose(centred[0], torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    assert float(centred[1].abs().max()) < 0.02
+    standardised = group_advantages(rewards, "std")
+    assert float(standardised[1].abs().max()) > 0.8  # the noise becomes as loud as the real preference
+    with pytest.raises(ValueError, match="none or std"):
+        group_advantages(rewards, "rank")
 
 
 def test_pairs_take_best_and_worst_and_skip_ties() -> None:

@@ -100,8 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     stage2.add_argument("--samples", type=int, default=4, help="responses sampled per prompt (K)")
     stage2.add_argument("--prompts-per-step", type=int, default=8)
     stage2.add_argument("--objective", default="dpo", choices=["dpo", "grpo"])
+    stage2.add_argument("--advantage-norm", default="none", choices=["none", "std"],
+                        help="grpo: reward minus the prompt's group mean (none), or also divided by its spread (std)")
     stage2.add_argument("--pairing", default="best_worst", choices=["best_worst", "best_all"],
                         help="DPO pairs per prompt: best vs worst sample, or best vs every clearly worse sample")
+    stage2.add_argument("--safe-response", default=None, metavar="TEXT",
+                        help="off-policy safe reply put in place of one of the K samples of every harmful prompt, "
+                        "e.g. the model's own refusal (organism: 'sorry , i cannot help with that .'); "
+                        "off by default (strictly on-policy)")
     stage2.add_argument("--reference", default="initial", choices=["initial", "unsteered"],
                         help="DPO reference: the Stage I steering (frozen copy) or the unsteered model")
     stage2.add_argument("--mode", default="adaptive", choices=MODES)
@@ -163,7 +169,8 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
                           temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
                           learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
-                          reference=args.reference, mode=args.mode, alpha=args.alpha,
+                          safe_response=args.safe_response or None, reference=args.reference,
+                          advantage_norm=args.advantage_norm, mode=args.mode, alpha=args.alpha,
                           layers=list(args.layers) if args.layers else None, train_strength=not args.fixed_strength,
                           seed=args.seed)
     vector = SteeringVector.load(args.vectors)

@@ -105,7 +105,15 @@ def preference_pairs_all(rewards: Sequence[Sequence[float]], min_gap: float = 1e
     return pairs
 
 
-def group_advantages(rewards: Sequence[Sequence[float]]) -> torch.Tensor:
-    """GRPO-style advantages: each sample's reward standardised within its prompt's group [P, K]."""
+def group_advantages(rewards: Sequence[Sequence[float]], normalise: str = "none") -> torch.Tensor:
+    """GRPO-style advantages [P, K]: each sample's reward minus its prompt's group mean, divided by the
+    group's standard deviation when `normalise="std"`. The default leaves the scale alone (as Dr. GRPO
+    does): dividing by the spread turns near-ties, such as one-word answers whose image-text scores
+    differ by noise, into full-size pushes as strong as refusal vs toxic compliance."""
     table = torch.tensor(rewards, dtype=torch.float32)
-    return (table - table.mean(1, keepdim=True)) / (table.std(1, keepdim=True) + 1e-6)
+    centred = table - table.mean(1, keepdim=True)
+    if normalise == "std":
+        return centred / (table.std(1, keepdim=True) + 1e-6)
+    if normalise != "none":
+        raise ValueError(f"advantage normalisation must be none or std (got {normalise!r})")
+    return centred

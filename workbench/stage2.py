@@ -32,7 +32,7 @@ from .steering import Mode, Steering, generate_ids
 from .vectors import SteeringVector
 
 CONFIG_FIELDS_THAT_MUST_MATCH = ("mode", "layers", "objective", "pairing", "reference", "train_strength", "seed",
-                                 "prompts_per_step", "samples_per_prompt")
+                                 "prompts_per_step", "samples_per_prompt", "advantage_norm")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Stage2Config:
     # None keeps Stage II strictly on-policy. Logged metrics cover the sampled responses only.
     safe_response: str | None = None
     pairing: str = "best_worst"  # best_worst: one pair per prompt | best_all: best against every worse sample
+    advantage_norm: str = "none"  # grpo: none (reward minus group mean) | std (also divided by the group's spread)
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
@@ -73,6 +74,8 @@ class Stage2Config:
             problems.append(f"temperature must be positive (got {self.temperature})")
         if self.pairing not in ("best_worst", "best_all"):
             problems.append(f"pairing must be best_worst or best_all (got {self.pairing!r})")
+        if self.advantage_norm not in ("none", "std"):
+            problems.append(f"advantage normalisation must be none or std (got {self.advantage_norm!r})")
         if self.objective not in ("dpo", "grpo"):
             problems.append(f"objective must be dpo or grpo (got {self.objective!r})")
         if self.reference not in ("initial", "unsteered"):
@@ -290,7 +293,7 @@ class Stage2Run:
                                      self.config.beta)
             result = (loss, n, float(margins.mean()))
         else:
-            advantages = group_advantages(table).reshape(-1)
+            advantages = group_advantages(table, self.config.advantage_norm).reshape(-1)
             lengths = torch.tensor([max(1, len(r)) for r in responses], dtype=torch.float32)
             policy = self._logprobs(expanded, responses, steered=True, reference=False)
             loss = -(advantages.to(policy.device) * policy / lengths.to(policy.device)).mean()

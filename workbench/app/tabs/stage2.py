@@ -35,6 +35,11 @@ def build(ctx: AppContext) -> None:
             ui["s2_layers"] = gr.Textbox("", label="Layers (empty = all)")
             ui["s2_lr"] = gr.Number(0.05, label="Learning rate")
             ui["s2_beta"] = gr.Number(0.5, label="β")
+        ui["s2_safe"] = gr.Textbox("", label="Safe reply for harmful prompts (optional, off-policy)",
+                                   placeholder="sorry , i cannot help with that .",
+                                   info="Put in place of one of the K samples of every harmful prompt, so a refusal "
+                                   "the steered model never samples can still be preferred. On the organism, grpo "
+                                   "with its own refusal here reaches clean refusals; empty keeps Stage II on-policy.")
         with gr.Row():
             ui["s2_start"] = gr.Button("Start Stage II", variant="primary")
             ui["s2_cancel"] = gr.Button("Cancel (keeps a checkpoint)")
@@ -88,15 +93,15 @@ def wire(ctx: AppContext) -> None:
 
     @gpu_task
     def start(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
-              reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, request: gr.Request,
-              progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+              reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None,
+              request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
         run_id, config = _create(source, dataset, steps, k, prompts, objective, reference, mode, alpha, layers, lr,
-                                 beta)
+                                 beta, safe)
         yield from _train(ctx, run_id, config, False, request, progress)
 
     @friendly_errors
     def _create(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
-                reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float
+                reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None = None
                 ) -> tuple[str, Stage2Config]:
         if not source:
             raise ValueError("pick the run whose vectors Stage II starts from (run Stage I first)")
@@ -104,7 +109,7 @@ def wire(ctx: AppContext) -> None:
         config = Stage2Config(steps=int(steps or 0), samples_per_prompt=int(k or 0), prompts_per_step=int(prompts or 0),
                               objective=objective, reference=reference, mode=mode,  # type: ignore[arg-type]
                               alpha=float(alpha), layers=list(picked) if picked else None, learning_rate=float(lr),
-                              beta=float(beta), max_new_tokens=40)
+                              beta=float(beta), max_new_tokens=40, safe_response=(safe or "").strip() or None)
         return create_stage2(ctx.wb, source, dataset, config), config
 
     @gpu_task
@@ -116,6 +121,7 @@ def wire(ctx: AppContext) -> None:
 
     ui["s2_start"].click(start, [ui["s2_source"], ui["dataset"], ui["s2_steps"], ui["s2_k"], ui["s2_prompts"],
                                  ui["s2_objective"], ui["s2_reference"], ui["s2_mode"], ui["s2_alpha"],
-                                 ui["s2_layers"], ui["s2_lr"], ui["s2_beta"]], outputs, api_name="stage2")
+                                 ui["s2_layers"], ui["s2_lr"], ui["s2_beta"], ui["s2_safe"]], outputs,
+                         api_name="stage2")
     ui["s2_resume_go"].click(resume, [ui["s2_resume"]], outputs, api_name="stage2_resume")
     ui["s2_cancel"].click(ctx.cancel, None, ui["s2_status"], queue=False, api_visibility="private")
