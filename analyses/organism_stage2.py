@@ -78,8 +78,25 @@ def main() -> None:
     for key in KEYS:
         print(f"{key:<24}" + "".join(f"{rows[name][key]:>12.3f}" for name in rows))
     print(f"Stage II: {args.steps} steps in {minutes:.1f} min; toxicity scorer {scorer.name}")
+    save_curves(out / "stage2" / "metrics.jsonl", out)
     atomic_write_text(out / "report.json", json.dumps({"metrics": rows, "stage2_minutes": minutes,
                                                        "args": vars(args), "samples": after.samples}, indent=2))
+
+
+def save_curves(metrics_file: Path, out: Path, window: int = 10) -> None:
+    """DIR/stage2_curves.png: the per-step curves as a rolling mean over `window` steps (sampled rates are noisy)."""
+    from workbench.plots import curves_figure, export
+
+    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    keys = ("loss", "reward_harmful", "reward_benign", "toxicity", "refusal_rate")
+    smooth = []
+    for i, row in enumerate(rows):
+        recent = rows[max(0, i - window + 1):i + 1]
+        smooth.append({"step": row["step"], **{k: sum(r[k] for r in recent if r[k] == r[k]) /
+                                                  max(1, sum(r[k] == r[k] for r in recent)) for k in keys}})
+    figure = curves_figure(smooth, keys)
+    figure.update_layout(title_text=f"Stage II on the organism (rolling mean of {window} steps)")
+    export({"stage2_curves": figure}, out, formats=("png",))
 
 
 if __name__ == "__main__":
