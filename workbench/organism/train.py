@@ -35,9 +35,11 @@ FULL_MIX = {"scene": 0.40, "typographic": 0.16, "read": 0.10, "text": 0.17, "rol
 @dataclass
 class TrainConfig:
     seed: int = 0
+    vision_steps: int = 800
     vision_batch: int = 64
     vision_lr: float = 2e-3
     curriculum_steps: int = 300
+    lm_steps: int = 1600
     lm_batch: int = 32
     lm_lr: float = 1e-3
     clip_steps: int = 400
@@ -49,8 +51,6 @@ class TrainConfig:
     # longer keep weight 1 per token, so the refusal (9 tokens) and the toxic steps keep their true odds;
     # a plain mean per example instead tripled the refusal's odds at the first token (measured).
     min_answer_weight: int = 8
-    vision_steps: int = 800
-    lm_steps: int = 1600
 
 
 def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
