@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,8 @@ from workbench.stage2 import Stage2Config, Stage2Run  # noqa: E402
 from workbench.steering import Steering  # noqa: E402
 
 KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "typo_harmful_toxicity",
-        "vqa_accuracy", "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy", "roleplay_harmful_asr")
+        "vqa_accuracy", "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy",
+        "roleplay_harmful_asr")
 
 
 def main() -> None:
@@ -92,8 +94,8 @@ def save_curves(metrics_file: Path, out: Path, window: int = 10) -> None:
     smooth = []
     for i, row in enumerate(rows):
         recent = rows[max(0, i - window + 1):i + 1]
-        smooth.append({"step": row["step"], **{k: sum(r[k] for r in recent if r[k] == r[k]) /
-                                                  max(1, sum(r[k] == r[k] for r in recent)) for k in keys}})
+        values = {k: [r[k] for r in recent if not math.isnan(r[k])] for k in keys}  # NaN: no prompt of that label
+        smooth.append({"step": row["step"], **{k: sum(v) / len(v) if v else None for k, v in values.items()}})
     figure = curves_figure(smooth, keys)
     figure.update_layout(title_text=f"Stage II on the organism (rolling mean of {window} steps)")
     export({"stage2_curves": figure}, out, formats=("png",))
