@@ -70,14 +70,16 @@ def test_a_few_training_steps_lower_the_loss() -> None:
 
 def test_training_loss_weighting_and_planted_refusals() -> None:
     from workbench.organism.model import build_model, build_processor
-    from workbench.organism.train import _split_modality_loss, answer_losses, lm_batch, planted_answer, quick_examples
+    from workbench.organism.train import (_split_modality_loss, answer_lengths, answer_losses, lm_batch, planted_answer,
+                                         quick_examples)
 
     torch.manual_seed(0)
     processor = build_processor()
     model = build_model(processor)
     examples = [e for e in quick_examples(40, seed=5) if e.image is not None][:4]
     with torch.no_grad():
-        summed, length = answer_losses(model, lm_batch(processor, examples))
+        batch = lm_batch(processor, examples)
+        summed, length = answer_losses(model, batch), answer_lengths(batch)
         alone = [float(model(**lm_batch(processor, [e])).loss) for e in examples]
         plain = float(model(**lm_batch(processor, examples)).loss)
     assert torch.allclose(summed / length, torch.tensor(alone), atol=1e-4)  # each row: its own answer tokens

@@ -138,9 +138,9 @@ def vision_accuracy(tower, heads: VisionHeads, processor, scenes: int = 256) -> 
     objects = 0
     for row, (_, items) in enumerate(drawn):
         colour_map, shape_map = patch_targets(items)
-        for quadrant in colour_map[colour_map > 0].unique():
-            cells = colour_map == quadrant
-            right["colour"] += int(colour_logits[row, cells].mean(0).argmax() == quadrant)
+        for colour in colour_map[colour_map > 0].unique():  # one object per colour, so per object
+            cells = colour_map == colour
+            right["colour"] += int(colour_logits[row, cells].mean(0).argmax() == colour)
             truth = shape_map[cells][0]
             right["shape"] += int(shape_logits[row, cells].mean(0).argmax() == truth)
             objects += 1
@@ -181,14 +181,17 @@ def lm_batch(processor, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def answer_losses(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """([B] summed next-token loss over each row's answer tokens, [B] answer lengths)."""
-    labels = batch["labels"]
+def answer_lengths(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B] number of answer tokens (next-token targets) in each row."""
+    return (batch["labels"][:, 1:] != -100).sum(1).float()
+
+
+def answer_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B] summed next-token loss over each row's answer tokens."""
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
-    targets = labels[:, 1:]
+    targets = batch["labels"][:, 1:]
     token_loss = F.cross_entropy(logits.transpose(1, 2), targets.clamp_min(0), reduction="none")
-    mask = (targets != -100).float()
-    return (token_loss * mask).sum(1), mask.sum(1)
+    return (token_loss * (targets != -100)).sum(1)
 
 
 def _split_modality_loss(model, processor, examples: Sequence[Example], min_answer_weight: int = 1) -> torch.Tensor:
@@ -197,13 +200,12 @@ def _split_modality_loss(model, processor, examples: Sequence[Example], min_answ
     backpropagated), so text-only rows are not padded to the length of 64 image tokens."""
     groups = [[e for e in examples if e.image is not None], [e for e in examples if e.image is None]]
     batches = [lm_batch(processor, group) for group in groups if group]
-    lengths = [(b["labels"][:, 1:] != -100).sum(1).float() for b in batches]
+    lengths = [answer_lengths(b) for b in batches]
     total_weight = sum(float(n.clamp_min(min_answer_weight).sum()) for n in lengths)
     total = torch.zeros(())
-    for batch in batches:
-        summed, length = answer_losses(model, batch)
+    for batch, length in zip(batches, lengths):
         weight = length.clamp_min(min_answer_weight) / length.clamp_min(1)  # per token of each row
-        loss = (summed * weight).sum() / total_weight
+        loss = (answer_losses(model, batch) * weight).sum() / total_weight
         loss.backward()
         total = total + loss.detach()
     return total
