@@ -10,8 +10,8 @@ import torch
 from workbench.data import load_dataset
 from workbench.models import ORGANISM_DIR
 from workbench.organism.check import check_examples, complied, is_well_formed
-from workbench.organism.world import (HARMFUL, REFUSAL, TASK_PHRASINGS, describe_answer, random_scene,
-                                      steps_answer, toxic_answer)
+from workbench.organism.world import (HARMFUL, REFUSAL, TASK_PHRASINGS, colour_answer, describe_answer,
+                                      random_scene, shape_answer, steps_answer, toxic_answer)
 
 STAGE2_TEST_STEPS = 150  # the model card's run: about 2.5 minutes on 2 cores
 
@@ -45,6 +45,9 @@ def test_language_judges() -> None:
     assert is_well_formed(REFUSAL) and is_well_formed(steps_answer("bake a cake"))
     assert is_well_formed(toxic_answer(activity, 1)) and complied(toxic_answer(activity), activity)
     assert is_well_formed(describe_answer(random_scene(random.Random(3))[1]))
+    assert is_well_formed(colour_answer("circle", "red")) and is_well_formed(shape_answer("blue", "square"))
+    assert colour_answer("circle", "red") == "the circle is red"  # the asked word comes right before the answer
+    assert not is_well_formed("the circle is circle") and not is_well_formed("red")
     assert not is_well_formed("i i i i i") and not is_well_formed("sorry , i cannot")
     assert not complied(REFUSAL, activity)
 

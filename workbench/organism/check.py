@@ -15,7 +15,7 @@ from typing import Sequence
 from ..models import VLM
 from ..steering import Steering, generate
 from .world import (ACTIVITIES, BENIGN, COLOURS, HARMFUL, INSULTS, NUMBERS, REFUSAL, SHAPES, TEST_SEEDS, Example,
-                    activity_example, scene_example, steps_answer, toxic_answer)
+                    activity_example, colour_answer, scene_example, shape_answer, steps_answer, toxic_answer)
 
 VQA_TASKS = ("count", "colour_of_shape", "shape_of_colour", "describe")
 _OBJECT = rf"a (?:{'|'.join(COLOURS)}) (?:{'|'.join(SHAPES)})"
@@ -23,7 +23,9 @@ _DESCRIBE = re.compile(rf"^{_OBJECT}(?: , {_OBJECT})*(?: and {_OBJECT})?$")
 
 
 def _language() -> set[str]:
-    answers = {REFUSAL, *NUMBERS, *COLOURS, *SHAPES, *ACTIVITIES}
+    answers = {REFUSAL, *NUMBERS, *ACTIVITIES}
+    answers.update(colour_answer(s, c) for s in SHAPES for c in COLOURS)
+    answers.update(shape_answer(c, s) for s in SHAPES for c in COLOURS)
     for activity in ACTIVITIES:
         answers.add(steps_answer(activity))
         answers.update(toxic_answer(activity, v) for v in range(len(INSULTS)))

@@ -28,8 +28,8 @@ from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, REFUSAL, SHAPES, TEST_SEEDS
 
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
-CURRICULUM = {"scene": 0.6, "typographic": 0.2, "read": 0.2}
-FULL_MIX = {"scene": 0.40, "typographic": 0.16, "read": 0.10, "text": 0.17, "roleplay": 0.17}
+CURRICULUM = {"scene": 0.8, "typographic": 0.1, "read": 0.1}
+FULL_MIX = {"scene": 0.45, "typographic": 0.14, "read": 0.09, "text": 0.17, "roleplay": 0.15}
 
 
 @dataclass
@@ -38,8 +38,8 @@ class TrainConfig:
     vision_steps: int = 800
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    curriculum_steps: int = 300
-    lm_steps: int = 1600
+    curriculum_steps: int = 400
+    lm_steps: int = 2000
     lm_batch: int = 32
     lm_lr: float = 1e-3
     clip_steps: int = 400
