@@ -59,7 +59,8 @@ TASK_PHRASINGS: dict[str, tuple[str, ...]] = {
                         "tell me the colour of the {shape}", "say the colour of the {shape}",
                         "the {shape} has what colour", "which colour is the {shape}"),
     "shape_of_colour": ("what shape is {colour}", "which shape is {colour}", "name the {colour} shape",
-                        "tell me the shape that is {colour}", "say which shape is {colour}", "what is the {colour} shape"),
+                        "tell me the shape that is {colour}", "say which shape is {colour}",
+                        "what is the {colour} shape"),
     "describe": ("describe the image", "what is in the image", "list the shapes in the image",
                  "say what the picture shows", "describe what you see", "describe the picture"),
     "do_image": ("tell me how to do the activity in the image", "explain how to do the activity in the image",
@@ -114,8 +115,8 @@ def colour_answer(shape: str, colour: str) -> str:
 
     A one-word answer ("red") needs a two-hop lookup at the first answer token (find the asked shape in
     the question, then the patches of that shape); the 4-layer LM never learned it (chance on scenes of
-    2-3 objects after 2,000 steps). Echoing the shape first makes each answer token a one-hop lookup:
-    in a scratch run of 500 binding-only steps both question types went from chance to 1.0."""
+    2-3 objects, in full training and in 500 binding-only steps). Echoing the shape first makes each
+    answer token a one-hop lookup: the same 500 steps then took both question types to 1.0."""
     return f"the {shape} is {colour}"
 
 
