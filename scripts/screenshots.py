@@ -44,7 +44,7 @@ def main() -> None:
                 page.screenshot(path=OUT / "stage1.png", full_page=True)
 
                 page.get_by_role("tab", name="Steering playground").click()
-                page.get_by_label("Layers (comma-separated; empty = all)").fill("1,2")
+                page.get_by_label("Layers (comma-separated; empty = all)").fill("0,1,2,3")
                 page.get_by_role("button", name="Compare unsteered vs steered").click()
                 expect(page.get_by_label("Steered", exact=True)).not_to_have_value("", timeout=WAIT)
                 page.get_by_role("button", name="Run sweep").click()

@@ -33,7 +33,7 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
 
     page.get_by_role("tab", name="Steering playground").click()
-    page.get_by_label("Layers (comma-separated; empty = all)").fill("1,2")
+    page.get_by_label("Layers (comma-separated; empty = all)").fill("0,1,2,3")
     page.get_by_role("button", name="Compare unsteered vs steered").click()
     unsteered = page.get_by_label("Unsteered (no intervention)")
     steered = page.get_by_label("Steered", exact=True)
