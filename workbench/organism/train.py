@@ -29,7 +29,7 @@ from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, REFUSAL, SHAPES, TEST_SEEDS
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
 CURRICULUM = {"scene": 0.8, "typographic": 0.1, "read": 0.1}
-FULL_MIX = {"scene": 0.45, "typographic": 0.14, "read": 0.09, "text": 0.17, "roleplay": 0.15}
+FULL_MIX = {"scene": 0.45, "typographic": 0.14, "read": 0.09, "text": 0.22, "roleplay": 0.10}
 
 
 @dataclass
