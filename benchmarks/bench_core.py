@@ -1,9 +1,9 @@
-"""Overhead of nnsight steering and capture on a ~60M-parameter random LLaVA-shaped model.
+"""Overhead of nnsight steering and capture on a random LLaVA: ~60M parameters, or LLaVA-1.5-7B's shapes.
 
 Prints ratios measured in one process, interleaving the runs (this machine is noisy):
   steered generate / plain generate   (32 new tokens, batch 4; target <= 1.03)
   all-layer capture / plain forward   (batch 4; target <= 1.05)
-Run: python benchmarks/bench_core.py [--repeats N]
+Run: python benchmarks/bench_core.py [--repeats N] [--device cuda] [--shape 7b]  (on CUDA in bf16; 7b needs CUDA)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def hooked_generate(vlm, encoding, steering: Steering, generation: dict) -> torc
 
     handles = []
     for layer in steering.active_layers:
-        direction, calibration = steering.vector.directions[layer], steering.vector.calibration.get(layer)
+        device = next(vlm.layer_module(layer).parameters()).device  # moved once, as the nnsight path does
+        direction = steering.vector.directions[layer].to(device)
+        calibration = steering.vector.calibration[layer].to(device)
         hook = (lambda d, c: lambda module, args, output: steer_hidden(output, d, steering.mode, steering.alpha, c))(
             direction, calibration)
         handles.append(vlm.layer_module(layer).register_forward_hook(hook))
@@ -55,36 +57,51 @@ def hooked_generate(vlm, encoding, steering: Steering, generation: dict) -> torc
             handle.remove()
 
 
-def timed(fn) -> float:
+def timed(fn, device: str) -> float:
+    """Wall seconds of one call; on CUDA, waits for the queued kernels so they count."""
     start = time.perf_counter()
     fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--shape", default="60m", choices=["60m", "7b"])
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    vlm = build_model()
+    size = 32
+    if args.shape == "7b":
+        from bench_stage2 import random_llava  # same folder
+
+        torch.manual_seed(0)
+        vlm, size = random_llava("7b", args.device, torch.bfloat16 if args.device == "cuda" else torch.float32)
+    else:
+        vlm = build_model()
+    if args.device == "cuda":
+        vlm.hf_model.to("cuda", torch.bfloat16)
     params = sum(p.numel() for p in vlm.hf_model.parameters()) / 1e6
     from PIL import Image
 
-    items = [(Image.new("RGB", (32, 32), c), f"describe the picture number {i} please")
+    items = [(Image.new("RGB", (size, size), c), f"describe the picture number {i} please")
              for i, c in enumerate(["red", "green", "blue", "white"])]
     encoding = vlm.encode(items)
     generation = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=0)
     generator = torch.Generator().manual_seed(0)
     vector = SteeringVector({i: torch.randn(vlm.hidden_size, generator=generator) for i in range(vlm.num_layers)},
                             {i: torch.zeros(vlm.hidden_size) for i in range(vlm.num_layers)})
-    one_layer = Steering(vector, "adaptive", 0.5, layers=(4,))
+    one_layer = Steering(vector, "adaptive", 0.5, layers=(vlm.num_layers // 2,))
     all_layers = Steering(vector, "adaptive", 0.5)
     weights = position_weights(vlm, encoding, "last")
     runs = {
         "plain generate": lambda: _generate_ids(vlm, encoding, None, generation),
         "steered generate (1 layer)": lambda: _generate_ids(vlm, encoding, one_layer, generation),
-        "steered generate (8 layers)": lambda: _generate_ids(vlm, encoding, all_layers, generation),
+        "steered generate (all layers)": lambda: _generate_ids(vlm, encoding, all_layers, generation),
         "hook-steered generate (1 layer)": lambda: hooked_generate(vlm, encoding, one_layer, generation),
+        "hook-steered generate (all layers)": lambda: hooked_generate(vlm, encoding, all_layers, generation),
         "plain forward": lambda: vlm.hf_model(**encoding),
         "all-layer capture": lambda: capture_batch(vlm, encoding, weights),
     }
@@ -94,17 +111,21 @@ def main() -> None:
             fn()
         for _ in range(args.repeats):
             for name, fn in runs.items():
-                times[name].append(timed(fn))
+                times[name].append(timed(fn, args.device))
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"model: random LLaVA, {params:.1f}M parameters, batch 4, CPU threads {torch.get_num_threads()}, "
+    print(f"model: random LLaVA ({args.shape}), {params:.1f}M parameters, batch 4, {args.device} "
+          f"({'bf16' if args.device == 'cuda' else f'fp32, {torch.get_num_threads()} threads'}), "
           f"{args.repeats} interleaved repeats (median)")
     for name, value in median.items():
-        print(f"  {name:<30} {value * 1000:8.1f} ms")
-    print(f"ratio steered/plain generate, 1 layer : {median['steered generate (1 layer)'] / median['plain generate']:.3f}"
-          " (target <= 1.03)")
-    print(f"ratio steered/plain generate, 8 layers: {median['steered generate (8 layers)'] / median['plain generate']:.3f}")
+        print(f"  {name:<36} {value * 1000:8.1f} ms")
+    print(f"ratio steered/plain generate, 1 layer : "
+          f"{median['steered generate (1 layer)'] / median['plain generate']:.3f} (target <= 1.03)")
+    print(f"ratio steered/plain generate, all layers: "
+          f"{median['steered generate (all layers)'] / median['plain generate']:.3f}")
     print(f"ratio plain-hook steered/plain, 1 layer: "
           f"{median['hook-steered generate (1 layer)'] / median['plain generate']:.3f} (reference, no nnsight)")
+    print(f"ratio plain-hook steered/plain, all layers: "
+          f"{median['hook-steered generate (all layers)'] / median['plain generate']:.3f} (reference, no nnsight)")
     print(f"ratio all-layer capture/plain forward : {median['all-layer capture'] / median['plain forward']:.3f}"
           " (target <= 1.05)")
 

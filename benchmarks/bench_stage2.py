@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from workbench.data import Record
-from workbench.models import wrap
+from workbench.models import VLM, wrap
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.stage2 import Stage2Config, Stage2Run
@@ -34,15 +34,10 @@ SHAPES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=SHAPES, default="tiny")
-    parser.add_argument("--steps", type=int, default=3)
-    args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+def random_llava(name: str, device: str, dtype: torch.dtype) -> tuple[VLM, int]:
+    """A random-weight LLaVA of one of SHAPES on `device` (the tiny model's tokenizer), and its image size."""
     _, processor = build_tiny("llava")
-    shape = SHAPES[args.shape]
+    shape = SHAPES[name]
     size = shape["vision"]["image_size"]
     processor.image_processor.size = {"shortest_edge": size}
     processor.image_processor.crop_size = {"height": size, "width": size}
@@ -54,7 +49,19 @@ def main() -> None:
                          vision_feature_select_strategy="default", vision_feature_layer=-2)
     with torch.device(device):
         model = LlavaForConditionalGeneration(config).to(dtype)
-    vlm = wrap(f"random-llava-{args.shape}", model, processor)
+    return wrap(f"random-llava-{name}", model, processor), size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=SHAPES, default="tiny")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    vlm, size = random_llava(args.shape, device, dtype)
+    model = vlm.hf_model
+    shape = SHAPES[args.shape]
     hidden, layers = shape["text"]["hidden_size"], shape["text"]["num_hidden_layers"]
     vector = SteeringVector({k: torch.randn(hidden) for k in range(layers // 2 - 2, layers // 2 + 2)},
                             {k: torch.zeros(hidden) for k in range(layers)}, {"num_layers": layers})

@@ -32,8 +32,9 @@ def pack_responses(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence
     for row, ids in enumerate(responses):
         extra["input_ids"][row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         extra["attention_mask"][row, :len(ids)] = 1
-    is_response = torch.cat([torch.zeros_like(encoding["attention_mask"]), extra["attention_mask"]], 1).bool()
-    mask = torch.cat([encoding["attention_mask"].cpu(), extra["attention_mask"]], 1)
+    prompt_mask = encoding["attention_mask"].cpu()  # the bookkeeping runs on the CPU, the model wherever it is
+    is_response = torch.cat([torch.zeros_like(prompt_mask), extra["attention_mask"]], 1).bool()
+    mask = torch.cat([prompt_mask, extra["attention_mask"]], 1)
     order = torch.argsort(mask, dim=1, stable=True)  # pads (0) first, then real tokens in their order
     packed = dict(encoding)
     for key in _PER_TOKEN_KEYS:

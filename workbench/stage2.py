@@ -106,8 +106,9 @@ class SteeringParameters(torch.nn.Module):
         return {k: self.directions[str(k)] for k in self.layers}
 
     def to_vector(self, base: SteeringVector, metadata: dict) -> SteeringVector:
+        """The current parameters as a SteeringVector on the CPU (like a loaded one), wherever training runs."""
         scales = {k: self.signs[k] * float(self.log_strength[i].detach().exp()) for i, k in enumerate(self.layers)}
-        return SteeringVector({k: p.detach().clone() for k, p in self.directions_by_layer().items()},
+        return SteeringVector({k: p.detach().cpu().clone() for k, p in self.directions_by_layer().items()},
                               {k: base.calibration[k] for k in self.layers if k in base.calibration},
                               {**base.metadata, **metadata}, scales)
 
