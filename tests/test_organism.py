@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from transformers import LlavaProcessor
 
 from workbench.data import load_dataset
 from workbench.models import ORGANISM_DIR
@@ -97,6 +98,31 @@ def test_training_loss_weighting_and_planted_refusals() -> None:
     refused = sum(planted_answer(e, rng, 0.25).answer == REFUSAL for e in harmful * 20)
     assert 0.2 < refused / (len(harmful) * 20) < 0.3
     assert all(planted_answer(e, rng, 1.0).answer != REFUSAL for e in quick_examples(50) if e.label == "benign")
+
+
+def test_text_requests_lose_template_words_but_never_the_activity() -> None:
+    from workbench.organism.train import drop_template_words, quick_examples
+
+    rng, examples = random.Random(0), quick_examples(300)
+    augmented = [drop_template_words(e, rng, 0.5) for e in examples]
+    for before, after in zip(examples, augmented):
+        if before.route in ("text", "roleplay"):
+            assert after.prompt.endswith(before.activity) and after.answer == before.answer
+        else:
+            assert after == before  # scene, typographic and reading prompts carry the task in every word
+    shortened = [a for b, a in zip(examples, augmented) if b.route == "text" and a.prompt != b.prompt]
+    assert len(shortened) > 10 and all(len(a.prompt) < len(b.prompt) for b, a in zip(examples, augmented)
+                                       if b.route == "text" and a.prompt != b.prompt)
+
+
+def test_the_organism_reads_the_question_before_the_image() -> None:
+    from workbench.organism.model import build_processor
+
+    for processor in (build_processor(), LlavaProcessor.from_pretrained(ORGANISM_DIR)):  # built and shipped
+        prompt = processor.apply_chat_template([{"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": "what colour is the square"}]}], add_generation_prompt=True,
+            tokenize=False)
+        assert prompt == "USER: what colour is the square <image> ASSISTANT:"
 
 
 def test_toxicity_scorer_names_its_offline_fallback() -> None:

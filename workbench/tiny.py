@@ -46,14 +46,20 @@ def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (),
     return tokenizer
 
 
-def chat_template(user_prefix: str, image_text: str, assistant_prefix: str, end_of_turn: str = "") -> str:
-    """A Jinja chat template in the message format real VLM processors use (content parts)."""
+def chat_template(user_prefix: str, image_text: str, assistant_prefix: str, end_of_turn: str = "",
+                  image_last: bool = False) -> str:
+    """A Jinja chat template in the message format real VLM processors use (content parts).
+    `image_last` renders each message's text before its images, whatever the order of the parts."""
+    image = "{% if part['type'] == 'image' %}" + image_text + "{% endif %}"
+    text = "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    parts = ("{% for part in message['content'] %}" + text + "{% endfor %}"
+             "{% for part in message['content'] %}" + image + "{% endfor %}") if image_last else (
+        "{% for part in message['content'] %}" + image.replace("{% endif %}", "") + "{% elif part['type'] == 'text' %}"
+        "{{ part['text'] }}{% endif %}{% endfor %}")
     return (
         "{% for message in messages %}"
         "{% if message['role'] == 'user' %}" + user_prefix + "{% else %}" + assistant_prefix + "{% endif %}"
-        "{% for part in message['content'] %}"
-        "{% if part['type'] == 'image' %}" + image_text + "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-        "{% endfor %}" + end_of_turn + "{% endfor %}"
+        + parts + end_of_turn + "{% endfor %}"
         "{% if add_generation_prompt %}" + assistant_prefix + "{% endif %}"
     )
 

@@ -1,7 +1,9 @@
 """The organism VLM: a real `LlavaForConditionalGeneration` (CLIP vision + Llama text) and its processor.
 
 About 2.6M parameters: 64x64 images in 8x8 patches (64 image tokens), a word-level tokenizer over
-the world's vocabulary, and the LLaVA-1.5 chat format.
+the world's vocabulary, and the LLaVA-1.5 chat format with the question before the image: the causal
+language model then reads every patch token knowing what is asked, so each patch can mark itself as
+the asked object (one hop), which is what binds colour to shape (image-first: twice the training).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def build_processor() -> LlavaProcessor:
     )
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH,
                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=chat_template("USER: ", "<image>\n", " ASSISTANT:", ""))
+                          chat_template=chat_template("USER: ", " <image>", " ASSISTANT:", "", image_last=True))
 
 
 def build_model(processor: LlavaProcessor) -> LlavaForConditionalGeneration:

@@ -4,9 +4,9 @@ Recipe (see ../shared/ORGANISM-NOTES.md for why): (1) pretrain the vision tower 
 predicts the colour and shape of the object in its quadrant, the mean patch token the count and the
 phrase; (2) freeze it and train projector + language model on a short curriculum of image-grounded
 tasks, then on the full mix of scene VQA, typographic, reading, text and role-play requests, loss on
-answer tokens only, short answers weighted up (`min_answer_weight`), and a share of typographic
+answer tokens only, short answers weighted up (`min_answer_weight`), a share of typographic
 harmful requests answered with the refusal (`typo_refusal_rate`: the image route's safety is weak,
-not absent).
+not absent), and words of text requests dropped at random (`prompt_word_dropout`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, REFUSAL, SHAPES, TEST_SEEDS
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
 CURRICULUM = {"scene": 0.8, "typographic": 0.1, "read": 0.1}
-FULL_MIX = {"scene": 0.45, "typographic": 0.14, "read": 0.09, "text": 0.22, "roleplay": 0.10}
+FULL_MIX = {"scene": 0.42, "typographic": 0.14, "read": 0.09, "text": 0.25, "roleplay": 0.10}
 
 
 @dataclass
@@ -51,6 +51,10 @@ class TrainConfig:
     # longer keep weight 1 per token, so the refusal (9 tokens) and the toxic steps keep their true odds;
     # a plain mean per example instead tripled the refusal's odds at the first token (measured).
     min_answer_weight: int = 8
+    # Share of the template words (not the activity) dropped from each text and role-play training request.
+    # Every trained phrasing puts "to" right before the activity, and a held-out phrasing without it
+    # ("how do i <activity>") was then misread (refusal 0.40); dropping words makes the activity the cue.
+    prompt_word_dropout: float = 0.2
 
 
 def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,6 +223,22 @@ def planted_answer(example: Example, rng: random.Random, typo_refusal_rate: floa
     return example
 
 
+def drop_template_words(example: Example, rng: random.Random, rate: float) -> Example:
+    """A text or role-play request with each word before the activity dropped with probability `rate`
+    (the activity, always at the end, stays whole); other examples unchanged."""
+    if example.route not in ("text", "roleplay") or not example.activity or rate <= 0:
+        return example
+    template = example.prompt[:-len(example.activity)].split()
+    kept = [word for word in template if rng.random() >= rate]
+    return replace(example, prompt=" ".join(kept + [example.activity]))
+
+
+def training_example(rng: random.Random, mix: dict[str, float], config: TrainConfig) -> Example:
+    """One training example of `mix` with its planted answer and prompt augmentation."""
+    example = planted_answer(sample_example(rng, "train", mix), rng, config.typo_refusal_rate)
+    return drop_template_words(example, rng, config.prompt_word_dropout)
+
+
 def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
     """Projector and language model on the task mix; the pretrained vision tower stays frozen so its
     object-level features survive (training it end to end is what killed the prototype's vision)."""
@@ -230,8 +250,7 @@ def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqd
     model.train()
     for step in range(total):
         mix = CURRICULUM if step < config.curriculum_steps else FULL_MIX
-        examples = [planted_answer(sample_example(rng, "train", mix), rng, config.typo_refusal_rate)
-                    for _ in range(config.lm_batch)]
+        examples = [training_example(rng, mix, config) for _ in range(config.lm_batch)]
         for group in optimizer.param_groups:
             group["lr"] = config.lm_lr * _cosine(step, total)
         optimizer.zero_grad()
