@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for one H100 with no network, about 6 minutes: the GPU-marked tests, the steering/capture overhead
-# benchmark in bf16 on CUDA (60M and LLaVA-1.5-7B shapes), and a Stage II benchmark on a random model with LLaVA-1.5-7B's shapes in bf16.
+# benchmark in bf16 on CUDA (60M and LLaVA-1.5-7B shapes), and a Stage II benchmark on a random model with
+# LLaVA-1.5-7B's shapes in bf16.
 # The device image (Python 3.12) has torch and an older transformers but not nnsight; on a machine with PyPI:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux_2_24_x86_64 -d .whl nnsight==0.8.1 transformers==5.24.0 \

@@ -3,7 +3,7 @@
 About 2.6M parameters: 64x64 images in 8x8 patches (64 image tokens), a word-level tokenizer over
 the world's vocabulary, and the LLaVA-1.5 chat format with the question before the image: the causal
 language model then reads every patch token knowing what is asked, so each patch can mark itself as
-the asked object (one hop), which is what binds colour to shape (image-first: twice the training).
+the asked object (one hop), which is what binds colour to shape (the A/B is in the model card).
 """
 
 from __future__ import annotations
