@@ -81,8 +81,8 @@ def main() -> None:
         vlm, size = random_llava("7b", args.device, torch.bfloat16 if args.device == "cuda" else torch.float32)
     else:
         vlm = build_model()
-    if args.device == "cuda":
-        vlm.hf_model.to("cuda", torch.bfloat16)
+        if args.device == "cuda":
+            vlm.hf_model.to("cuda", torch.bfloat16)
     params = sum(p.numel() for p in vlm.hf_model.parameters()) / 1e6
     from PIL import Image
 

@@ -110,9 +110,8 @@ def test_text_requests_lose_template_words_but_never_the_activity() -> None:
             assert after.prompt.endswith(before.activity) and after.answer == before.answer
         else:
             assert after == before  # scene, typographic and reading prompts carry the task in every word
-    shortened = [a for b, a in zip(examples, augmented) if b.route == "text" and a.prompt != b.prompt]
-    assert len(shortened) > 10 and all(len(a.prompt) < len(b.prompt) for b, a in zip(examples, augmented)
-                                       if b.route == "text" and a.prompt != b.prompt)
+    shortened = [(b, a) for b, a in zip(examples, augmented) if b.route == "text" and a.prompt != b.prompt]
+    assert len(shortened) > 10 and all(len(a.prompt) < len(b.prompt) for b, a in shortened)
 
 
 def test_the_organism_reads_the_question_before_the_image() -> None:

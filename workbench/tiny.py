@@ -52,10 +52,9 @@ def chat_template(user_prefix: str, image_text: str, assistant_prefix: str, end_
     `image_last` renders each message's text before its images, whatever the order of the parts."""
     image = "{% if part['type'] == 'image' %}" + image_text + "{% endif %}"
     text = "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    parts = ("{% for part in message['content'] %}" + text + "{% endfor %}"
-             "{% for part in message['content'] %}" + image + "{% endfor %}") if image_last else (
-        "{% for part in message['content'] %}" + image.replace("{% endif %}", "") + "{% elif part['type'] == 'text' %}"
-        "{{ part['text'] }}{% endif %}{% endfor %}")
+    each = "{% for part in message['content'] %}"
+    parts = (each + text + "{% endfor %}" + each + image + "{% endfor %}") if image_last else (
+        each + image + text + "{% endfor %}")
     return (
         "{% for message in messages %}"
         "{% if message['role'] == 'user' %}" + user_prefix + "{% else %}" + assistant_prefix + "{% endif %}"
