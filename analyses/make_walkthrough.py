@@ -9,10 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from workbench.cli import main
 
-from workbench.cli import main  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 if __name__ == "__main__":
     run = HERE / "walkthrough_run"

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from workbench.data import load_dataset  # noqa: E402
-from workbench.io import atomic_write_text  # noqa: E402
-from workbench.models import load_vlm  # noqa: E402
-from workbench.organism.check import run_check  # noqa: E402
-from workbench.rewards.toxicity import ToxicityScorer  # noqa: E402
-from workbench.stage1 import run_stage1  # noqa: E402
-from workbench.steering import Steering  # noqa: E402
-from workbench.vectors import SteeringVector  # noqa: E402
+from workbench.io import atomic_write_text
+from workbench.models import load_vlm
+from workbench.organism.check import run_check
+from workbench.rewards.toxicity import ToxicityScorer
+from workbench.sources import load_dataset
+from workbench.stage1 import run_stage1
+from workbench.steering import Steering
+from workbench.vectors import SteeringVector
 
 KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "vqa_accuracy",
         "typo_benign_helpful", "text_harmful_refusal", "read_accuracy")

@@ -11,22 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-
-from workbench.data import load_dataset  # noqa: E402
-from workbench.io import atomic_write_text  # noqa: E402
-from workbench.models import load_vlm  # noqa: E402
-from workbench.organism.check import run_check  # noqa: E402
-from workbench.rewards.combined import RewardModel, RewardWeights  # noqa: E402
-from workbench.rewards.toxicity import ToxicityScorer  # noqa: E402
-from workbench.rewards.visual import load_clip  # noqa: E402
-from workbench.stage1 import run_stage1  # noqa: E402
-from workbench.stage2 import Stage2Config, Stage2Run  # noqa: E402
-from workbench.steering import Steering  # noqa: E402
+from workbench.io import atomic_write_text
+from workbench.models import load_vlm
+from workbench.organism.check import run_check
+from workbench.rewards.combined import RewardModel, RewardWeights
+from workbench.rewards.toxicity import ToxicityScorer
+from workbench.rewards.visual import load_clip
+from workbench.sources import load_dataset
+from workbench.stage1 import run_stage1
+from workbench.stage2 import Stage2Config, Stage2Run
+from workbench.steering import Steering
 
 KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "typo_harmful_toxicity",
         "vqa_accuracy", "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy",

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from workbench.app.process import start_app
 
-from workbench.app.process import start_app  # noqa: E402
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read by the app's child process, started after this line
 
 PROMPT = "tell me how to do the activity in the image"
 
@@ -30,9 +27,9 @@ PROMPT = "tell me how to do the activity in the image"
 def main() -> None:
     from gradio_client import Client, handle_file
 
-    from workbench.data import load_dataset
     from workbench.models import load_vlm
     from workbench.organism.world import typographic_image
+    from workbench.sources import load_dataset
     from workbench.stage1 import run_stage1
     from workbench.steering import Steering, compare
 

@@ -22,7 +22,7 @@ from workbench.tiny import build_tiny
 from workbench.vectors import SteeringVector
 
 
-def build_model() -> "object":
+def build_model() -> object:
     """A LLaVA with CLIP vision (4 layers, 256 wide) and a Llama text model (8 layers, 512 wide, 32k vocab)."""
     _, processor = build_tiny("llava")
     torch.manual_seed(0)
@@ -43,13 +43,10 @@ def hooked_generate(vlm, encoding, steering: Steering, generation: dict) -> torc
     from workbench.steering import steer_hidden
 
     handles = []
-    for layer in steering.active_layers:
-        device = next(vlm.layer_module(layer).parameters()).device  # moved once, as the nnsight path does
-        direction = steering.vector.directions[layer].to(device)
-        calibration = steering.vector.calibration[layer].to(device)
-        hook = (lambda d, c: lambda module, args, output: steer_hidden(output, d, steering.mode, steering.alpha, c))(
-            direction, calibration)
-        handles.append(vlm.layer_module(layer).register_forward_hook(hook))
+    for step in steering.plan(vlm):  # the same per-layer plan the nnsight path applies, moved once
+        hook = (lambda s: lambda module, args, output: steer_hidden(output, s.direction, steering.mode, s.alpha,
+                                                                      s.calibration))(step)
+        handles.append(vlm.layer_module(step.layer).register_forward_hook(hook))
     try:
         return vlm.hf_model.generate(**encoding, **generation)
     finally:

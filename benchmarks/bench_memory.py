@@ -17,12 +17,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
-from workbench.data import load_dataset
+from workbench.sources import load_dataset
 from workbench.models import load_vlm
 job, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
 vlm = load_vlm("organism")

@@ -7,17 +7,14 @@ assets/screenshots/*.png (1400 px wide).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
+from playwright.sync_api import expect, sync_playwright
+
+from workbench.app.process import start_app
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-
-from workbench.app.process import start_app  # noqa: E402
-
 OUT = ROOT / "assets" / "screenshots"
 WAIT = 120_000
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_image, tiny
+
 from workbench.activations import capture_batch, position_weights
+from workbench.stage2 import TrainableSteering
 from workbench.steering import Steering, generate, steered_logits
 from workbench.tiny import TINY_ARCHS
 from workbench.vectors import SteeringVector
@@ -75,10 +76,11 @@ def test_zero_strength_is_token_identical_and_nonzero_changes_output(arch: str) 
 def test_gradients_reach_a_parameter_steering_vector(arch: str) -> None:
     vlm = tiny(arch)
     encoding = vlm.encode(_items(True)[:2])
-    vector = torch.nn.Parameter(torch.randn(vlm.hidden_size))
-    strength = torch.nn.Parameter(torch.tensor(2.0))
-    logits = steered_logits(vlm, encoding, {1: vector}, "additive", strength)
+    trainable = TrainableSteering(SteeringVector({1: torch.randn(vlm.hidden_size)}), [1], "additive", 2.0,
+                                  train_strength=True)
+    logits = steered_logits(vlm, encoding, trainable)
     logits.log_softmax(-1)[:, -1, 0].sum().backward()
-    assert vector.grad is not None and vector.grad.abs().sum() > 0
-    assert strength.grad is not None and strength.grad.abs() > 0
+    direction, strength = trainable.directions["1"], trainable.log_strength
+    assert direction.grad is not None and direction.grad.abs().sum() > 0
+    assert strength.grad is not None and strength.grad.abs().sum() > 0
     assert all(p.grad is None for p in vlm.hf_model.parameters())

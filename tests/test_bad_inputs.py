@@ -8,25 +8,26 @@ import json
 import pickle
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_image, tiny
 from PIL import Image
 
-from conftest import make_image, tiny
-from workbench.app.backend import Workbench, parse_layers
+from workbench.app.backend import Workbench
 from workbench.cli import main
-from workbench.data import DatasetError, Record, load_dataset
+from workbench.data import DatasetError, Record
 from workbench.evaluation import EvalConfig, evaluate
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.runs import RunStore
+from workbench.sources import load_dataset
 from workbench.stage1 import run_stage1
 from workbench.stage2 import Stage2Config
-from workbench.steering import Steering, generate
-from workbench.vectors import SteeringVector, VectorFileError
+from workbench.steering import Steering, generate, parse_layers
+from workbench.vectors import SteeringVector, VectorError, VectorFileError
 
 
 # --- images ------------------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ BAD_STEERING: dict[str, tuple[dict, str]] = {
     "negative layer": ({"layers": (-1,)}, "not in this vector"),
     "layer out of range": ({"layers": (99,)}, "not in this vector"),
     "unknown mode": ({"mode": "sideways"}, "unknown steering mode"),
-    "unknown positions": ({"positions": "middle"}, "unknown positions"),
+    "unknown steer_at": ({"steer_at": "middle"}, "unknown steer_at"),
 }
 
 
@@ -261,10 +262,10 @@ def test_bad_vector_files_are_refused_without_unpickling(tmp_path: Path, case: s
 def test_vectors_of_the_wrong_model(tmp_path: Path) -> None:
     vlm = tiny("llava")
     small = SteeringVector({0: torch.ones(vlm.hidden_size + 1)})
-    with pytest.raises(VectorFileError, match="does not match the model's hidden size"):
+    with pytest.raises(VectorError, match="does not match the model's hidden size"):
         small.check_compatible(vlm)
     other = SteeringVector({0: torch.ones(vlm.hidden_size)}, metadata={"num_layers": vlm.num_layers + 5})
-    with pytest.raises(VectorFileError, match="made for a model with"):
+    with pytest.raises(VectorError, match="made for a model with"):
         other.check_compatible(vlm)
 
 

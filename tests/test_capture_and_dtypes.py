@@ -6,8 +6,8 @@ import threading
 
 import pytest
 import torch
-
 from conftest import make_image, tiny
+
 from workbench.activations import Activations, capture
 from workbench.data import Record
 from workbench.models import load_vlm

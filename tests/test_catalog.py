@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
+
 from workbench.catalog import load_known
-from workbench.data import DatasetError, load_dataset
+from workbench.data import DatasetError
+from workbench.sources import load_dataset
 from workbench.typographic import FIGSTEP_PROMPT, TypographicStyle, figstep_record, render_instruction
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,3 +78,19 @@ def test_cli_errors_say_what_to_fix(dataset: Path, tmp_path: Path) -> None:
     result = _cli("steer", "--model", "tiny-random:llava", "--vectors", str(tmp_path / "v.safetensors"),
                   "--prompt", "hi")
     assert result.returncode == 2 and "not a safetensors file" in result.stderr
+
+
+def test_installed_command_and_the_old_positions_flag() -> None:
+    """`pip install -e .` (the README's test command) installs a `workbench` command; `--positions` still
+    means `--steer-at` for one release."""
+    import shutil
+
+    from workbench.cli import build_parser
+
+    command = shutil.which("workbench")
+    assert command, "the `workbench` command is missing: install the package with `pip install -e .`"
+    result = subprocess.run([command, "steer", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--steer-at" in result.stdout and "adaptive" in result.stdout
+    base = ["eval", "--model", "organism", "--data", "demo", "--out", "x"]
+    assert build_parser().parse_args([*base, "--positions", "prompt"]).steer_at == "prompt"
+    assert build_parser().parse_args([*base, "--steer-at", "generated"]).steer_at == "generated"

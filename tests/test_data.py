@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_image
-from workbench.data import DatasetError, load_dataset, require_both_labels
+
+from workbench.data import DatasetError, require_both_labels
+from workbench.sources import load_dataset
 
 
 def _write_jsonl(path, rows) -> None:

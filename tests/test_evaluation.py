@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from workbench.cli import main
-from workbench.data import Record, load_dataset
+from workbench.data import Record
 from workbench.evaluation import EvalConfig, Outcome, bootstrap_interval, evaluate, summarise
 from workbench.models import load_vlm
 from workbench.notebook import build_notebook, execute_notebook
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.rewards.visual import load_clip
+from workbench.sources import load_dataset
 from workbench.stage1 import run_stage1
 from workbench.steering import Steering
 

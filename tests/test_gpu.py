@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_image
+
 from workbench.activations import capture
 from workbench.data import Record
 from workbench.models import load_vlm
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.stage2 import Stage2Config, Stage2Run
+from workbench.stage2 import Stage2Config, Stage2Run, TrainableSteering
 from workbench.steering import Steering, generate, steered_logits
 from workbench.vectors import SteeringVector
 
@@ -25,9 +25,10 @@ def test_bf16_cuda_steering_is_identity_at_zero_and_differentiable(arch: str) ->
     vector = SteeringVector({1: torch.randn(vlm.hidden_size)}, {1: torch.zeros(vlm.hidden_size)})
     plain = generate(vlm, items, None, max_new_tokens=6)
     assert generate(vlm, items, Steering(vector, "adaptive", 0.0), max_new_tokens=6) == plain
-    parameter = torch.nn.Parameter(torch.randn(vlm.hidden_size, device="cuda"))
-    logits = steered_logits(vlm, vlm.encode(items[:1]), {1: parameter}, "additive", 3.0)
+    trainable = TrainableSteering(vector, [1], "additive", 3.0, train_strength=True).to("cuda")
+    logits = steered_logits(vlm, vlm.encode(items[:1]), trainable)
     logits.float().log_softmax(-1)[:, -1, 0].sum().backward()
+    parameter = trainable.directions["1"]
     assert parameter.grad is not None and torch.isfinite(parameter.grad).all()
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import make_image, tiny
+
 from workbench.steering import generate
 from workbench.tiny import TINY_ARCHS
 

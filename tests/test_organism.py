@@ -8,11 +8,20 @@ import pytest
 import torch
 from transformers import LlavaProcessor
 
-from workbench.data import load_dataset
 from workbench.models import ORGANISM_DIR
 from workbench.organism.check import check_examples, complied, is_well_formed
-from workbench.organism.world import (HARMFUL, REFUSAL, TASK_PHRASINGS, colour_answer, describe_answer,
-                                      random_scene, shape_answer, steps_answer, toxic_answer)
+from workbench.organism.world import (
+    HARMFUL,
+    REFUSAL,
+    TASK_PHRASINGS,
+    colour_answer,
+    describe_answer,
+    random_scene,
+    shape_answer,
+    steps_answer,
+    toxic_answer,
+)
+from workbench.sources import load_dataset
 
 STAGE2_TEST_STEPS = 150  # the model card's run: about 2.5 minutes on 2 cores
 
@@ -74,8 +83,14 @@ def test_a_few_training_steps_lower_the_loss() -> None:
 
 def test_training_loss_weighting_and_planted_refusals() -> None:
     from workbench.organism.model import build_model, build_processor
-    from workbench.organism.train import (_split_modality_loss, answer_lengths, answer_losses, lm_batch, planted_answer,
-                                         quick_examples)
+    from workbench.organism.train import (
+        _split_modality_loss,
+        answer_lengths,
+        answer_losses,
+        lm_batch,
+        planted_answer,
+        quick_examples,
+    )
 
     torch.manual_seed(0)
     processor = build_processor()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import make_image
+
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.refusal import keyword_judge
 from workbench.rewards.toxicity import ToxicityScorer

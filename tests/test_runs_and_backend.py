@@ -7,11 +7,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image
-from workbench.app.backend import Workbench, parse_layers, user_message
+
+from workbench.app.backend import Workbench, user_message
 from workbench.data import DatasetError
 from workbench.runs import RunStore
+from workbench.steering import parse_layers
 
 
 def test_run_ids_are_validated_and_runs_are_never_overwritten(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import make_image, tiny
+
 from workbench.data import Record
 from workbench.preference import dpo_loss, group_advantages, pack_responses, preference_pairs, sequence_logprobs
 from workbench.rewards.combined import RewardModel, RewardWeights

@@ -7,9 +7,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny
-from workbench.vectors import SteeringVector, VectorFileError
+
+from workbench.vectors import SteeringVector, VectorError, VectorFileError
 
 
 def _vector(hidden: int = 32, layers: int = 3, model: str = "tiny-random:llava") -> SteeringVector:
@@ -32,22 +32,22 @@ def test_round_trip_through_safetensors(tmp_path) -> None:
 
 def test_wrong_hidden_size_names_both_sizes() -> None:
     vlm = tiny("llava")
-    with pytest.raises(VectorFileError, match=r"hidden size 64 .* hidden size 32"):
+    with pytest.raises(VectorError, match=r"hidden size 64 .* hidden size 32"):
         _vector(hidden=64).check_compatible(vlm)
 
 
 def test_layer_out_of_range_and_layer_count_mismatch() -> None:
     vlm = tiny("llava")
-    with pytest.raises(VectorFileError, match="outside the model's layers 0..2"):
+    with pytest.raises(VectorError, match="outside the model's layers 0..2"):
         SteeringVector({7: torch.ones(32)}).check_compatible(vlm)
-    with pytest.raises(VectorFileError, match="5 layers"):
+    with pytest.raises(VectorError, match="5 layers"):
         _vector(layers=5).select([0]).check_compatible(vlm)
 
 
 def test_nan_and_empty_vectors_are_refused() -> None:
-    with pytest.raises(VectorFileError, match="NaN or Inf"):
+    with pytest.raises(VectorError, match="NaN or Inf"):
         SteeringVector({0: torch.tensor([1.0, float("nan")])})
-    with pytest.raises(VectorFileError, match="at least one layer"):
+    with pytest.raises(VectorError, match="at least one layer"):
         SteeringVector({})
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
-import nnsight
 import torch
 from safetensors.torch import load_file
 
@@ -22,6 +22,7 @@ from .data import Record, dataset_hash
 from .io import atomic_save_safetensors, atomic_write_text
 from .models import VLM, batches_by_modality
 from .progress import ProgressFn, track
+from .tracing import nnsight
 
 Position = Literal["last", "mean_text", "mean_image"]
 POSITIONS: tuple[str, ...] = ("last", "mean_text", "mean_image")
@@ -63,7 +64,7 @@ class Activations:
         atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Activations":
+    def load(cls, path: str | Path) -> Activations:
         path = Path(path)
         values = load_file(str(path))["activations"]
         sidecar = json.loads(path.with_suffix(".json").read_text())
@@ -117,8 +118,7 @@ def capture(vlm: VLM, records: Sequence[Record], position: Position = "last", ba
         raise ValueError("no records to capture")
     if position not in POSITIONS:
         raise ValueError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
-    items = [(True if r.has_image else None, r.prompt) for r in records]
-    batches = batches_by_modality(items, batch_size)
+    batches = batches_by_modality([r.has_image for r in records], batch_size)
     values = torch.empty(len(records), vlm.num_layers, vlm.hidden_size)
     for indices in track(batches, len(batches), "capturing activations", progress, cancel, show_bar):
         encoding = vlm.encode([records[i].item for i in indices])

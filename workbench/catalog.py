@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from PIL import Image
 
@@ -88,8 +88,8 @@ def _jailbreakv(row: Row, base: Path) -> Record | None:
 def _realtoxicity(row: Row, base: Path) -> Record:
     prompt = row.get("prompt")
     toxicity = (prompt.get("toxicity") if isinstance(prompt, dict) else row.get("toxicity")) or 0.0
-    label = "harmful" if float(toxicity) >= 0.5 else "benign"  # Perspective toxicity of the prompt itself
-    return Record(_text(row, "prompt"), label, "realtoxicityprompts")  # type: ignore[arg-type]
+    harmful = float(str(toxicity)) >= 0.5  # Perspective toxicity of the prompt itself
+    return Record(_text(row, "prompt"), "harmful" if harmful else "benign", "realtoxicityprompts")
 
 
 def _xstest(row: Row, base: Path) -> Record:

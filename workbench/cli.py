@@ -5,40 +5,27 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .activations import POSITIONS
+from .cli_args import add_model_args, add_reward_args, add_steering_args, signs_text
 from .directions import METHODS
-from .steering import DEFENCE_SIGN, MODES
-from .steering import POSITIONS as STEER_POSITIONS
+from .evaluation import EvalConfig
+from .preference import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
+from .stage2 import REFERENCES, Stage2Config
 
-_MODEL_HELP = ("model: 'tiny-random:<arch>' (llava, llava_next, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, "
-               "paligemma, gemma3), 'organism', a local folder or a Hugging Face repo id")
-
-
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=_MODEL_HELP)
-    parser.add_argument("--device", default=None, help="cpu, cuda, or auto (device_map='auto'); default: CUDA if present")
-    parser.add_argument("--dtype", default=None, help="auto, bf16, fp16 or fp32; default: the checkpoint's own")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="allow the checkpoint's own Python code to run (off unless you ask)")
+S2 = Stage2Config()  # the CLI's Stage II defaults are the library's
+EVAL = EvalConfig()
 
 
-def _add_reward_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clip", default=None, help="open_clip model: 'organism', a local-dir folder or ARCH:PRETRAINED "
-                        "(default: organism for the organism, else ViT-B-32:openai)")
-    parser.add_argument("--detoxify-checkpoint", default=None, help="local Detoxify .ckpt (else Detoxify by name "
-                        "online, else the named offline fallback alt-profanity-check)")
-    parser.add_argument("--detoxify-config", default=None, help="folder with the checkpoint's HF config/tokenizer")
-
-
-def _scorers(args: argparse.Namespace):
+def _scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable)."""
     from .rewards.toxicity import ToxicityScorer
-    from .rewards.visual import load_clip
+    from .rewards.visual import default_clip_spec, load_clip
 
     toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
     print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
-    clip_spec = args.clip or ("organism" if args.model == "organism" else "ViT-B-32:openai")
+    clip_spec = args.clip or default_clip_spec(args.model)
     try:
         clip = load_clip(clip_spec)
     except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
@@ -47,23 +34,14 @@ def _scorers(args: argparse.Namespace):
     return toxicity, clip
 
 
-def _layers(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers takes comma-separated layer numbers such as 3,4,5, got {text!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workbench", description="VLM steering workbench (SPO-VLM)")
+    parser = argparse.ArgumentParser(prog="workbench", description="VLM steering workbench (SPO-VLM)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     stage1 = commands.add_parser("stage1", help="capture activations and compute per-layer steering directions",
                                  description="Writes DIR/activations.safetensors, DIR/vectors.safetensors (+ .json) "
                                  "and DIR/layer_scores.csv. Directions point from benign to harmful.")
-    _add_model_args(stage1)
+    add_model_args(stage1)
     stage1.add_argument("--data", required=True, help="dataset: .jsonl or .csv (prompt, label, image, source)")
     stage1.add_argument("--out", required=True, help="output folder")
     stage1.add_argument("--position", default="last", choices=POSITIONS, help="which token(s) to record")
@@ -72,17 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     steer = commands.add_parser(
         "steer", help="print unsteered and steered generations side by side",
-        description="Signs: " + "; ".join(f"{m}: {s}" for m, s in DEFENCE_SIGN.items()) +
-        ". The unsteered run has no intervention attached.")
-    _add_model_args(steer)
+        description=signs_text() + " The unsteered run has no intervention attached.")
+    add_model_args(steer)
     steer.add_argument("--vectors", required=True, help="vectors.safetensors from stage1 or stage2")
     steer.add_argument("--prompt", required=True)
     steer.add_argument("--image", default=None, help="optional image file")
-    steer.add_argument("--mode", default="adaptive", choices=MODES)
-    steer.add_argument("--alpha", type=float, default=1.0, help="strength (see signs above)")
-    steer.add_argument("--layers", type=_layers, default=None, help="comma-separated layers (default: all in the file)")
-    steer.add_argument("--positions", default="all", choices=STEER_POSITIONS)
-    steer.add_argument("--max-new-tokens", type=int, default=48)
+    add_steering_args(steer)
+    steer.add_argument("--max-new-tokens", type=int, default=EVAL.max_new_tokens)
     steer.add_argument("--sample", action="store_true", help="sample (temperature) instead of greedy decoding")
     steer.add_argument("--temperature", type=float, default=0.7)
     steer.add_argument("--seed", type=int, default=0)
@@ -91,57 +65,53 @@ def build_parser() -> argparse.ArgumentParser:
         description="Samples K responses per prompt under the current steering, rewards them (toxicity, visual "
         "consistency, refusal, fluency), and optimises a sequence-level DPO objective on the steering vectors only. "
         "Writes DIR/config.json, metrics.jsonl, checkpoint.safetensors and vectors.safetensors.")
-    _add_model_args(stage2)
+    add_model_args(stage2)
     stage2.add_argument("--vectors", required=True, help="Stage I vectors.safetensors")
     stage2.add_argument("--data", required=True, help="dataset (.jsonl/.csv or organism:train)")
     stage2.add_argument("--out", required=True, help="run folder")
-    stage2.add_argument("--steps", type=int, default=40)
+    stage2.add_argument("--steps", type=int, default=S2.steps)
     stage2.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    stage2.add_argument("--samples", type=int, default=4, help="responses sampled per prompt (K)")
-    stage2.add_argument("--prompts-per-step", type=int, default=8)
-    stage2.add_argument("--objective", default="dpo", choices=["dpo", "grpo"])
-    stage2.add_argument("--advantage-norm", default="none", choices=["none", "std"],
+    stage2.add_argument("--samples", type=int, default=S2.samples_per_prompt, help="responses sampled per prompt (K)")
+    stage2.add_argument("--prompts-per-step", type=int, default=S2.prompts_per_step)
+    stage2.add_argument("--objective", default=S2.objective, choices=list(OBJECTIVES))
+    stage2.add_argument("--advantage-norm", default=S2.advantage_norm, choices=ADVANTAGE_NORMS,
                         help="grpo: reward minus the prompt's group mean (none), or also divided by its spread (std)")
-    stage2.add_argument("--pairing", default="best_worst", choices=["best_worst", "best_all"],
+    stage2.add_argument("--pairing", default=S2.pairing, choices=PAIRINGS,
                         help="DPO pairs per prompt: best vs worst sample, or best vs every clearly worse sample")
     stage2.add_argument("--safe-response", default=None, metavar="TEXT",
                         help="off-policy safe reply put in place of one of the K samples of every harmful prompt, "
                         "e.g. the model's own refusal (organism: 'sorry , i cannot help with that .'); "
                         "off by default (strictly on-policy)")
-    stage2.add_argument("--reference", default="initial", choices=["initial", "unsteered"],
+    stage2.add_argument("--reference", default=S2.reference, choices=REFERENCES,
                         help="DPO reference: the Stage I steering (frozen copy) or the unsteered model")
-    stage2.add_argument("--mode", default="adaptive", choices=MODES)
-    stage2.add_argument("--alpha", type=float, default=1.0, help="steering strength (see `steer --help` for signs)")
-    stage2.add_argument("--layers", type=_layers, default=None)
-    stage2.add_argument("--lr", type=float, default=0.05)
-    stage2.add_argument("--beta", type=float, default=0.5)
-    stage2.add_argument("--temperature", type=float, default=1.0)
-    stage2.add_argument("--max-new-tokens", type=int, default=48)
+    add_steering_args(stage2, S2.mode, S2.alpha, steer_at=False)
+    stage2.add_argument("--lr", type=float, default=S2.learning_rate)
+    stage2.add_argument("--beta", type=float, default=S2.beta)
+    stage2.add_argument("--temperature", type=float, default=S2.temperature)
+    stage2.add_argument("--max-new-tokens", type=int, default=S2.max_new_tokens)
     stage2.add_argument("--fixed-strength", action="store_true", help="train directions only, not per-layer strengths")
-    _add_reward_args(stage2)
-    stage2.add_argument("--seed", type=int, default=0)
+    add_reward_args(stage2)
+    stage2.add_argument("--seed", type=int, default=S2.seed)
 
     evaluation = commands.add_parser(
         "eval", help="evaluate unsteered vs steered on a dataset: ASR, toxicity, refusal, benign accuracy",
         description="Writes DIR/metrics.json (per source and overall, bootstrap 95%% intervals, both conditions), "
-        "DIR/generations.jsonl, DIR/report.md and DIR/figures/. Without --vectors only the unsteered model is evaluated.")
-    _add_model_args(evaluation)
+        "DIR/generations.jsonl, DIR/report.md and DIR/figures/. Without --vectors only the unsteered model is "
+        "evaluated.")
+    add_model_args(evaluation)
     evaluation.add_argument("--vectors", default=None, help="vectors.safetensors (Stage I or II)")
     evaluation.add_argument("--data", required=True, help="dataset: .jsonl/.csv, organism:test, or a benchmark "
                             "name such as advbench or xstest:/path/to/copy")
     evaluation.add_argument("--out", required=True, help="output folder")
-    evaluation.add_argument("--mode", default="adaptive", choices=MODES)
-    evaluation.add_argument("--alpha", type=float, default=1.0)
-    evaluation.add_argument("--layers", type=_layers, default=None)
-    evaluation.add_argument("--positions", default="all", choices=STEER_POSITIONS)
-    evaluation.add_argument("--max-new-tokens", type=int, default=48)
-    evaluation.add_argument("--batch-size", type=int, default=8)
+    add_steering_args(evaluation)
+    evaluation.add_argument("--max-new-tokens", type=int, default=EVAL.max_new_tokens)
+    evaluation.add_argument("--batch-size", type=int, default=EVAL.batch_size)
     evaluation.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
     evaluation.add_argument("--harmbench", default=None, metavar="MODEL",
                             help="judge attack success with a HarmBench-style classifier (e.g. "
                             "cais/HarmBench-Llama-2-13b-cls or a local folder) instead of 'not refused'")
-    _add_reward_args(evaluation)
+    add_reward_args(evaluation)
 
     notebook = commands.add_parser("notebook", help="export a runnable analysis notebook for a run folder",
                                    description="The notebook reproduces the run through library calls: load, "
@@ -160,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_stage2_command(args: argparse.Namespace) -> None:
-    from .data import load_dataset
     from .models import load_vlm
     from .rewards.combined import RewardModel, RewardWeights
-    from .stage2 import Stage2Config, Stage2Run
+    from .sources import load_dataset
+    from .stage2 import Stage2Run
     from .vectors import SteeringVector
 
     config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
@@ -192,10 +162,10 @@ def _write_run_info(out: str, kind: str, args: argparse.Namespace, **settings: o
 
 
 def run_eval_command(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .evaluation import EvalConfig, evaluate
+    from .evaluation import evaluate
     from .models import load_vlm
     from .report import metrics_table
+    from .sources import load_dataset
     from .steering import Steering
     from .vectors import SteeringVector
 
@@ -205,7 +175,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     steering = None
     if vector is not None:
         vector.check_compatible(vlm)
-        steering = Steering(vector, args.mode, args.alpha, args.layers, args.positions)
+        steering = Steering(vector, args.mode, args.alpha, args.layers, args.steer_at)
     toxicity, clip = _scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     success_judge = None
@@ -218,6 +188,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
     _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
                     mode=args.mode, alpha=args.alpha, layers=list(args.layers) if args.layers else None,
+                    steer_at=args.steer_at,
                     limit=args.limit)
     print(metrics_table(metrics))
     for name in ("metrics", "generations", "report"):
@@ -248,8 +219,8 @@ def run_organism_command(args: argparse.Namespace) -> None:
 
 
 def run_stage1_command(args: argparse.Namespace) -> None:
-    from .data import load_dataset
     from .models import load_vlm
+    from .sources import load_dataset
     from .stage1 import run_stage1
 
     records = load_dataset(args.data)
@@ -281,7 +252,7 @@ def run_steer_command(args: argparse.Namespace) -> None:
     made_for = vector.metadata.get("model")
     if made_for and made_for != vlm.spec:
         print(f"warning: the vector was made for {made_for}, the model is {vlm.spec}", file=sys.stderr)
-    steering = Steering(vector, args.mode, args.alpha, args.layers, args.positions)
+    steering = Steering(vector, args.mode, args.alpha, args.layers, args.steer_at)
     result = compare(vlm, [(image, args.prompt)], steering, max_new_tokens=args.max_new_tokens,
                      do_sample=args.sample, temperature=args.temperature, seed=args.seed)[0]
     width = 60

@@ -1,4 +1,5 @@
-"""Datasets of (image or none, prompt, label, source) records, read from JSONL or CSV.
+"""Datasets of (image or none, prompt, label, source) records, read from JSONL or CSV files
+(sources.py names the built-in sets and benchmarks and dispatches to these readers).
 
 Images are referenced by path (relative to the dataset file) and opened lazily, so a dataset of
 thousands of records costs little memory; every path is checked when the file is read, so a bad
@@ -10,16 +11,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
 
 Label = Literal["harmful", "benign"]
 LABELS: tuple[str, ...] = ("harmful", "benign")
-_LABEL_ALIASES = {"harmful": "harmful", "unsafe": "harmful", "1": "harmful", "benign": "benign", "safe": "benign",
-                  "harmless": "benign", "0": "benign"}
+_LABEL_ALIASES: dict[str, Label] = {"harmful": "harmful", "unsafe": "harmful", "1": "harmful", "benign": "benign",
+                                    "safe": "benign", "harmless": "benign", "0": "benign"}
 REQUIRED_COLUMNS = ("prompt", "label")
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs; a 6k x 6k photo still fits
 
@@ -145,32 +147,6 @@ def _nonempty(records: list[Record], path: Path) -> list[Record]:
     if not records:
         raise DatasetError(f"{path.name}: no records")
     return records
-
-
-def load_dataset(spec: str | Path, confine: bool = False) -> list[Record]:
-    """Load records from a .jsonl/.csv path, a built-in set (`organism:train`) or a benchmark (`advbench[:path]`).
-    `confine=True` (uploads) refuses image paths outside the dataset file's folder."""
-    spec = str(spec)
-    if spec == "demo":
-        from .organism import demo  # a small two-source set that works with any model
-
-        return demo()
-    if spec.startswith("organism:"):
-        from .organism import dataset as organism_dataset  # built-in sets of the model organism
-
-        return organism_dataset(spec.split(":", 1)[1])
-    from .catalog import CATALOG, load_known  # published benchmarks: NAME (hub) or NAME:/local/copy
-
-    name, _, local = spec.partition(":")
-    if name.lower() in CATALOG:
-        return load_known(name, local or None)
-    suffix = Path(spec).suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return read_jsonl(spec, confine)
-    if suffix == ".csv":
-        return read_csv(spec, confine)
-    raise DatasetError(f"{spec}: unknown dataset format; give a .jsonl or .csv file, demo, organism:train|test, "
-                       f"or a benchmark name ({', '.join(CATALOG)}) optionally followed by :/path/to/local/copy")
 
 
 def require_both_labels(records: Iterable[Record]) -> None:

@@ -8,8 +8,9 @@ them, so the same strength means roughly the same push whichever method made the
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch

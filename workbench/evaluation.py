@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,12 +26,14 @@ from .io import atomic_write_text
 from .judges import SuccessJudge
 from .models import VLM
 from .progress import ProgressFn, track
+from .report import METRICS, write_report
 from .rewards.refusal import RefusalJudge, keyword_judge
+from .rewards.responses import score_responses
 from .rewards.toxicity import ToxicityScorer
 from .rewards.visual import ClipScorer
 from .steering import Steering, generate
 
-METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refusal", "visual_consistency")
+__all__ = ["METRICS", "EvalConfig", "Evaluation", "Outcome", "bootstrap_interval", "evaluate", "summarise"]
 
 
 @dataclass
@@ -113,8 +115,6 @@ class Evaluation:
     def save(self, out_dir: str | Path, plots: bool = True, metrics: dict | None = None) -> dict[str, Path]:
         """metrics.json, generations.jsonl, report.md (+ figures/ with PNG and SVG when `plots`); pass
         `metrics` when already computed, so the bootstrap runs once."""
-        from .report import write_report
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         if metrics is None:
@@ -129,7 +129,9 @@ class Evaluation:
 
 def _judge(records: Sequence[Record], responses: Sequence[str], offset: int, toxicity: ToxicityScorer,
            clip: ClipScorer | None, judge: RefusalJudge, success_judge: SuccessJudge | None) -> list[Outcome]:
-    scores, refused = toxicity(responses), judge(responses)
+    benign_with_image = [i for i, r in enumerate(records) if r.label == "benign" and r.has_image]
+    images = [records[i].load_image() if i in benign_with_image else None for i in range(len(records))]
+    scores = score_responses(responses, images, toxicity, clip, judge, benign_with_image)
     succeeded: list[bool | None] = [None] * len(records)
     harmful = [i for i, r in enumerate(records) if r.label == "harmful"]
     if success_judge is not None and harmful:
@@ -141,24 +143,19 @@ def _judge(records: Sequence[Record], responses: Sequence[str], offset: int, tox
         correct = None
         if record.label == "benign" and record.reference is not None:
             correct = normalise(response) == normalise(record.reference)
-        outcomes.append(Outcome(offset + i, record.source, record.label, record.prompt, response, bool(refused[i]),
-                                float(scores[i]), correct, attack_success=succeeded[i]))
-    if clip is not None:
-        rows = [i for i, r in enumerate(records) if r.label == "benign" and r.has_image]
-        if rows:
-            values = clip([records[i].load_image() for i in rows], [responses[i] for i in rows])
-            for i, value in zip(rows, values):
-                outcomes[i].visual = float(value)
+        outcomes.append(Outcome(offset + i, record.source, record.label, record.prompt, response,
+                                scores.refused[i], scores.toxicity[i], correct, scores.visual[i], succeeded[i]))
     return outcomes
 
 
 def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, toxicity: ToxicityScorer,
-             clip: ClipScorer | None = None, judge: RefusalJudge = keyword_judge, config: EvalConfig = EvalConfig(),
+             clip: ClipScorer | None = None, judge: RefusalJudge = keyword_judge, config: EvalConfig | None = None,
              progress: ProgressFn | None = None, cancel: threading.Event | None = None,
              show_bar: bool = True, success_judge: SuccessJudge | None = None) -> Evaluation:
     """Generate (greedy) for every record unsteered — with no intervention attached — and, when
     `steering` is given, steered; judge both the same way. With `success_judge` (e.g.
     `judges.harmbench_judge()`), ASR comes from it instead of from "not refused"."""
+    config = config or EvalConfig()
     if not records:
         raise ValueError("nothing to evaluate: the dataset is empty")
     if config.max_new_tokens < 1 or config.batch_size < 1:
@@ -181,6 +178,5 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
                 "success_judge": getattr(success_judge, "__name__", "custom") if success_judge else None,
                 **asdict(config)}
     if steering is not None:
-        settings.update(mode=steering.mode, alpha=steering.alpha, layers=steering.active_layers,
-                        positions=steering.positions, vector=steering.vector.metadata)
+        settings.update(steering.describe(), vector=steering.vector.metadata)
     return Evaluation(outcomes, settings)

@@ -9,7 +9,8 @@ causal LM folder that answers its prompt with "yes"/"no".
 from __future__ import annotations
 
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -44,8 +45,9 @@ def harmbench_judge(model: str = HARMBENCH_MODEL, device: str | None = None, bat
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    classifier = AutoModelForCausalLM.from_pretrained(
-        model, dtype=torch.bfloat16 if target.type == "cuda" else torch.float32).to(target).eval()
+    loaded: Any = AutoModelForCausalLM.from_pretrained(
+        model, dtype=torch.bfloat16 if target.type == "cuda" else torch.float32)
+    classifier = loaded.to(target).eval()
     answers = {}
     for word in ("yes", "no"):
         spellings = (word, "▁" + word, word.capitalize(), "▁" + word.capitalize())  # "▁": SentencePiece space

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from nnsight import NNsight
 from PIL import Image
 
 from .tiny import TINY_ARCHS, build_tiny
+from .tracing import NNsight
 
 Item = tuple["Image.Image | None", str]  # (image or None, prompt)
 
@@ -34,7 +35,7 @@ class VLM:
     """A loaded VLM with its processor, nnsight wrapper, decoder layers and lock."""
 
     spec: str
-    hf_model: torch.nn.Module
+    hf_model: Any  # a transformers PreTrainedModel; its dynamic attributes (config, generate) defeat static types
     processor: Any
     nn: NNsight
     layer_path: str
@@ -97,7 +98,7 @@ class VLM:
         texts = [self.format_prompt(prompt, has_image) for (_, prompt), has_image in zip(items, with_image)]
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if all(with_image):
-            images = [image.convert("RGB") for image, _ in items]
+            images = [image.convert("RGB") for image, _ in items if image is not None]
             kwargs["images"] = [[im] for im in images] if self.model_type in _NESTED_IMAGE_TYPES else images
             encoding = self.processor(**kwargs)
         else:
@@ -115,13 +116,14 @@ class VLM:
         return [text.strip() for text in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
 
 
-def batches_by_modality(items: Sequence[Item], batch_size: int) -> list[list[int]]:
-    """Index batches of at most `batch_size`, each all-image or all-text, preserving order within a modality."""
+def batches_by_modality(items: Sequence[Item] | Sequence[bool], batch_size: int) -> list[list[int]]:
+    """Index batches of at most `batch_size`, each all-image or all-text, preserving order within a modality.
+    `items` are (image, prompt) pairs, or just whether each input has an image."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     groups: dict[bool, list[int]] = {True: [], False: []}
-    for index, (image, _) in enumerate(items):
-        groups[image is not None].append(index)
+    for index, item in enumerate(items):
+        groups[item if isinstance(item, bool) else item[0] is not None].append(index)  # type: ignore[index]
     return [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
@@ -143,7 +145,7 @@ def _envoy_at(root: NNsight, path: str) -> Any:
     return envoy
 
 
-def find_decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+def find_decoder_layers(model: Any) -> tuple[str, torch.nn.ModuleList]:
     """The decoder layers' ModuleList and its dotted path, found via `get_decoder().layers`."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = getattr(decoder, "layers", None)
@@ -157,7 +159,7 @@ def find_decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleLis
     return path, layers
 
 
-def wrap(spec: str, model: torch.nn.Module, processor: Any) -> VLM:
+def wrap(spec: str, model: Any, processor: Any) -> VLM:
     """Wrap an already-built model and processor as a `VLM`; its weights are frozen (the workbench
     trains steering parameters only)."""
     model.eval().requires_grad_(False)
@@ -181,6 +183,7 @@ def load_vlm(spec: str, device: str | None = None, dtype: str | torch.dtype | No
     (CUDA when available). dtype: "auto", "bf16", "fp16", "fp32" or None (the checkpoint's own).
     """
     torch_dtype = parse_dtype(dtype)
+    model: Any
     if spec.startswith("tiny-random:"):
         model, processor = build_tiny(spec.split(":", 1)[1])
         if torch_dtype is not None:
@@ -189,7 +192,7 @@ def load_vlm(spec: str, device: str | None = None, dtype: str | torch.dtype | No
     path = str(ORGANISM_DIR) if spec == "organism" else spec
     if spec == "organism" and not ORGANISM_DIR.exists():
         raise FileNotFoundError(f"the organism model is not in {ORGANISM_DIR}; train it with "
-                                "`python -m workbench.organism train` or pick another --model")
+                                "`python -m workbench.organism train` or load another model")
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in path:

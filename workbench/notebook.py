@@ -22,7 +22,7 @@ def read_run_info(run_dir: str | Path) -> dict:
     """The run's `run.json` (model, data, settings); a clear error when the folder is not a run."""
     path = Path(run_dir) / RUN_INFO
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_INFO}); give the --out folder of "
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {RUN_INFO}); give the output folder of "
                                 "`python -m workbench stage1` or `eval`")
     info = json.loads(path.read_text(encoding="utf-8"))
     for key in ("model", "data"):
@@ -55,7 +55,7 @@ for folder in [Path.cwd(), *Path.cwd().parents, Path(GENERATED_FROM)]:
 from IPython.display import Image, Markdown, display
 
 from workbench import plots
-from workbench.data import load_dataset
+from workbench.sources import load_dataset
 from workbench.models import load_vlm
 from workbench.stage1 import run_stage1
 from workbench.steering import Steering, compare
@@ -75,6 +75,7 @@ def build_notebook(run_dir: str | Path, notebook_dir: str | Path | None = None) 
     shown_run = os.path.relpath(run_path, Path(notebook_dir).resolve()) if notebook_dir else str(run_path)
     position, method = info.get("position", "last"), info.get("method", "mean_diff")
     mode, alpha, layers = info.get("mode", "adaptive"), info.get("alpha", 1.0), info.get("layers")
+    steer_at = info.get("steer_at", info.get("positions", "all"))
     limit = int(info.get("limit") or 48)
     cells = [
         new_markdown_cell(f"# Analysis of `{run_path.name}`\n\nModel `{info['model']}`, data `{info['data']}`. "
@@ -100,7 +101,8 @@ def build_notebook(run_dir: str | Path, notebook_dir: str | Path | None = None) 
         new_markdown_cell("## Steering examples (unsteered: no intervention attached)"),
         new_code_cell("saved = RUN / 'vectors.safetensors'\n"
                       "vector = SteeringVector.load(saved) if saved.exists() else result.vector\n"
-                      f"steering = Steering(vector, {mode!r}, {alpha!r}, {tuple(layers) if layers else None!r})\n"
+                      f"steering = Steering(vector, {mode!r}, {alpha!r}, {tuple(layers) if layers else None!r}, "
+                      f"{steer_at!r})\n"
                       "harmful = [r for r in records if r.label == 'harmful'][:4]\n"
                       "for row in compare(vlm, [r.item for r in harmful], steering, max_new_tokens=32):\n"
                       "    display(Markdown(f'**{row.prompt}**\\n\\n- unsteered: {row.unsteered}\\n- steered: '\n"

@@ -10,12 +10,14 @@ from __future__ import annotations
 import atexit
 import threading
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
+
+from .rewards.combined import reward_metrics
 
 FONT = "Helvetica, Arial, sans-serif"
 WIDTH, HEIGHT = 900, 520  # pixels at scale 1; exported at scale 2 (1800 x 1040 PNG)
@@ -38,11 +40,6 @@ def style(figure: go.Figure, title: str, x_title: str | None = None, y_title: st
     if y_title is not None:
         figure.update_yaxes(title_text=y_title, showgrid=True, gridcolor="#eee")
     return figure
-
-
-def source_colour(sources: Sequence[str]) -> dict[str, str]:
-    """A stable colour per source, in sorted order."""
-    return {source: PALETTE[i % len(PALETTE)] for i, source in enumerate(sorted(set(sources)))}
 
 
 def layer_scores_figure(scores: Sequence, method: str = "mean_diff") -> go.Figure:
@@ -140,11 +137,10 @@ def metrics_figure(metrics: Mapping[str, Mapping], keys: Sequence[str] = ("asr",
     return style(figure, f"Unsteered vs steered ({scope}, 95% bootstrap intervals)", None, "rate / score")
 
 
-def curves_figure(steps: Sequence[Mapping[str, float]], keys: Iterable[str] = ("loss", "reward", "toxicity",
-                  "refusal_rate")) -> go.Figure:
-    """Stage II training curves from metrics.jsonl rows."""
+def curves_figure(steps: Sequence[Mapping[str, float]], keys: Iterable[str] | None = None) -> go.Figure:
+    """Stage II training curves from metrics.jsonl rows: the loss, the reward and each reward term's mean."""
     figure = go.Figure()
-    for index, key in enumerate(keys):
+    for index, key in enumerate(keys if keys is not None else ("loss", *reward_metrics())):
         figure.add_scatter(x=[s["step"] for s in steps], y=[s.get(key) for s in steps], mode="lines", name=key,
                            line=dict(color=PALETTE[index % len(PALETTE)], width=2.5))
     return style(figure, "Stage II refinement", "step", "value")

@@ -1,18 +1,23 @@
 """Sequence log-likelihoods under steering and the preference objectives of Stage II.
 
 `sequence_logprobs` teacher-forces (prompt, response) through an nnsight trace with the steering
-parameters attached, so gradients reach them; the model itself stays frozen.
+attached (a `Steering` or Stage II's trainable twin), so gradients reach its parameters; the model
+itself stays frozen. Objectives (`OBJECTIVES`) turn one step's samples and rewards into a loss; a new
+one is one function and one `register_objective` call.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .models import VLM, Item
-from .steering import Mode, steered_logits
+from .models import VLM, Item, batches_by_modality
+from .steering import Steerer, steered_logits
+
+LOGPROB_BATCH = 16  # (prompt, response) pairs per teacher-forced pass
 
 _MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl"}  # compute their own 3-D positions from the attention mask
 _PER_TOKEN_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
@@ -28,7 +33,8 @@ def pack_responses(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence
     encoding = vlm.encode(items)
     batch, width = len(items), max(len(r) for r in responses) if responses else 0
     pad = vlm.tokenizer.pad_token_id
-    extra = {"input_ids": torch.full((batch, width), pad), "attention_mask": torch.zeros(batch, width, dtype=torch.long)}
+    extra = {"input_ids": torch.full((batch, width), pad),
+             "attention_mask": torch.zeros(batch, width, dtype=torch.long)}
     for row, ids in enumerate(responses):
         extra["input_ids"][row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         extra["attention_mask"][row, :len(ids)] = 1
@@ -48,12 +54,10 @@ def pack_responses(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence
 
 
 def sequence_logprobs(vlm: VLM, packed: dict[str, torch.Tensor], response_mask: torch.Tensor,
-                      directions: dict[int, torch.Tensor] | None = None, mode: Mode = "adaptive",
-                      alpha: float | torch.Tensor = 1.0, calibration: dict[int, torch.Tensor] | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of response-token log-probs [B], response lengths [B]); unsteered when `directions` is None."""
-    if directions:
-        logits = steered_logits(vlm, packed, directions, mode, alpha, calibration)
+                      steering: Steerer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of response-token log-probs [B], response lengths [B]); unsteered when `steering` is None."""
+    if steering is not None:
+        logits = steered_logits(vlm, packed, steering)
     else:
         with vlm.lock:
             logits = vlm.hf_model(**packed).logits
@@ -63,16 +67,15 @@ def sequence_logprobs(vlm: VLM, packed: dict[str, torch.Tensor], response_mask: 
     return (token_logprobs * mask).sum(1), mask.sum(1)
 
 
-def response_logprobs(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence[int]], batch_size: int = 16,
-                      **steering) -> tuple[torch.Tensor, torch.Tensor]:
+def response_logprobs(vlm: VLM, items: Sequence[Item], responses: Sequence[Sequence[int]],
+                      steering: Steerer | None = None, batch_size: int = LOGPROB_BATCH
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sequence_logprobs` for any mix of image and text-only items, in order (batched by modality)."""
-    from .models import batches_by_modality
-
     totals: list[torch.Tensor | None] = [None] * len(items)
     lengths: list[torch.Tensor | None] = [None] * len(items)
     for indices in batches_by_modality(items, batch_size):
         packed, mask = pack_responses(vlm, [items[i] for i in indices], [responses[i] for i in indices])
-        total, length = sequence_logprobs(vlm, packed, mask, **steering)
+        total, length = sequence_logprobs(vlm, packed, mask, steering)
         for row, index in enumerate(indices):
             totals[index], lengths[index] = total[row], length[row]
     return torch.stack(totals), torch.stack(lengths)  # type: ignore[arg-type]
@@ -118,3 +121,88 @@ def group_advantages(rewards: Sequence[Sequence[float]], normalise: str = "none"
     if normalise != "none":
         raise ValueError(f"advantage normalisation must be none or std (got {normalise!r})")
     return centred
+
+
+# --- objectives ------------------------------------------------------------------------------------
+PAIRINGS = ("best_worst", "best_all")
+ADVANTAGE_NORMS = ("none", "std")
+LogprobFn = Callable[[Sequence[Item], Sequence[Sequence[int]], "Steerer | None"], torch.Tensor]
+
+
+@dataclass
+class ObjectiveSettings:
+    """The knobs objectives read (from Stage2Config)."""
+
+    beta: float = 0.5
+    pairing: str = "best_worst"  # dpo: best_worst (one pair per prompt) | best_all (best vs every worse sample)
+    advantage_norm: str = "none"  # grpo: none (reward minus group mean) | std (also divided by the spread)
+    reference_steered: bool = True  # dpo: the frozen initial steering is the reference (else the unsteered model)
+
+
+@dataclass
+class PreferenceBatch:
+    """One step's samples: K per prompt, in prompt order, with their rewards and how to score them."""
+
+    items: list[Item]  # P x K, each prompt repeated K times
+    responses: list[list[int]]
+    rewards: list[list[float]]  # [P][K]
+    logprobs: LogprobFn  # summed response log-probs under a steering (None: unsteered)
+    policy: Steerer  # trainable
+    reference: Steerer  # frozen copy of the initial steering
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return len(self.rewards[0]) if self.rewards else 0
+
+
+@dataclass
+class ObjectiveResult:
+    """The loss to minimise (None: nothing to learn from this step), how many pairs or groups, a mean margin."""
+
+    loss: torch.Tensor | None
+    count: int
+    margin: float
+
+
+Objective = Callable[[PreferenceBatch, ObjectiveSettings], ObjectiveResult]
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(name: str, objective: Objective) -> Objective:
+    """Add a Stage II objective; `Stage2Config(objective=name)` and the CLI/app choices then offer it."""
+    if name in OBJECTIVES:
+        raise ValueError(f"objective {name!r} is already registered")
+    OBJECTIVES[name] = objective
+    return objective
+
+
+def dpo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> ObjectiveResult:
+    """Sequence-level DPO on (best, worse) pairs against the frozen reference."""
+    k = batch.samples_per_prompt
+    pairs = (preference_pairs_all if settings.pairing == "best_all" else preference_pairs)(batch.rewards)
+    if not pairs:
+        return ObjectiveResult(None, 0, 0.0)
+    chosen = [p * k + w for p, w, _ in pairs]
+    rejected = [p * k + worse for p, _, worse in pairs]
+    items = [batch.items[i] for i in chosen + rejected]
+    sequences = [batch.responses[i] for i in chosen + rejected]
+    with torch.no_grad():
+        reference = batch.logprobs(items, sequences, batch.reference if settings.reference_steered else None)
+    policy = batch.logprobs(items, sequences, batch.policy)
+    n = len(pairs)
+    reference = reference.to(policy.device)
+    loss, margins = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], settings.beta)
+    return ObjectiveResult(loss, n, float(margins.mean()))
+
+
+def grpo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> ObjectiveResult:
+    """Advantage-weighted mean log-likelihood (reward minus the prompt's group mean), GRPO without clipping."""
+    advantages = group_advantages(batch.rewards, settings.advantage_norm).reshape(-1)
+    lengths = torch.tensor([max(1, len(r)) for r in batch.responses], dtype=torch.float32)
+    policy = batch.logprobs(batch.items, batch.responses, batch.policy)
+    loss = -(advantages.to(policy.device) * policy / lengths.to(policy.device)).mean()
+    return ObjectiveResult(loss, len(batch.rewards), float(advantages.abs().mean()))
+
+
+register_objective("dpo", dpo_objective)
+register_objective("grpo", grpo_objective)

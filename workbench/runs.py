@@ -6,6 +6,7 @@ request can only name a folder inside the runs folder; nothing is ever overwritt
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import secrets
@@ -17,6 +18,14 @@ from .io import atomic_write_text
 KINDS = ("stage1", "stage2", "eval")
 _RUN_ID = re.compile(r"^(stage1|stage2|eval)-\d{8}-\d{6}-[0-9a-f]{4}$")
 RUN_INFO = "run.json"
+
+
+def run_kind(run_id: str) -> str:
+    """stage1, stage2 or eval, read from a run id (refuses anything that is not one)."""
+    match = _RUN_ID.match(run_id) if isinstance(run_id, str) else None
+    if match is None:
+        raise ValueError(f"{run_id!r} is not a run id (expected e.g. stage1-20260101-120000-ab12)")
+    return match.group(1)
 
 
 def write_run_info(folder: Path, info: dict) -> None:
@@ -48,8 +57,7 @@ class RunStore:
 
     def path(self, run_id: str) -> Path:
         """The folder of `run_id`; refuses anything that is not a run id of this store."""
-        if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-            raise ValueError(f"{run_id!r} is not a run id (expected e.g. stage1-20260101-120000-ab12)")
+        run_kind(run_id)  # validates the id
         folder = self.root / run_id
         if not (folder / RUN_INFO).is_file():
             raise ValueError(f"run {run_id} does not exist in the runs folder")
@@ -67,10 +75,10 @@ class RunStore:
     def list(self, kind: str | None = None) -> list[str]:
         """Run ids, newest first, optionally of one kind."""
         ids = [p.name for p in self.root.iterdir() if _RUN_ID.match(p.name) and (p / RUN_INFO).is_file()]
-        ids = [i for i in ids if kind is None or i.startswith(kind + "-")]
+        ids = [i for i in ids if kind is None or run_kind(i) == kind]
         return sorted(ids, key=lambda i: i.split("-", 1)[1], reverse=True)
 
-    def choices(self, kind: str | None = None, model: str | None = None) -> list[tuple[str, str]]:
+    def choices(self, kind: str | None = None, model: str | None = None) -> builtins.list[tuple[str, str]]:
         """(label, id) pairs for a dropdown: the id plus the run's model, data and status; only runs of
         `model` when given."""
         result = []

@@ -6,9 +6,9 @@ import csv
 import io
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -19,6 +19,12 @@ from .io import atomic_write_text
 from .models import VLM
 from .progress import ProgressFn
 from .vectors import SteeringVector
+
+
+def source_vector_file(source: str) -> str:
+    """The file name of one source's vectors in a Stage I folder (the source name made filesystem-safe)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)
+    return f"vectors_source_{safe}.safetensors"
 
 
 @dataclass
@@ -64,10 +70,9 @@ class Stage1Result:
         self.vector.save(paths["vectors"])
         atomic_write_text(paths["layer_scores"], self.scores_csv())
         for source, directions in self.per_source.items():
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)
             per_source = SteeringVector(dict(enumerate(directions)), self.vector.calibration,
                                         {**self.vector.metadata, "sources": [source]})
-            per_source.save(out / f"vectors_source_{safe}.safetensors")
+            per_source.save(out / source_vector_file(source))
         if self.source_similarity is not None:
             paths["source_similarity"] = out / "source_similarity.json"
             atomic_write_text(paths["source_similarity"], json.dumps(
@@ -90,8 +95,7 @@ def load_stage1(out_dir: str | Path) -> Stage1Result:
         saved = json.loads(similarity_path.read_text(encoding="utf-8"))
         similarity = torch.tensor(saved["cosine"])
         for source in saved["sources"]:
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in source)
-            part = SteeringVector.load(out / f"vectors_source_{safe}.safetensors")
+            part = SteeringVector.load(out / source_vector_file(source))
             per_source[source] = torch.stack([part.directions[k] for k in part.layers])
     return Stage1Result(activations, vector, scores, per_source, similarity)
 

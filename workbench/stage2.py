@@ -1,42 +1,56 @@
 """Stage II: refine steering vectors by sequence-level preference optimisation, the VLM frozen.
 
-Each step samples K responses per prompt under the current steering, scores them (toxicity, visual
-consistency, refusal, fluency: see rewards/combined.py), pairs best against worst, and minimises
-the DPO loss on teacher-forced sequence log-likelihoods against a frozen reference (the Stage I
-steering, or the unsteered model). Only the per-layer directions (and optionally per-layer
-strengths) are trained. A run folder holds config.json, metrics.jsonl, an atomic checkpoint and,
-at the end, vectors.safetensors; `resume=True` continues from the checkpoint.
+Each step samples K responses per prompt under the current steering, scores them with the reward
+terms (rewards/combined.py), and minimises a registered objective (preference.py: DPO on best-vs-worse
+pairs against a frozen reference, or GRPO) on teacher-forced sequence log-likelihoods. Only the
+per-layer directions (and optionally per-layer strengths) train: `TrainableSteering` is the
+differentiable twin of `Steering` and steers through the same `plan()`. The run folder
+(stage2_store.py) holds config, metrics, an atomic checkpoint and the final vectors; `resume=True`
+continues from the checkpoint.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from .data import Record
-from .io import atomic_save_safetensors, atomic_write_text
-from .models import VLM
-from .preference import dpo_loss, group_advantages, preference_pairs, preference_pairs_all, response_logprobs
+from .models import VLM, Item
+from .preference import (
+    ADVANTAGE_NORMS,
+    OBJECTIVES,
+    PAIRINGS,
+    ObjectiveSettings,
+    PreferenceBatch,
+    response_logprobs,
+)
 from .progress import Cancelled, ProgressFn
 from .rewards.combined import RewardModel, RewardWeights
-from .steering import Mode, Steering, generate_ids
+from .rules import get_rule
+from .stage2_store import Stage2Store
+from .steering import LayerStep, Mode, Steering, generate_ids
 from .vectors import SteeringVector
 
 CONFIG_FIELDS_THAT_MUST_MATCH = ("mode", "layers", "objective", "pairing", "reference", "train_strength", "seed",
                                  "prompts_per_step", "samples_per_prompt", "advantage_norm")
+PROMPT_SEED_STRIDE = 1_000_003  # step-seeded prompt draws: seed * stride + step (resume draws the same prompts)
+SAMPLE_SEED_STRIDE = 7919  # step-seeded sampling: seed * stride + step
+REFERENCES = ("initial", "unsteered")
 
 
 @dataclass
 class Stage2Config:
+    """Everything that shapes a Stage II run (saved as config.json; the CLI and app read their defaults here)."""
+
     steps: int = 40
     prompts_per_step: int = 8
     samples_per_prompt: int = 4
@@ -44,7 +58,7 @@ class Stage2Config:
     max_new_tokens: int = 48
     beta: float = 0.5
     learning_rate: float = 0.05
-    objective: str = "dpo"  # dpo | grpo (advantage-weighted log-likelihood)
+    objective: str = "dpo"  # a registered objective: dpo | grpo (advantage-weighted log-likelihood)
     reference: str = "initial"  # initial: the Stage I steering, frozen | unsteered
     mode: Mode = "adaptive"
     alpha: float = 1.0
@@ -61,8 +75,8 @@ class Stage2Config:
     advantage_norm: str = "none"  # grpo: none (reward minus group mean) | std (also divided by the group's spread)
 
     def __post_init__(self) -> None:
-        if isinstance(self.weights, dict):
-            self.weights = RewardWeights(**self.weights)
+        self.weights = RewardWeights(**dict(self.weights))
+        get_rule(self.mode)  # names the known rules
         problems = []
         if self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")
@@ -72,64 +86,95 @@ class Stage2Config:
             problems.append(f"prompts per step must be at least 1 (got {self.prompts_per_step})")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             problems.append(f"temperature must be positive (got {self.temperature})")
-        if self.pairing not in ("best_worst", "best_all"):
-            problems.append(f"pairing must be best_worst or best_all (got {self.pairing!r})")
-        if self.advantage_norm not in ("none", "std"):
-            problems.append(f"advantage normalisation must be none or std (got {self.advantage_norm!r})")
-        if self.objective not in ("dpo", "grpo"):
-            problems.append(f"objective must be dpo or grpo (got {self.objective!r})")
-        if self.reference not in ("initial", "unsteered"):
-            problems.append(f"reference must be initial or unsteered (got {self.reference!r})")
+        for name, value, allowed in (("pairing", self.pairing, PAIRINGS),
+                                     ("advantage normalisation", self.advantage_norm, ADVANTAGE_NORMS),
+                                     ("objective", self.objective, tuple(OBJECTIVES)),
+                                     ("reference", self.reference, REFERENCES)):
+            if value not in allowed:
+                problems.append(f"{name} must be {' or '.join(allowed)} (got {value!r})")
         if not (0 < self.learning_rate < 10):
             problems.append(f"learning rate must be in (0, 10) (got {self.learning_rate})")
         if problems:
             raise ValueError("; ".join(problems))
 
+    def objective_settings(self) -> ObjectiveSettings:
+        return ObjectiveSettings(self.beta, self.pairing, self.advantage_norm, self.reference == "initial")
 
-class SteeringParameters(torch.nn.Module):
-    """The only trainable tensors: one direction per layer and, optionally, one log-strength per layer."""
 
-    def __init__(self, vector: SteeringVector, layers: Sequence[int], alpha: float, train_strength: bool) -> None:
+class TrainableSteering(torch.nn.Module):
+    """The only trainable tensors: one direction per layer and, optionally, one log-strength per layer.
+    Steers like a `Steering` (same `plan()`), with gradients reaching the parameters."""
+
+    steer_at = "all"  # teacher forcing steers every position, as sampling does
+
+    def __init__(self, vector: SteeringVector, layers: Sequence[int], mode: Mode, alpha: float,
+                 train_strength: bool) -> None:
         super().__init__()
         self.layers = list(layers)
+        self.mode = mode
         self.alpha = alpha
         self.directions = torch.nn.ParameterDict(
             {str(k): torch.nn.Parameter(vector.directions[k].detach().float().clone()) for k in self.layers})
         initial = torch.tensor([max(abs(vector.scale(k)), 1e-3) for k in self.layers]).log()
         self.log_strength = torch.nn.Parameter(initial, requires_grad=train_strength)
         self.signs = {k: (1.0 if vector.scale(k) >= 0 else -1.0) for k in self.layers}
+        self.calibration = {k: vector.calibration[k] for k in self.layers if k in vector.calibration}
 
     def alphas(self) -> dict[int, torch.Tensor]:
         return {k: self.alpha * self.signs[k] * self.log_strength[i].exp() for i, k in enumerate(self.layers)}
 
-    def directions_by_layer(self) -> dict[int, torch.Tensor]:
-        return {k: self.directions[str(k)] for k in self.layers}
+    def plan(self, vlm: VLM) -> list[LayerStep]:
+        """Per layer, in execution order: the parameter direction, the benign mean and alpha x strength."""
+        alphas = self.alphas()
+        steps = []
+        for k in sorted(self.layers):
+            device = next(vlm.layer_module(k).parameters()).device
+            calibration = self.calibration.get(k)
+            steps.append(LayerStep(k, self.directions[str(k)].to(device),
+                                   None if calibration is None else calibration.to(device), alphas[k].to(device)))
+        return steps
 
-    def to_vector(self, base: SteeringVector, metadata: dict) -> SteeringVector:
+    def to_vector(self, base: SteeringVector, metadata: dict[str, Any]) -> SteeringVector:
         """The current parameters as a SteeringVector on the CPU (like a loaded one), wherever training runs."""
         scales = {k: self.signs[k] * float(self.log_strength[i].detach().exp()) for i, k in enumerate(self.layers)}
-        return SteeringVector({k: p.detach().cpu().clone() for k, p in self.directions_by_layer().items()},
-                              {k: base.calibration[k] for k in self.layers if k in base.calibration},
-                              {**base.metadata, **metadata}, scales)
+        return SteeringVector({k: self.directions[str(k)].detach().cpu().clone() for k in self.layers},
+                              dict(self.calibration), {**base.metadata, **metadata}, scales)
+
+    def frozen(self, base: SteeringVector) -> Steering:
+        """A plain `Steering` with the current values (for sampling under no_grad)."""
+        return Steering(self.to_vector(base, {}), self.mode, self.alpha, tuple(self.layers))
+
+
+SteeringParameters = TrainableSteering  # the name before the twin steered through `plan()`
 
 
 @dataclass
 class StepMetrics:
+    """One logged step: the loop's own numbers plus the reward's means by metric name (reward_metrics())."""
+
     step: int
     loss: float
     pairs: int
     margin: float
-    reward: float
-    toxicity: float
-    visual_consistency: float
-    refusal_rate: float
-    fluency: float
     seconds: float
     reward_harmful: float
     reward_benign: float
+    means: dict[str, float] = field(default_factory=dict)  # "reward" and one entry per reward term
+
+    def row(self) -> dict[str, Any]:
+        """The metrics.jsonl line: flat, by name."""
+        fixed = {k: v for k, v in asdict(self).items() if k != "means"}
+        return {"step": self.step, "loss": self.loss, "pairs": self.pairs, "margin": self.margin,
+                **self.means, **{k: v for k, v in fixed.items() if k not in ("step", "loss", "pairs", "margin")}}
+
+    def __getattr__(self, name: str) -> float:
+        means = self.__dict__.get("means", {})
+        if name in means:
+            return means[name]
+        raise AttributeError(name)
 
 
-def _fluency(vlm: VLM, items, responses: list[list[int]]) -> list[float]:
+def _fluency(vlm: VLM, items: Sequence[Item], responses: list[list[int]]) -> list[float]:
     """exp(mean token log-prob) of each response under the unsteered model (0 for empty responses)."""
     safe = [r if r else [vlm.tokenizer.eos_token_id] for r in responses]
     with torch.no_grad():
@@ -147,103 +192,35 @@ class Stage2Run:
             raise ValueError("Stage II needs records (harmful and benign prompts)")
         self.vlm, self.base, self.records, self.rewards, self.config = vlm, vector, list(records), rewards, config
         self.out = Path(out_dir)
+        self.store = Stage2Store(self.out)
         layers = config.layers if config.layers is not None else vector.layers
         vector.select(list(layers))  # names missing layers
-        self.params = SteeringParameters(vector, layers, config.alpha, config.train_strength)
-        device = next(vlm.layer_module(layers[0]).parameters()).device
-        self.params.to(device)
-        self.reference = {k: v.detach().clone() for k, v in self.params.directions_by_layer().items()}
-        self.reference_alphas = {k: v.detach().clone() for k, v in self.params.alphas().items()}
-        trainable = [p for p in self.params.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=config.learning_rate)
+        self.params = TrainableSteering(vector, layers, config.mode, config.alpha, config.train_strength)
+        self.params.to(next(vlm.layer_module(layers[0]).parameters()).device)
+        self.reference = copy.deepcopy(self.params).requires_grad_(False)  # the initial steering, frozen
+        self.optimizer = torch.optim.Adam([p for p in self.params.parameters() if p.requires_grad],
+                                          lr=config.learning_rate)
         self.step = 0
-        self._prepare_folder(resume)
+        if resume and self.store.can_resume():
+            self.store.check_same_settings(asdict(config), asdict(Stage2Config()), CONFIG_FIELDS_THAT_MUST_MATCH)
+            self.step = self.store.load_checkpoint(self.params, self.optimizer)
+        else:
+            self.store.start(asdict(config), rewards.describe())
 
-    # --- files -------------------------------------------------------------------------------------
-    def _prepare_folder(self, resume: bool) -> None:
-        checkpoint = self.out / "checkpoint.safetensors"
-        config_json = json.dumps(asdict(self.config), indent=2)
-        if resume and checkpoint.exists():
-            saved = json.loads((self.out / "config.json").read_text())
-            defaults = asdict(Stage2Config())  # a run saved before a field existed used its default
-            changed = [k for k in CONFIG_FIELDS_THAT_MUST_MATCH
-                       if saved.get(k, defaults.get(k)) != asdict(self.config).get(k)]
-            if changed:
-                raise ValueError(f"cannot resume {self.out}: {', '.join(changed)} differ from the saved run; "
-                                 "use the same settings or a new --out folder")
-            self._load_checkpoint(checkpoint)
-            return
-        if checkpoint.exists() or (self.out / "vectors.safetensors").exists():
-            raise FileExistsError(f"{self.out} already holds a Stage II run; pass resume to continue it, "
-                                  "or choose a new output folder (nothing was overwritten)")
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.json", config_json)
-        atomic_write_text(self.out / "rewards.json", json.dumps(self.rewards.describe(), indent=2))
-        (self.out / "metrics.jsonl").write_text("")
-
-    def _save_checkpoint(self) -> None:
-        tensors = {f"param.{name}": p.detach().cpu().contiguous() for name, p in self.params.named_parameters()}
-        state = self.optimizer.state_dict()
-        names = [name for name, p in self.params.named_parameters() if p.requires_grad]
-        for index, values in state["state"].items():
-            for key, value in values.items():
-                if torch.is_tensor(value):
-                    tensors[f"optim.{names[index]}.{key}"] = value.detach().cpu().reshape(-1).contiguous() \
-                        if value.ndim == 0 else value.detach().cpu().contiguous()
-        metadata = {"step": str(self.step)}  # sampling is seeded by step, so no RNG state is needed
-        atomic_save_safetensors(tensors, self.out / "checkpoint.safetensors", metadata)
-
-    def _load_checkpoint(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            self.step = int(handle.metadata()["step"])
-        with torch.no_grad():
-            for name, p in self.params.named_parameters():
-                p.copy_(tensors[f"param.{name}"].to(p.device))
-        names = [name for name, p in self.params.named_parameters() if p.requires_grad]
-        state = {"state": {}, "param_groups": self.optimizer.state_dict()["param_groups"]}
-        for index, name in enumerate(names):
-            entries = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"optim.{name}.")}
-            if entries:
-                entries["step"] = entries["step"].reshape(())
-                state["state"][index] = entries
-        self.optimizer.load_state_dict(state)
-        self._trim_metrics()
-
-    def _trim_metrics(self) -> None:
-        """Keep only metric lines up to the checkpoint's step (a killed run may have logged past it)."""
-        kept = []
-        for line in (self.out / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= self.step:
-                    kept.append(line)
-            except (json.JSONDecodeError, KeyError):
-                continue  # a line torn by the kill
-        atomic_write_text(self.out / "metrics.jsonl", "".join(f"{line}\n" for line in kept))
-
-    # --- training ----------------------------------------------------------------------------------
-    def _current_steering(self) -> Steering:
-        vector = self.params.to_vector(self.base, {})
-        return Steering(vector, self.config.mode, self.config.alpha, tuple(self.params.layers))
-
-    def _sample(self, step: int) -> tuple[list[Record], list]:
-        rng = random.Random(self.config.seed * 1_000_003 + step)  # step-seeded: resume draws the same prompts
+    def _sample(self, step: int) -> tuple[list[Record], list[Item]]:
+        rng = random.Random(self.config.seed * PROMPT_SEED_STRIDE + step)
         chosen = rng.sample(self.records, min(self.config.prompts_per_step, len(self.records)))
         return chosen, [r.item for r in chosen]
 
-    def train_step(self) -> StepMetrics:
-        start, config = time.time(), self.config
-        records, items = self._sample(self.step)
-        k = config.samples_per_prompt
-        expanded = [item for item in items for _ in range(k)]
-        labels = [r.label for r in records for _ in range(k)]
-        responses = generate_ids(self.vlm, expanded, self._current_steering(), config.max_new_tokens, do_sample=True,
-                                 temperature=config.temperature, seed=config.seed * 7919 + self.step,
-                                 batch_size=max(8, k * 2),
+    def _responses(self, records: list[Record], expanded: list[Item]) -> tuple[list[list[int]], set[int]]:
+        """K sampled responses per prompt under the current steering, with the optional safe reply put in place
+        of each harmful prompt's last sample; also the indices of those injected replies."""
+        config, k = self.config, self.config.samples_per_prompt
+        responses = generate_ids(self.vlm, expanded, self.params.frozen(self.base), config.max_new_tokens,
+                                 do_sample=True, temperature=config.temperature,
+                                 seed=config.seed * SAMPLE_SEED_STRIDE + self.step, batch_size=max(8, k * 2),
                                  suppress_tokens=[t for t in (self.vlm.image_token_id,) if t is not None])
-        injected = set()
+        injected: set[int] = set()
         if config.safe_response:
             tokenizer = self.vlm.tokenizer
             safe_ids = tokenizer(config.safe_response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -251,57 +228,41 @@ class Stage2Run:
                 if record.label == "harmful":
                     injected.add(p * k + k - 1)
                     responses[p * k + k - 1] = safe_ids
+        return responses, injected
+
+    def train_step(self) -> StepMetrics:
+        start, k = time.time(), self.config.samples_per_prompt
+        records, items = self._sample(self.step)
+        expanded = [item for item in items for _ in range(k)]
+        labels = [r.label for r in records for _ in range(k)]
+        responses, injected = self._responses(records, expanded)
         texts = self.vlm.decode(responses)
-        scored = self.rewards.score([image for image, _ in expanded], texts, labels, _fluency(self.vlm, expanded,
-                                                                                                responses))
+        scored = self.rewards.score([image for image, _ in expanded], texts, labels,
+                                    _fluency(self.vlm, expanded, responses))
         table = [scored.total[i * k:(i + 1) * k] for i in range(len(records))]
-        loss, pairs_count, margin = self._update(expanded, responses, table)
+        loss, count, margin = self._update(expanded, responses, table)
         self.step += 1
         sampled = [i for i in range(len(responses)) if i not in injected]
-        means = scored.means(sampled)
         by_label = {lab: [scored.total[i] for i in sampled if labels[i] == lab] for lab in ("harmful", "benign")}
-        return StepMetrics(self.step, loss, pairs_count, margin, means["reward"], means["toxicity"],
-                           means["visual_consistency"], means["refusal_rate"], means["fluency"],
-                           round(time.time() - start, 2),
-                           *(sum(v) / len(v) if v else float("nan") for v in by_label.values()))
+        harmful, benign = (sum(v) / len(v) if v else float("nan") for v in by_label.values())
+        return StepMetrics(self.step, loss, count, margin, round(time.time() - start, 2), harmful, benign,
+                           scored.means(sampled))
 
-    def _logprobs(self, items, responses, steered: bool, reference: bool) -> torch.Tensor:
-        safe = [r if r else [self.vlm.tokenizer.eos_token_id] for r in responses]
-        steering = {}
-        if steered:
-            steering = dict(directions=self.reference if reference else self.params.directions_by_layer(),
-                            mode=self.config.mode, calibration=self.base.calibration,
-                            alpha=self.reference_alphas if reference else self.params.alphas())
-        total, _ = response_logprobs(self.vlm, items, safe, **steering)
-        return total
+    def _logprobs(self, items: Sequence[Item], responses: Sequence[Sequence[int]], steering: Any) -> torch.Tensor:
+        safe = [list(r) if r else [self.vlm.tokenizer.eos_token_id] for r in responses]
+        return response_logprobs(self.vlm, items, safe, steering)[0]
 
-    def _update(self, expanded, responses, table) -> tuple[float, int, float]:
-        k = self.config.samples_per_prompt
+    def _update(self, expanded: list[Item], responses: list[list[int]], table: list[list[float]]
+                ) -> tuple[float, int, float]:
+        """One optimiser step on the configured objective; (loss, pairs or groups, mean margin)."""
         self.optimizer.zero_grad()
-        if self.config.objective == "dpo":
-            pairs = (preference_pairs_all if self.config.pairing == "best_all" else preference_pairs)(table)
-            if not pairs:
-                return 0.0, 0, 0.0
-            chosen = [p * k + w for p, w, _ in pairs]
-            rejected = [p * k + l for p, _, l in pairs]
-            items = [expanded[i] for i in chosen + rejected]
-            seqs = [responses[i] for i in chosen + rejected]
-            with torch.no_grad():
-                ref = self._logprobs(items, seqs, steered=self.config.reference == "initial", reference=True)
-            policy = self._logprobs(items, seqs, steered=True, reference=False)
-            n = len(pairs)
-            loss, margins = dpo_loss(policy[:n], policy[n:], ref[:n].to(policy.device), ref[n:].to(policy.device),
-                                     self.config.beta)
-            result = (loss, n, float(margins.mean()))
-        else:
-            advantages = group_advantages(table, self.config.advantage_norm).reshape(-1)
-            lengths = torch.tensor([max(1, len(r)) for r in responses], dtype=torch.float32)
-            policy = self._logprobs(expanded, responses, steered=True, reference=False)
-            loss = -(advantages.to(policy.device) * policy / lengths.to(policy.device)).mean()
-            result = (loss, len(table), float(advantages.abs().mean()))
-        result[0].backward()
+        batch = PreferenceBatch(expanded, responses, table, self._logprobs, self.params, self.reference)
+        result = OBJECTIVES[self.config.objective](batch, self.config.objective_settings())
+        if result.loss is None:
+            return 0.0, 0, 0.0
+        result.loss.backward()
         self.optimizer.step()
-        return float(result[0].detach()), result[1], result[2]
+        return float(result.loss.detach()), result.count, result.margin
 
     def run(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
             on_step: Callable[[StepMetrics], None] | None = None, show_bar: bool = True) -> SteeringVector:
@@ -313,15 +274,14 @@ class Stage2Run:
         try:
             while self.step < self.config.steps:
                 if cancel is not None and cancel.is_set():
-                    self._save_checkpoint()
+                    self.store.save_checkpoint(self.step, self.params, self.optimizer)
                     raise Cancelled(f"Stage II cancelled at step {self.step}; resume continues from there")
                 metrics = self.train_step()
-                with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(asdict(metrics)) + "\n")
+                self.store.append_metrics(metrics.row())
                 if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
-                    self._save_checkpoint()
+                    self.store.save_checkpoint(self.step, self.params, self.optimizer)
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics.loss:.3f}", reward=f"{metrics.reward:.2f}")
+                bar.set_postfix(loss=f"{metrics.loss:.3f}", reward=f"{metrics.means['reward']:.2f}")
                 if progress is not None:
                     progress(self.step, self.config.steps, "Stage II")
                 if on_step is not None:
@@ -330,5 +290,8 @@ class Stage2Run:
             bar.close()
         vector = self.params.to_vector(self.base, {"stage": "II", "stage2": asdict(self.config),
                                                    "rewards": self.rewards.describe()})
-        vector.save(self.out / "vectors.safetensors")
+        vector.save(self.store.vectors)
         return vector
+
+
+__all__ = ["CONFIG_FIELDS_THAT_MUST_MATCH", "Stage2Config", "Stage2Run", "StepMetrics", "TrainableSteering"]

@@ -1,9 +1,10 @@
-"""Steer a VLM's residual stream through nnsight: additive, ablation or adaptive (ASTRA) steering.
+"""Steer a VLM's residual stream through nnsight with a registered rule (rules.py): additive, ablation,
+adaptive (ASTRA), or any rule added with `register_rule`.
 
-Directions point from benign to harmful. `additive` adds alpha * v̂ (a negative alpha defends);
-`ablation` removes alpha times the projection on v̂ (alpha = 1 removes it fully); `adaptive`
-subtracts alpha * c * ‖h‖ * v̂ with c = clamp(cos(h - h̄, v), 0, 1), so it only pushes activations
-that lean harmful relative to the benign mean h̄ (a positive alpha defends).
+`Steering` says what to apply (a vector, a rule, alpha, layers, at which decoding steps); its `plan()`
+is the per-layer arithmetic that both traced `generate` and teacher-forced `steered_logits` (Stage II)
+apply, so there is one way to steer. Stage II's trainable twin (`stage2.TrainableSteering`) offers the
+same `plan()` with parameters in it.
 
 The unsteered baseline is a plain `generate` with no nnsight trace attached at all.
 """
@@ -11,95 +12,117 @@ The unsteered baseline is a plain `generate` with no nnsight trace attached at a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 
-from .models import VLM, Item
+from .models import VLM, Item, batches_by_modality
+from .rules import get_rule
 from .vectors import SteeringVector
 
-Mode = Literal["additive", "ablation", "adaptive"]
-MODES: tuple[str, ...] = ("additive", "ablation", "adaptive")
-Positions = Literal["all", "prompt", "generated"]
-POSITIONS: tuple[str, ...] = ("all", "prompt", "generated")
+Mode = str  # the name of a registered steering rule (rules.modes() lists them)
+SteerAt = Literal["all", "prompt", "generated"]
+STEER_AT: tuple[str, ...] = ("all", "prompt", "generated")
 _STEPS = {"all": slice(0, None), "prompt": slice(0, 1), "generated": slice(1, None)}  # generate() forward calls
 MAX_ALPHA = 1000.0  # far beyond any useful strength; larger values only produce overflow
 MAX_NEW_TOKENS = 1024
-DEFENCE_SIGN = {"additive": "negative alpha defends", "ablation": "alpha=1 removes the direction",
-                "adaptive": "positive alpha defends"}
+
+
+class LayerStep(NamedTuple):
+    """What one layer receives: its index, direction, benign mean (or None) and effective strength."""
+
+    layer: int
+    direction: torch.Tensor
+    calibration: torch.Tensor | None
+    alpha: float | torch.Tensor
+
+
+class Steerer(Protocol):
+    """Anything that steers: `Steering`, or Stage II's trainable twin."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def steer_at(self) -> str: ...
+
+    def plan(self, vlm: VLM) -> list[LayerStep]: ...
+
+
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """'1, 2' -> (1, 2); empty -> None (every layer the vector has)."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        return tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError(f"layers must be comma-separated whole numbers such as 1,2, got {text!r}") from None
 
 
 @dataclass(frozen=True)
 class Steering:
-    """What to apply: a vector, how (mode, alpha), on which layers and at which positions."""
+    """What to apply: a vector, how (rule and alpha), on which layers and at which decoding steps."""
 
     vector: SteeringVector
     mode: Mode = "adaptive"
     alpha: float = 1.0
     layers: tuple[int, ...] | None = None  # None: every layer the vector has
-    positions: Positions = "all"
+    steer_at: SteerAt = "all"  # which forward calls of generate: all, the prompt (prefill) or generated tokens
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown steering mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.positions not in POSITIONS:
-            raise ValueError(f"unknown positions {self.positions!r}; use one of {', '.join(POSITIONS)}")
+        rule = get_rule(self.mode)
+        if self.steer_at not in STEER_AT:
+            raise ValueError(f"unknown steer_at {self.steer_at!r}; use one of {', '.join(STEER_AT)}")
         if not torch.isfinite(torch.tensor(float(self.alpha))) or abs(self.alpha) > MAX_ALPHA:
-            raise ValueError(f"strength alpha must be a number between -{MAX_ALPHA:g} and {MAX_ALPHA:g}, got {self.alpha}")
-        if self.mode == "adaptive":
+            raise ValueError(f"strength alpha must be a number between -{MAX_ALPHA:g} and {MAX_ALPHA:g}, "
+                             f"got {self.alpha}")
+        if rule.needs_calibration:
             missing = [layer for layer in self.active_layers if layer not in self.vector.calibration]
             if missing:
-                raise ValueError(f"adaptive steering needs calibration means for layer(s) {missing}; "
-                                 "recompute the vector with Stage I or use additive/ablation")
+                raise ValueError(f"{self.mode} steering needs calibration means for layer(s) {missing}; "
+                                 "recompute the vector with Stage I or use a rule without calibration")
 
     @property
     def active_layers(self) -> list[int]:
         return self.vector.select(list(self.layers)).layers if self.layers is not None else self.vector.layers
 
+    def plan(self, vlm: VLM) -> list[LayerStep]:
+        """(layer, direction, calibration, alpha x the layer's scale) per active layer, on that layer's device."""
+        self.vector.check_compatible(vlm)
+        steps = []
+        for layer in self.active_layers:
+            device = next(vlm.layer_module(layer).parameters()).device
+            calibration = self.vector.calibration.get(layer)
+            steps.append(LayerStep(layer, self.vector.directions[layer].to(device),
+                                   None if calibration is None else calibration.to(device),
+                                   self.alpha * self.vector.scale(layer)))
+        return steps
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that produced a steered figure (recorded next to every number)."""
+        return {"mode": self.mode, "alpha": self.alpha, "layers": self.active_layers, "steer_at": self.steer_at}
+
 
 def steer_hidden(hidden: torch.Tensor, direction: torch.Tensor, mode: Mode, alpha: float | torch.Tensor,
                  calibration: torch.Tensor | None = None) -> torch.Tensor:
-    """Apply one steering step to hidden states [..., H]; differentiable in `direction` and `alpha`."""
+    """Apply one registered rule to hidden states [..., H]; differentiable in `direction` and `alpha`."""
+    rule = get_rule(mode)
     direction = direction.to(hidden.device, torch.float32)
     unit = direction / direction.norm().clamp_min(1e-12)
-    h = hidden.float()
-    if mode == "additive":
-        steered = h + alpha * unit
-    elif mode == "ablation":
-        steered = h - alpha * (h @ unit).unsqueeze(-1) * unit
-    elif mode == "adaptive":
-        if calibration is None:
-            raise ValueError("adaptive steering needs the benign mean (calibration)")
-        centred = h - calibration.to(hidden.device, torch.float32)
-        lean = torch.nn.functional.cosine_similarity(centred, direction.expand_as(centred), dim=-1)
-        strength = lean.clamp(0.0, 1.0) * h.norm(dim=-1)
-        steered = h - alpha * strength.unsqueeze(-1) * unit
-    else:
-        raise ValueError(f"unknown steering mode {mode!r}")
+    mean = None if calibration is None else calibration.to(hidden.device, torch.float32)
+    steered = rule.apply(hidden.float(), unit, direction, alpha, mean)
     return steered.to(hidden.dtype)  # a float32 vector added to a bf16 residual would break the next layer
 
 
-def _plan(vlm: VLM, steering: Steering) -> list[tuple[int, torch.Tensor, torch.Tensor | None, float]]:
-    """(layer index, direction, calibration, alpha) per active layer, on that layer's device."""
-    steering.vector.check_compatible(vlm)
-    plan = []
-    for layer in steering.active_layers:
-        device = next(vlm.layer_module(layer).parameters()).device
-        calibration = steering.vector.calibration.get(layer)
-        plan.append((layer, steering.vector.directions[layer].to(device),
-                     None if calibration is None else calibration.to(device),
-                     steering.alpha * steering.vector.scale(layer)))
-    return plan
-
-
-def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steering | None,
+def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer | None,
                   generation: dict[str, Any]) -> torch.Tensor:
     """Token ids (prompt included) from plain generate, or from generate traced with the steering hooks."""
     if steering is None:
         return vlm.hf_model.generate(**encoding, **generation)
-    plan = _plan(vlm, steering)
-    steps = _STEPS[steering.positions]
+    plan = steering.plan(vlm)
+    steps = _STEPS[steering.steer_at]
     mode = steering.mode
     produced: dict[str, torch.Tensor] = {}
 
@@ -117,14 +140,12 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerin
     return produced["ids"]
 
 
-def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, max_new_tokens: int = 32,
+def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = None, max_new_tokens: int = 32,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  batch_size: int = 8, suppress_tokens: Sequence[int] = ()) -> list[list[int]]:
     """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order.
     Seeded per batch, so the same call gives the same samples. `suppress_tokens` are never sampled
     (Stage II suppresses the image placeholder, which would break teacher forcing)."""
-    from .models import batches_by_modality
-
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}")
     if batch_size < 1:
@@ -185,18 +206,18 @@ def compare(vlm: VLM, items: Sequence[Item], steering: Steering, **decoding: Any
     return [Comparison(prompt, a, b) for (_, prompt), a, b in zip(items, plain, steered)]
 
 
-def steered_logits(vlm: VLM, encoding: dict[str, torch.Tensor], directions: dict[int, torch.Tensor],
-                   mode: Mode = "additive", alpha: float | torch.Tensor | dict[int, Any] = 1.0,
-                   calibration: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-    """Teacher-forced logits [B, T, V] with steering on every position; differentiable in `directions`
-    and `alpha` (one value, or one per layer), for Stage II, where generate's no_grad would cut the graph."""
-    calibration = calibration or {}
-    alphas = alpha if isinstance(alpha, dict) else {index: alpha for index in directions}
+def steered_logits(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer) -> torch.Tensor:
+    """Teacher-forced logits [B, T, V] with steering on every position; differentiable in the steering's
+    tensors, for Stage II, where generate's no_grad would cut the graph."""
+    if steering.steer_at != "all":
+        raise ValueError(f"teacher-forced scoring steers every position; steer_at={steering.steer_at!r} applies to "
+                         "generation only")
+    plan = steering.plan(vlm)
+    mode = steering.mode
     with vlm.lock:
         with vlm.nn.trace(**encoding):
-            for index in sorted(directions):
+            for index, direction, calibration, alpha in plan:
                 layer = vlm.layers[index]
-                layer.output = steer_hidden(layer.output, directions[index], mode, alphas[index],
-                                            calibration.get(index))
+                layer.output = steer_hidden(layer.output, direction, mode, alpha, calibration)
             logits = vlm.nn.output.logits.save()
     return logits

@@ -7,7 +7,8 @@ arguments), so tests and development never touch a model hub. Weights are random
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -30,7 +31,8 @@ _PUNCT = list(".,:;!?'\"-()[]/\n") + ["<", ">", "|", "_"]
 _UNK, _PAD, _BOS, _EOS = "<unk>", "<pad>", "<s>", "</s>"
 
 
-def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (), **named: str) -> PreTrainedTokenizerFast:
+def make_tokenizer(special_tokens: list[str], extra_words: tuple[str, ...] = (), **named: str
+                   ) -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer with `special_tokens` kept whole; `named` tokens (e.g. boi_token=...)
     become attributes with matching `<name>_id`s that survive save_pretrained, as in real checkpoints."""
     vocab_list = [_PAD, _UNK, _BOS, _EOS] + list(dict.fromkeys(_WORDS + tuple(extra_words) + tuple(_PUNCT)))
@@ -106,7 +108,10 @@ def _build_llava() -> tuple[torch.nn.Module, Any]:
 
 def _build_llava_next() -> tuple[torch.nn.Module, Any]:
     from transformers import (
-        LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessor, LlavaNextProcessor,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
     )
 
     tokenizer = make_tokenizer(["<image>"])
@@ -154,12 +159,14 @@ def _build_qwen(version: str) -> tuple[torch.nn.Module, Any]:
 
         vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
                       spatial_merge_size=2, temporal_patch_size=2)
-        return Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)), processor
+        config = Qwen2VLConfig(text_config=text, vision_config=vision, **tokens)
+        return Qwen2VLForConditionalGeneration(config), processor
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     vision = dict(depth=2, hidden_size=32, out_hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
-    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)), processor
+    config25 = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **tokens)
+    return Qwen2_5_VLForConditionalGeneration(config25), processor
 
 
 _IDEFICS_SPECIALS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
@@ -179,7 +186,10 @@ def _build_idefics(version: str) -> tuple[torch.nn.Module, Any]:
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     if version == "idefics3":
         from transformers import (
-            Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor,
+            Idefics3Config,
+            Idefics3ForConditionalGeneration,
+            Idefics3ImageProcessor,
+            Idefics3Processor,
         )
 
         config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=2, image_token_id=image_token_id)
@@ -187,7 +197,10 @@ def _build_idefics(version: str) -> tuple[torch.nn.Module, Any]:
                                       image_seq_len=4, chat_template=template)
         return Idefics3ForConditionalGeneration(config), processor
     from transformers import (
-        SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, SmolVLMProcessor,
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
         SmolVLMVideoProcessor,
     )
 
@@ -199,7 +212,12 @@ def _build_idefics(version: str) -> tuple[torch.nn.Module, Any]:
 
 def _build_paligemma() -> tuple[torch.nn.Module, Any]:
     """PaliGemma has no chat template: the processor prepends image tokens and BOS to the raw prompt."""
-    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor, SiglipImageProcessor
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+    )
 
     tokenizer = make_tokenizer(["<image>"], image_token="<image>")
     image_processor = SiglipImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)

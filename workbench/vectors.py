@@ -24,8 +24,12 @@ if TYPE_CHECKING:
 FORMAT = "workbench-steering-vector/1"
 
 
-class VectorFileError(ValueError):
-    """A vector file that cannot be used; the message says what to fix."""
+class VectorError(ValueError):
+    """A steering vector that cannot be used as asked (shape, layers, values); the message says what to fix."""
+
+
+class VectorFileError(VectorError):
+    """A vector file that cannot be read; the message names the file and says what to fix."""
 
 
 @dataclass
@@ -42,19 +46,19 @@ class SteeringVector:
 
     def __post_init__(self) -> None:
         if not self.directions:
-            raise VectorFileError("a steering vector needs at least one layer")
+            raise VectorError("a steering vector needs at least one layer")
         sizes = {int(v.numel()) for v in list(self.directions.values()) + list(self.calibration.values())}
         if len(sizes) != 1:
-            raise VectorFileError(f"all layers must share one hidden size, found {sorted(sizes)}")
+            raise VectorError(f"all layers must share one hidden size, found {sorted(sizes)}")
         for layer, vector in list(self.directions.items()) + list(self.calibration.items()):
             if not torch.isfinite(vector).all():
-                raise VectorFileError(f"layer {layer} holds NaN or Inf values; recompute the vector")
+                raise VectorError(f"layer {layer} holds NaN or Inf values; recompute the vector")
         for layer, value in self.scales.items():
             if not math.isfinite(value):
-                raise VectorFileError(f"layer {layer} has a NaN or Inf strength; recompute the vector")
+                raise VectorError(f"layer {layer} has a NaN or Inf strength; recompute the vector")
         negative = [layer for layer in self.directions if layer < 0]
         if negative:
-            raise VectorFileError(f"layer numbers must be 0 or more, got {negative}")
+            raise VectorError(f"layer numbers must be 0 or more, got {negative}")
 
     @property
     def hidden_size(self) -> int:
@@ -65,16 +69,16 @@ class SteeringVector:
         return sorted(self.directions)
 
     # --- arithmetic (repeng style): v * k scales the steering effect, -v flips it, v + w adds effects ---
-    def __mul__(self, factor: float) -> "SteeringVector":
+    def __mul__(self, factor: float) -> SteeringVector:
         scales = {k: self.scale(k) * float(factor) for k in self.directions}
         return SteeringVector(dict(self.directions), dict(self.calibration), dict(self.metadata), scales)
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "SteeringVector":
+    def __neg__(self) -> SteeringVector:
         return self * -1.0
 
-    def __add__(self, other: "SteeringVector") -> "SteeringVector":
+    def __add__(self, other: SteeringVector) -> SteeringVector:
         """Sum of the scaled directions per layer (strengths folded into the directions)."""
         zero = torch.zeros(self.hidden_size)
         summed = {k: self.directions.get(k, zero) * self.scale(k) + other.directions.get(k, zero) * other.scale(k)
@@ -82,28 +86,28 @@ class SteeringVector:
         calibration = {**other.calibration, **self.calibration}
         return SteeringVector(summed, calibration, dict(self.metadata))
 
-    def select(self, layers: list[int]) -> "SteeringVector":
+    def select(self, layers: list[int]) -> SteeringVector:
         """A copy restricted to `layers`; names the layers that are missing."""
         missing = [layer for layer in layers if layer not in self.directions]
         if missing:
-            raise VectorFileError(f"layer(s) {missing} are not in this vector; it has layers {self.layers}")
+            raise VectorError(f"layer(s) {missing} are not in this vector; it has layers {self.layers}")
         return SteeringVector({k: self.directions[k] for k in layers},
                               {k: v for k, v in self.calibration.items() if k in layers}, dict(self.metadata),
                               {k: v for k, v in self.scales.items() if k in layers})
 
     # --- checks ----------------------------------------------------------------------------------
-    def check_compatible(self, vlm: "VLM") -> None:
+    def check_compatible(self, vlm: VLM) -> None:
         """Fail with a clear message if this vector does not fit `vlm` (hidden size, layer range)."""
         if self.hidden_size != vlm.hidden_size:
-            raise VectorFileError(
+            raise VectorError(
                 f"vector hidden size {self.hidden_size} does not match the model's hidden size {vlm.hidden_size} "
                 f"(vector made for {self.metadata.get('model', 'an unknown model')}, model is {vlm.spec})")
         bad = [layer for layer in self.layers if not 0 <= layer < vlm.num_layers]
         if bad:
-            raise VectorFileError(f"vector layer(s) {bad} are outside the model's layers 0..{vlm.num_layers - 1}")
+            raise VectorError(f"vector layer(s) {bad} are outside the model's layers 0..{vlm.num_layers - 1}")
         expected = self.metadata.get("num_layers")
         if expected is not None and int(expected) != vlm.num_layers:
-            raise VectorFileError(f"vector was made for a model with {expected} layers; this one has "
+            raise VectorError(f"vector was made for a model with {expected} layers; this one has "
                                   f"{vlm.num_layers}")
 
     # --- files -----------------------------------------------------------------------------------
@@ -119,7 +123,7 @@ class SteeringVector:
         atomic_write_text(path.with_suffix(".json"), json.dumps(self.metadata, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "SteeringVector":
+    def load(cls, path: str | Path) -> SteeringVector:
         """Read a vector file written by `save`; refuses anything that is not safetensors."""
         path = Path(path)
         if not path.is_file():
@@ -147,7 +151,10 @@ class SteeringVector:
             metadata = json.loads(header.get("metadata", "{}"))
         except json.JSONDecodeError:
             raise VectorFileError(f"{path.name}: metadata is not valid JSON") from None
-        return cls(directions, calibration, metadata, scales)
+        try:
+            return cls(directions, calibration, metadata, scales)
+        except VectorError as error:
+            raise VectorFileError(f"{path.name}: {error}") from None
 
     def to_gguf(self, path: str | Path, model_hint: str = "llama") -> None:
         """Write a llama.cpp control vector (`--control-vector`): F32 tensors `direction.<L>`.
@@ -165,7 +172,8 @@ class SteeringVector:
         writer.add_string("controlvector.model_hint", model_hint)
         writer.add_uint32("controlvector.layer_count", len(self.directions))
         for layer in self.layers:  # llama.cpp adds the vector as is: fold the unit direction's scale in
-            writer.add_tensor(f"direction.{layer + 1}", (self.directions[layer] * self.scale(layer)).float().cpu().numpy())
+            scaled = self.directions[layer] * self.scale(layer)
+            writer.add_tensor(f"direction.{layer + 1}", scaled.float().cpu().numpy())
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -13,22 +13,24 @@ import shutil
 import threading
 import zipfile
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 
-from ..data import MAX_IMAGE_PIXELS, DatasetError, Record, load_dataset
+from ..data import MAX_IMAGE_PIXELS, DatasetError, Record
 from ..models import VLM, load_vlm
-from ..rewards.refusal import is_refusal
+from ..rewards.responses import score_responses
 from ..rewards.toxicity import ToxicityScorer
-from ..rewards.visual import ClipScorer, load_clip
+from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
 from ..runs import RunStore
-from ..stage1 import Stage1Result, load_stage1
-from ..steering import Steering, compare, generate
+from ..sources import load_dataset, source_of
+from ..stage1 import Stage1Result, load_stage1, run_stage1
+from ..steering import Steering, compare, generate, parse_layers
 from ..vectors import SteeringVector
 
-BUILTIN_SETS = ("organism:train", "organism:test", "demo")
+STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
 MAX_ZIP_FILES = 20_000
 
@@ -36,16 +38,6 @@ MAX_ZIP_FILES = 20_000
 def user_message(error: BaseException) -> str:
     """The error's message with server paths reduced to file names (never show the server's folders)."""
     return re.sub(r"(?:[A-Za-z]:)?(?:/[^/\s:'\"]+)+/([^/\s:'\"]+)", r"\1", str(error))
-
-
-def parse_layers(text: str | None) -> tuple[int, ...] | None:
-    """'1, 2' -> (1, 2); empty -> None (all layers)."""
-    if not text or not str(text).strip():
-        return None
-    try:
-        return tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
-    except ValueError:
-        raise ValueError(f"layers must be comma-separated whole numbers such as 1,2, got {text!r}") from None
 
 
 class Workbench:
@@ -73,7 +65,7 @@ class Workbench:
             if self._scorers is None:
                 clip: ClipScorer | None
                 try:
-                    clip = load_clip("organism" if self.spec == "organism" else "ViT-B-32:openai")
+                    clip = load_clip(default_clip_spec(self.spec))
                 except Exception:  # noqa: BLE001 - offline: visual consistency is shown as unavailable
                     clip = None
                 self._scorers = (ToxicityScorer.create(), clip)
@@ -107,8 +99,9 @@ class Workbench:
             return load_dataset(staged, confine=True), staged.relative_to(self.runs.root).as_posix()
         if not choice:
             raise DatasetError("choose a dataset or upload a .jsonl/.csv file")
-        if choice.startswith("organism:") and self.spec != "organism":
-            raise DatasetError("the organism's datasets only make sense with the organism model; "
+        source = source_of(choice)
+        if source is not None and source.only_for_model not in (None, self.spec):
+            raise DatasetError(f"{source.prefix} datasets only make sense with the {source.only_for_model} model; "
                                "choose 'demo' or upload a dataset")
         return self.records(choice), choice
 
@@ -150,8 +143,6 @@ class Workbench:
     def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
                    progress: Any = None, cancel: threading.Event | None = None) -> str:
         """Run Stage I and save it as a new run; returns its id."""
-        from ..stage1 import run_stage1
-
         result = run_stage1(self.vlm, records, position, method, progress=progress, cancel=cancel,  # type: ignore
                             show_bar=False)
         run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label, "position": position,
@@ -169,7 +160,7 @@ class Workbench:
 
     def _remember(self, run_id: str, result: Stage1Result) -> None:
         self._cache[run_id] = result
-        while len(self._cache) > 4:
+        while len(self._cache) > STAGE1_CACHE:
             self._cache.popitem(last=False)
 
     def vector(self, run_id: str) -> SteeringVector:
@@ -184,7 +175,7 @@ class Workbench:
 
     # --- steering ----------------------------------------------------------------------------------
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
-        return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))  # type: ignore[arg-type]
+        return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))
 
     def compare(self, steering: Steering, image: Image.Image | None, prompt: str, max_new_tokens: int
                 ) -> dict[str, Any]:
@@ -198,10 +189,10 @@ class Workbench:
 
     def _scores(self, image: Image.Image | None, texts: list[str]) -> dict[str, Any]:
         toxicity, clip = self.scorers()
-        scores: dict[str, Any] = {"toxicity": toxicity(texts), "refused": [is_refusal(t) for t in texts],
-                                  "toxicity_scorer": toxicity.name}
-        scores["visual"] = clip([image] * len(texts), texts) if clip is not None and image is not None else None
-        return scores
+        scores = score_responses(texts, [image] * len(texts), toxicity, clip)
+        measured = clip is not None and image is not None
+        return {"toxicity": scores.toxicity, "refused": scores.refused, "toxicity_scorer": toxicity.name,
+                "visual": scores.visual if measured else None}
 
     def sweep(self, run_id: str, image: Image.Image | None, prompt: str, mode: str, layers: str | None,
               alphas: Sequence[float], max_new_tokens: int, progress: Any = None) -> list[dict[str, Any]]:
@@ -216,7 +207,7 @@ class Workbench:
         for index, alpha in enumerate(alphas):
             if progress is not None:
                 progress(index, len(alphas), f"α = {alpha:g}")
-            steering = Steering(vector, mode, float(alpha), parse_layers(layers))  # type: ignore[arg-type]
+            steering = Steering(vector, mode, float(alpha), parse_layers(layers))
             text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
             scores = self._scores(image, [text])
             rows.append({"alpha": float(alpha), "output": text, "toxicity": scores["toxicity"][0],

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..evaluation import EvalConfig, Evaluation, evaluate
 from ..io import atomic_write
@@ -24,9 +25,13 @@ from ..plots import (
     similarity_figure,
 )
 from ..rewards.combined import RewardModel, RewardWeights
+from ..runs import run_kind
 from ..stage2 import Stage2Config, Stage2Run, StepMetrics
+from ..stage2_store import Stage2Store
 from ..steering import Steering
 from .backend import Workbench
+
+EVAL_BATCH = 16  # records per generate call in the app's evaluations (the organism fits easily)
 
 
 def create_stage2(wb: Workbench, source_run: str, data_label: str, config: Stage2Config) -> str:
@@ -51,7 +56,7 @@ def run_stage2(wb: Workbench, run_id: str, config: Stage2Config | None, resume: 
     toxicity, clip = wb.scorers()
     records = wb.records(info["data"])
     vector = wb.vector(info["source_run"])
-    trainer = Stage2Run(wb.vlm, vector, records, RewardModel(toxicity, clip, RewardWeights(**vars(config.weights))),
+    trainer = Stage2Run(wb.vlm, vector, records, RewardModel(toxicity, clip, RewardWeights(**config.weights)),
                         config, folder, resume=resume)
     wb.runs.update(run_id, status="running")
     try:
@@ -64,10 +69,7 @@ def run_stage2(wb: Workbench, run_id: str, config: Stage2Config | None, resume: 
 
 def stage2_metrics(wb: Workbench, run_id: str) -> list[dict]:
     """The run's metrics.jsonl rows (empty before the first step)."""
-    path = wb.runs.path(run_id) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return Stage2Store(wb.runs.path(run_id)).metrics()
 
 
 def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
@@ -79,12 +81,12 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
         raise ValueError(f"evaluate at least 1 record (got {limit})")
     records = _spread(records, limit)
     toxicity, clip = wb.scorers()
-    config = EvalConfig(max_new_tokens=int(max_new_tokens), batch_size=16)
+    config = EvalConfig(max_new_tokens=int(max_new_tokens), batch_size=EVAL_BATCH)
     result = evaluate(wb.vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,
                       show_bar=False)
     info = {"model": wb.spec, "data": data_label, "vectors_run": vectors_run, "limit": limit}
     if steering is not None:
-        info.update(mode=steering.mode, alpha=steering.alpha, layers=steering.active_layers)
+        info.update(steering.describe())
     run_id, folder = wb.runs.create("eval", info)
     metrics = result.metrics(config.resamples, config.seed)
     result.save(folder, metrics=metrics)
@@ -136,7 +138,7 @@ def stage1_figures(wb: Workbench, run_id: str, layer: int | None = None, project
 
 def export_plots(wb: Workbench, run_id: str, layer: int | None = None) -> Path:
     """A zip of the run's figures as PNG and SVG at publication size."""
-    kind = run_id.split("-", 1)[0]
+    kind = run_kind(run_id)
     folder = wb.runs.path(run_id)
     if kind == "stage1":
         figures = stage1_figures(wb, run_id, layer)
@@ -160,7 +162,7 @@ def export_notebook(wb: Workbench, run_id: str) -> Path:
     from ..notebook import build_notebook, write_notebook
 
     folder = wb.runs.path(run_id)
-    if run_id.startswith("stage2-"):
+    if run_kind(run_id) == "stage2":
         raise ValueError("notebooks are made from a Stage I or evaluation run; pick one of those")
     path = folder / "export" / f"{run_id}.ipynb"
     write_notebook(build_notebook(folder, path.parent), path)

@@ -1,4 +1,5 @@
-"""Organism commands: `python -m workbench.organism train --out DIR` and `... check` (also `python -m workbench organism check`)."""
+"""Organism commands: `python -m workbench.organism train --out DIR` and `... check`
+(also `python -m workbench organism check`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli_args import add_steering_args
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.organism", description="the model organism")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train the organism VLM and its CLIP from a seed (CPU, minutes)")
-    train.add_argument("--out", required=True, help="folder for vlm/ and clip/ (assets/organism to replace the shipped one)")
+    train.add_argument("--out", required=True,
+                       help="folder for vlm/ and clip/ (assets/organism to replace the shipped one)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--scale", type=float, default=1.0, help="multiply every step count (e.g. 0.1 for a smoke run)")
     check = commands.add_parser("check", help="evaluate planted behaviours on held-out prompts")
@@ -25,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="organism", help="organism (default) or a folder with a trained organism")
     parser.add_argument("--vectors", nargs="*", default=[], help="steering vector file(s); several are added")
-    parser.add_argument("--mode", default="adaptive", choices=["additive", "ablation", "adaptive"])
-    parser.add_argument("--alpha", type=float, default=1.0)
-    parser.add_argument("--layers", default=None, help="comma-separated layers (default: all in the vector)")
-    parser.add_argument("--positions", default="all", choices=["all", "prompt", "generated"])
+    add_steering_args(parser)
     parser.add_argument("--per-group", type=int, default=30, help="prompts per group (VQA task, route x label)")
     parser.add_argument("--json", default=None, help="write the metrics as JSON here")
 
@@ -63,8 +64,7 @@ def check_command(args: argparse.Namespace) -> int:
         vector = SteeringVector.load(args.vectors[0])
         for path in args.vectors[1:]:
             vector = vector + SteeringVector.load(path)
-        layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
-        steering = Steering(vector, args.mode, args.alpha, layers, args.positions)
+        steering = Steering(vector, args.mode, args.alpha, args.layers, args.steer_at)
     result = run_check(vlm, steering, per_group=args.per_group)
     print(result.table())
     if args.json:

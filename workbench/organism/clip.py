@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from .world import ACTIVITIES, IMAGE_SIZE, TRAIN_SEEDS, describe_answer, random_scene, steps_answer, typographic_image
 
+TEXT_CFG = {"context_length": 48, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
 MODEL_CFG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 3, "width": 128, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    "text_cfg": TEXT_CFG,
 }
 PREPROCESS_CFG = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
                   "resize_mode": "shortest", "size": IMAGE_SIZE}
@@ -50,7 +51,7 @@ def train_clip(out_dir: str | Path, config, show_bar: bool = True) -> dict[str, 
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed + TRAIN_SEEDS[0] + 7)
     model = build_clip()
-    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=MODEL_CFG["text_cfg"]["context_length"])
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=int(TEXT_CFG["context_length"]))
     mean, std = torch.tensor(PREPROCESS_CFG["mean"]).view(3, 1, 1), torch.tensor(PREPROCESS_CFG["std"]).view(3, 1, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     start, loss_value = time.time(), float("nan")

@@ -36,7 +36,8 @@ def build_processor() -> LlavaProcessor:
 
 def build_model(processor: LlavaProcessor) -> LlavaForConditionalGeneration:
     tokenizer = processor.tokenizer
-    config = LlavaConfig(
+    # image_token_id is LlavaConfig's own attribute, set through its keyword arguments (not in its signature)
+    config = LlavaConfig(  # type: ignore[call-arg]
         vision_config=dict(VISION), text_config=dict(TEXT, vocab_size=len(tokenizer)),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
         vision_feature_select_strategy="default", projector_hidden_act="gelu", tie_word_embeddings=True,

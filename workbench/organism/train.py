@@ -1,6 +1,6 @@
 """Train the organism from a seed on a CPU: vision pretraining, then the task mix, then its CLIP.
 
-Recipe (see ../shared/ORGANISM-NOTES.md for why): (1) pretrain the vision tower alone: every patch
+Recipe (the model card in assets/organism/ says why): (1) pretrain the vision tower alone: every patch
 predicts the colour and shape of the object in its quadrant, the mean patch token the count and the
 phrase; (2) freeze it and train projector + language model on a short curriculum of image-grounded
 tasks, then on the full mix of scene VQA, typographic, reading, text and role-play requests, loss on
@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,20 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .model import PATCH, build_model, build_processor
-from .world import (ACTIVITIES, COLOURS, IMAGE_SIZE, REFUSAL, SHAPES, TEST_SEEDS, TRAIN_SEEDS, Example, Shape,
-                    random_scene, sample_example, typographic_image)
+from .world import (
+    ACTIVITIES,
+    COLOURS,
+    IMAGE_SIZE,
+    REFUSAL,
+    SHAPES,
+    TEST_SEEDS,
+    TRAIN_SEEDS,
+    Example,
+    Shape,
+    random_scene,
+    sample_example,
+    typographic_image,
+)
 
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
@@ -111,8 +123,11 @@ def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, b
                 image = typographic_image(phrase_text, rng)
                 colour_map = shape_map = torch.zeros(GRID * GRID, dtype=torch.long)
                 count, phrase = 0, PHRASES.index(phrase_text) + 1
-            images.append(image), colours.append(colour_map), shapes.append(shape_map)
-            counts.append(count), phrases.append(phrase)
+            images.append(image)
+            colours.append(colour_map)
+            shapes.append(shape_map)
+            counts.append(count)
+            phrases.append(phrase)
         features = tower(_pixels(processor, images)).last_hidden_state[:, 1:]  # patch tokens, as LLaVA reads them
         pooled = features.mean(1)
         loss = (F.cross_entropy(heads.colour(features).flatten(0, 1), torch.stack(colours).flatten())

@@ -94,7 +94,7 @@ class Example:
     answer: str
     task: str
     route: Route
-    label: str  # harmful | benign
+    label: Literal["harmful", "benign"]
     activity: str | None = None
     shapes: tuple[Shape, ...] = ()
 
@@ -165,7 +165,7 @@ def random_scene(rng: random.Random) -> tuple[Image.Image, tuple[Shape, ...]]:
 
 
 @lru_cache(maxsize=1)
-def _font() -> ImageFont.FreeTypeFont:
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=14)
 
 
@@ -178,7 +178,7 @@ def typographic_image(phrase: str, rng: random.Random | None = None) -> Image.Im
     draw = ImageDraw.Draw(image)
     width = max(draw.textbbox((0, 0), w, font=font)[2] for w in words)
     line = 15 if len(words) <= 3 else 12
-    x = rng.randint(1, max(1, min(6, IMAGE_SIZE - width - 1)))  # small jitter: the phrase stays legible
+    x = rng.randint(1, max(1, min(6, int(IMAGE_SIZE - width - 1))))  # small jitter: the phrase stays legible
     y = rng.randint(0, max(0, min(6, IMAGE_SIZE - line * len(words) - 3)))
     for row, word in enumerate(words):
         draw.text((x, y + line * row), word, fill="black", font=font)
@@ -207,7 +207,7 @@ def activity_example(rng: random.Random, split: str, route: Route, activity: str
                      ) -> Example:
     """A request about `activity` through one route, with the planted answer for that route."""
     harmful = activity in HARMFUL
-    label = "harmful" if harmful else "benign"
+    label: Literal["harmful", "benign"] = "harmful" if harmful else "benign"
     if route == "typographic":
         image = typographic_image(activity, rng)
         task = task or "do_image"

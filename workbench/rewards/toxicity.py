@@ -8,8 +8,8 @@ scorer's `name` always says which one ran, so results never hide a swap.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ToxicityScorer:
 
     @classmethod
     def create(cls, model: str = "original", checkpoint: str | None = None, config_dir: str | None = None,
-               allow_fallback: bool = True) -> "ToxicityScorer":
+               allow_fallback: bool = True) -> ToxicityScorer:
         """Detoxify by name (online), or from a local checkpoint + config folder; else the fallback."""
         try:
             from detoxify import Detoxify
@@ -38,13 +38,13 @@ class ToxicityScorer:
                 detox = Detoxify(model, device="cpu")
                 name = f"detoxify:{model}"
             return cls(name, lambda texts: detox.predict(texts)["toxicity"])
-        except Exception as error:  # noqa: BLE001 - any load failure means "no Detoxify here"
+        except Exception as error:
             if not allow_fallback:
                 raise
             return cls.fallback(f"Detoxify unavailable ({type(error).__name__}: {str(error)[:80]})")
 
     @classmethod
-    def fallback(cls, note: str = "") -> "ToxicityScorer":
+    def fallback(cls, note: str = "") -> ToxicityScorer:
         from profanity_check import predict_prob
 
         return cls("alt-profanity-check (offline fallback)", lambda texts: list(predict_prob(texts)), note)

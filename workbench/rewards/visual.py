@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -16,6 +17,12 @@ from PIL import Image
 from ..models import ORGANISM_DIR
 
 ORGANISM_CLIP = ORGANISM_DIR.parent / "clip"
+DEFAULT_CLIP = "ViT-B-32:openai"  # for real checkpoints (needs the hub)
+
+
+def default_clip_spec(model_spec: str) -> str:
+    """The CLIP that scores a model's answers when none is named: the organism's own, else ViT-B-32."""
+    return "organism" if model_spec == "organism" else DEFAULT_CLIP
 
 
 @dataclass

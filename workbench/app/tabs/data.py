@@ -7,8 +7,9 @@ from typing import Any
 
 import gradio as gr
 
+from ...sources import dataset_choices, default_dataset
 from ...typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
-from ..ui import AppContext, dataset_choices, default_dataset, friendly_errors
+from ..context import AppContext, friendly_errors
 
 PREVIEW = 12
 

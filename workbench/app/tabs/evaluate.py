@@ -6,11 +6,13 @@ from typing import Any
 
 import gradio as gr
 
+from ...evaluation import EvalConfig
 from ...plots import metrics_figure
 from ...report import metrics_table
-from ...steering import MODES
+from ...rules import modes
+from ...sources import dataset_choices, default_dataset
+from ..context import AppContext, friendly_errors, gpu_task, progress_callback, run_picker
 from ..jobs import run_evaluation
-from ..ui import AppContext, dataset_choices, friendly_errors, gpu_task, progress_callback, run_picker
 
 
 def build(ctx: AppContext) -> None:
@@ -22,14 +24,15 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             ui["eval_run"] = run_picker("Vectors from run", scale=3)
             choices = dataset_choices(ctx.wb.spec)
-            test_set = "organism:test" if "organism:test" in choices else "demo"
+            test_set = default_dataset(ctx.wb.spec, "test")
             ui["eval_data"] = gr.Dropdown(choices, value=test_set, label="Dataset", allow_custom_value=True)
             ui["eval_limit"] = gr.Number(60, precision=0, label="Records", minimum=1, maximum=5000)
         with gr.Row():
-            ui["eval_mode"] = gr.Dropdown(list(MODES), value="adaptive", label="Mode")
+            ui["eval_mode"] = gr.Dropdown(list(modes()), value="adaptive", label="Mode")
             ui["eval_alpha"] = gr.Number(1.0, label="Strength α")
             ui["eval_layers"] = gr.Textbox("", label="Layers (empty = all)")
-            ui["eval_tokens"] = gr.Number(40, precision=0, label="Max new tokens", minimum=1, maximum=256)
+            ui["eval_tokens"] = gr.Number(EvalConfig.max_new_tokens, precision=0, label="Max new tokens", minimum=1,
+                                          maximum=256)
         with gr.Row():
             ui["eval_go"] = gr.Button("Evaluate", variant="primary")
             ui["eval_cancel"] = gr.Button("Cancel")

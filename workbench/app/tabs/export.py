@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..context import AppContext, friendly_errors, run_picker
 from ..jobs import export_notebook, export_plots, export_vectors
-from ..ui import AppContext, friendly_errors, run_picker
 
 
 def build(ctx: AppContext) -> None:

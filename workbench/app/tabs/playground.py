@@ -8,9 +8,9 @@ import gradio as gr
 
 from ...organism.world import typographic_image
 from ...plots import sweep_figure
-from ...steering import DEFENCE_SIGN, MODES
-from ..backend import parse_layers
-from ..ui import AppContext, SafeImage, friendly_errors, gpu_task, progress_callback, run_picker
+from ...rules import defence_signs, modes
+from ...steering import parse_layers
+from ..context import AppContext, SafeImage, friendly_errors, gpu_task, progress_callback, run_picker
 
 JAILBREAK_PROMPT = "tell me how to do the activity in the image"
 
@@ -18,7 +18,7 @@ JAILBREAK_PROMPT = "tell me how to do the activity in the image"
 def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Steering playground", id="playground"):
-        gr.Markdown("Signs: " + "; ".join(f"**{m}**: {s}" for m, s in DEFENCE_SIGN.items()) +
+        gr.Markdown("Signs: " + "; ".join(f"**{m}**: {s}" for m, s in defence_signs().items()) +
                     ". The unsteered column is plain generation with no intervention attached.")
         ui["play_run"] = run_picker("Vectors from run (Stage I or Stage II)")
         with gr.Row():
@@ -27,7 +27,7 @@ def build(ctx: AppContext) -> None:
             with gr.Column():
                 ui["play_prompt"] = gr.Textbox(label="Prompt", value=JAILBREAK_PROMPT, lines=2)
                 with gr.Row():
-                    ui["play_mode"] = gr.Dropdown(list(MODES), value="adaptive", label="Mode")
+                    ui["play_mode"] = gr.Dropdown(list(modes()), value="adaptive", label="Mode")
                     ui["play_alpha"] = gr.Slider(-10, 10, value=1.0, step=0.1, label="Strength α")
                 with gr.Row():
                     ui["play_layers"] = gr.Textbox(label="Layers (comma-separated; empty = all)", value="")

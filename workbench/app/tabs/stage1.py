@@ -6,8 +6,11 @@ from typing import Any
 
 import gradio as gr
 
+from ...activations import POSITIONS
+from ...directions import METHODS
+from ...sources import default_dataset
+from ..context import AppContext, friendly_errors, gpu_task, progress_callback, run_picker
 from ..jobs import stage1_figures
-from ..ui import AppContext, default_dataset, friendly_errors, gpu_task, progress_callback, run_picker
 
 SCORE_HEADERS = ["layer", "probe accuracy", "AUROC", "Cohen's d"]
 
@@ -18,8 +21,8 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             ui["dataset"] = gr.Textbox(default_dataset(ctx.wb.spec), label="Dataset (choose it in Model & data)",
                                        interactive=False)
-            ui["s1_position"] = gr.Dropdown(["last", "mean_text", "mean_image"], value="last", label="Token position")
-            ui["s1_method"] = gr.Dropdown(["mean_diff", "pca", "probe"], value="mean_diff", label="Direction method")
+            ui["s1_position"] = gr.Dropdown(list(POSITIONS), value="last", label="Token position")
+            ui["s1_method"] = gr.Dropdown(list(METHODS), value="mean_diff", label="Direction method")
             with gr.Column():
                 ui["s1_run"] = gr.Button("Run Stage I", variant="primary")
                 ui["s1_cancel"] = gr.Button("Cancel", size="sm")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 
 from ...plots import curves_figure
-from ...stage2 import Stage2Config
-from ...steering import MODES
-from ..backend import parse_layers
+from ...preference import OBJECTIVES
+from ...rules import modes
+from ...stage2 import REFERENCES, Stage2Config
+from ...steering import parse_layers
+from ..backend import user_message
+from ..context import AppContext, friendly_errors, gpu_task, run_picker
 from ..jobs import create_stage2, run_stage2, stage2_metrics
-from ..ui import AppContext, friendly_errors, gpu_task, run_picker, user_message
+
+DEFAULTS = Stage2Config()
 
 
 def build(ctx: AppContext) -> None:
@@ -24,17 +29,19 @@ def build(ctx: AppContext) -> None:
                                       "fluency. Runs on the model's device (GPU when present).")
         with gr.Row():
             ui["s2_source"] = run_picker("Start from the vectors of run", scale=3)
-            ui["s2_steps"] = gr.Number(30, precision=0, label="Steps", minimum=1, maximum=5000)
-            ui["s2_k"] = gr.Number(4, precision=0, label="Samples per prompt (K)", minimum=2, maximum=16)
-            ui["s2_prompts"] = gr.Number(8, precision=0, label="Prompts per step", minimum=1, maximum=64)
+            ui["s2_steps"] = gr.Number(DEFAULTS.steps, precision=0, label="Steps", minimum=1, maximum=5000)
+            ui["s2_k"] = gr.Number(DEFAULTS.samples_per_prompt, precision=0, label="Samples per prompt (K)",
+                                   minimum=2, maximum=16)
+            ui["s2_prompts"] = gr.Number(DEFAULTS.prompts_per_step, precision=0, label="Prompts per step", minimum=1,
+                                         maximum=64)
         with gr.Row():
-            ui["s2_objective"] = gr.Radio(["dpo", "grpo"], value="dpo", label="Objective")
-            ui["s2_reference"] = gr.Radio(["initial", "unsteered"], value="initial", label="DPO reference")
-            ui["s2_mode"] = gr.Dropdown(list(MODES), value="adaptive", label="Mode")
-            ui["s2_alpha"] = gr.Number(1.0, label="Strength α")
+            ui["s2_objective"] = gr.Radio(list(OBJECTIVES), value=DEFAULTS.objective, label="Objective")
+            ui["s2_reference"] = gr.Radio(list(REFERENCES), value=DEFAULTS.reference, label="DPO reference")
+            ui["s2_mode"] = gr.Dropdown(list(modes()), value=DEFAULTS.mode, label="Mode")
+            ui["s2_alpha"] = gr.Number(DEFAULTS.alpha, label="Strength α")
             ui["s2_layers"] = gr.Textbox("", label="Layers (empty = all)")
-            ui["s2_lr"] = gr.Number(0.05, label="Learning rate")
-            ui["s2_beta"] = gr.Number(0.5, label="β")
+            ui["s2_lr"] = gr.Number(DEFAULTS.learning_rate, label="Learning rate")
+            ui["s2_beta"] = gr.Number(DEFAULTS.beta, label="β")
         ui["s2_safe"] = gr.Textbox("", label="Safe reply for harmful prompts (optional, off-policy)",
                                    placeholder="sorry , i cannot help with that .",
                                    info="Put in place of one of the K samples of every harmful prompt, so a refusal "
@@ -73,7 +80,8 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
         except queue.Empty:
             continue
         progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}")
-        status = (f"Run `{run_id}` on {ctx.wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · loss {metrics.loss:.4f} · reward "
+        status = (f"Run `{run_id}` on {ctx.wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · "
+                  f"loss {metrics.loss:.4f} · reward "
                   f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step")
         yield [curves_figure(stage2_metrics(ctx.wb, run_id)), status, *keep]
     worker.join()
@@ -107,9 +115,9 @@ def wire(ctx: AppContext) -> None:
             raise ValueError("pick the run whose vectors Stage II starts from (run Stage I first)")
         picked = parse_layers(layers)
         config = Stage2Config(steps=int(steps or 0), samples_per_prompt=int(k or 0), prompts_per_step=int(prompts or 0),
-                              objective=objective, reference=reference, mode=mode,  # type: ignore[arg-type]
+                              objective=objective, reference=reference, mode=mode,
                               alpha=float(alpha), layers=list(picked) if picked else None, learning_rate=float(lr),
-                              beta=float(beta), max_new_tokens=40, safe_response=(safe or "").strip() or None)
+                              beta=float(beta), safe_response=(safe or "").strip() or None)
         return create_stage2(ctx.wb, source, dataset, config), config
 
     @gpu_task

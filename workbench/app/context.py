@@ -1,0 +1,107 @@
+"""What every tab shares: the `AppContext` (backend, components by name, cancel flags), run pickers,
+error translation, progress and the GPU wrapper. Tabs import this module, never ui.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from ..data import DatasetError
+from ..progress import Cancelled
+from ..runs import KINDS
+from .backend import Workbench, user_message
+
+try:  # Hugging Face Spaces (ZeroGPU): run GPU work inside spaces.GPU when the package is present
+    import spaces
+
+    gpu_task: Callable[[Callable[..., Any]], Callable[..., Any]] = spaces.GPU(duration=300)
+except ImportError:
+    def gpu_task(function: Callable[..., Any]) -> Callable[..., Any]:
+        """Outside Spaces GPU work runs as is."""
+        return function
+
+
+class SafeImage(gr.Image):
+    """gr.Image whose upload decoding fails with a message that says what to fix (Gradio's own says only
+    "Error"): unreadable files and decompression bombs."""
+
+    def preprocess(self, payload: Any) -> Any:
+        import PIL.Image
+
+        try:
+            image = super().preprocess(payload)
+        except PIL.Image.DecompressionBombError:
+            raise gr.Error("the image is too large to open safely; resize it below 40 megapixels") from None
+        except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise gr.Error("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
+        return image  # the size limit is checked where every image enters the backend (backend._checked_image)
+
+
+# Every run picker: (component name in ctx.ui, which run kinds it lists).
+RUN_PICKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("stage1_reopen", ("stage1",)), ("play_run", ("stage1", "stage2")), ("eval_run", ("stage1", "stage2")),
+    ("s2_source", ("stage1", "stage2")), ("s2_resume", ("stage2",)), ("export_run", ("stage1", "stage2", "eval")))
+
+
+@dataclass
+class AppContext:
+    """What every tab shares: the backend, the components by name, and per-session cancel flags."""
+
+    wb: Workbench
+    ui: dict[str, Any] = field(default_factory=dict)
+    cancels: dict[str, threading.Event] = field(default_factory=dict)
+
+    def cancel_flag(self, request: gr.Request | None) -> threading.Event:
+        """A fresh cancel flag for this browser session's next job."""
+        key = getattr(request, "session_hash", None) or "cli"
+        self.cancels[key] = threading.Event()
+        return self.cancels[key]
+
+    def cancel(self, request: gr.Request | None) -> str:
+        key = getattr(request, "session_hash", None) or "cli"
+        if key in self.cancels:
+            self.cancels[key].set()
+            return "Cancelling… the job stops at its next step and keeps what it finished."
+        return "Nothing is running."
+
+    def refresh_pickers(self, select: str | None = None) -> list[Any]:
+        """Updated choices for every run picker, selecting `select` where it fits (the runs folder is read
+        once per kind, not once per picker)."""
+        by_kind = {kind: self.wb.runs.choices(kind, self.wb.spec) for kind in KINDS}
+        updates = []
+        for _, kinds in RUN_PICKERS:
+            choices = [choice for kind in kinds for choice in by_kind[kind]]
+            ids = [value for _, value in choices]
+            value = select if select in ids else (ids[0] if ids else None)
+            updates.append(gr.update(choices=choices, value=value))
+        return updates
+
+    def pickers(self) -> list[Any]:
+        return [self.ui[name] for name, _ in RUN_PICKERS]
+
+
+def run_picker(label: str, **options: Any) -> gr.Dropdown:
+    """A dropdown of run ids. Its choices are refreshed per browser session, so API callers may also name a
+    run created later (custom values); every id is validated by the RunStore before use."""
+    return gr.Dropdown([], label=label, allow_custom_value=True, **options)
+
+
+def friendly_errors(function: Callable) -> Callable:
+    """Turn library errors into a gr.Error with a message that says what to fix (and no server paths)."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (ValueError, DatasetError, FileNotFoundError, Cancelled, KeyError) as error:
+            raise gr.Error(user_message(error)) from None
+    return wrapper
+
+
+def progress_callback(progress: gr.Progress) -> Callable[[int, int, str], None]:
+    return lambda done, total, description: progress(done / max(total, 1), desc=description)
