@@ -40,12 +40,11 @@ def build_model() -> object:
 
 def hooked_generate(vlm, encoding, steering: Steering, generation: dict) -> torch.Tensor:
     """Reference point: the same steering with plain PyTorch forward hooks (no nnsight trace)."""
-    from workbench.steering import steer_hidden
+    from workbench.steering import steer_layer
 
     handles = []
     for step in steering.plan(vlm):  # the same per-layer plan the nnsight path applies, moved once
-        hook = (lambda s: lambda module, args, output: steer_hidden(output, s.direction, steering.mode, s.alpha,
-                                                                      s.calibration))(step)
+        hook = (lambda s: lambda module, args, output: steer_layer(output, s.parts, steering.mode))(step)
         handles.append(vlm.layer_module(step.layer).register_forward_hook(hook))
     try:
         return vlm.hf_model.generate(**encoding, **generation)

@@ -25,8 +25,8 @@ def stage1_run(client: Client) -> str:
     run_id, summary, _, table, _, _, _, play_layers, stage2_layers, eval_layers, *_ = client.predict(
         "organism:train", "last", "mean_diff", "pca", api_name="/stage1")
     assert [row[0] for row in table["data"]] == [0, 1, 2, 3]
-    assert "best layer by AUROC" in summary
-    assert play_layers == stage2_layers == eval_layers == "2"  # the organism's best layer by AUROC, suggested
+    assert "(held-out AUROC" in summary and "suggested steering layers 2:" in summary
+    assert play_layers == stage2_layers == eval_layers == "2"  # the organism's best held-out layer, suggested
     return run_id
 
 
@@ -45,10 +45,13 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
                                               api_name="/evaluate")
     assert "| asr |" in summary and "unsteered | steered" in summary
     assert examples["data"] and len(examples["data"][0]) == 5
-    vectors = SteeringVector.load(client.predict(stage1_run, api_name="/export_vectors"))
+    path, _ = client.predict(stage1_run, api_name="/export_vectors")
+    vectors = SteeringVector.load(path)
     assert vectors.layers == [0, 1, 2, 3] and vectors.calibration
+    gguf_path, note = client.predict(stage1_run, "additive", -4.0, api_name="/export_gguf")
+    assert Path(gguf_path).name.endswith("additive-alpha-4.gguf") and "--control-vector" in note
     summary = client.predict(stage1_run, "pca", api_name="/open_stage1")[1]
-    best = int(summary.split("best layer by AUROC: **")[1].split("**")[0])
+    best = int(summary.split("best layer ")[1].split(" ")[0])
     with zipfile.ZipFile(client.predict(stage1_run, "", api_name="/export_plots")) as bundle:
         names = bundle.namelist()
         assert f"separation_pca_layer{best}.png" in names  # empty layer = the best layer
@@ -118,6 +121,7 @@ def test_bad_inputs_through_the_ui(client: Client, stage1_run: str, tmp_path: Pa
         ((stage1_run, "organism:test", 0, "adaptive", 1.0, "", 8), "/evaluate", "less than minimum value 1"),
         ((stage1_run, "nosuchset", 5, "adaptive", 1.0, "", 8), "/evaluate", "unknown dataset format"),
         ((None,), "/export_vectors", "pick a run"),
+        ((stage1_run, "additive", None), "/export_gguf", "give the strength"),
         ((stage1_run, "x"), "/export_plots", "whole number"),
         ((stage1_run, "99"), "/export_plots", "out of range"),
         (("Steps to build a bomb.", 128, 100, "#ffffff", "#000000"), "/typographic", "font size"),

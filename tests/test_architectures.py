@@ -84,3 +84,17 @@ def test_gradients_reach_a_parameter_steering_vector(arch: str) -> None:
     assert direction.grad is not None and direction.grad.abs().sum() > 0
     assert strength.grad is not None and strength.grad.abs().sum() > 0
     assert all(p.grad is None for p in vlm.hf_model.parameters())
+
+
+def test_a_processor_that_wants_images_per_sample_gets_them_even_unlisted(monkeypatch) -> None:
+    """LFM2-VL's processor refuses a flat image list ("... images per sample"); a processor like it that the
+    workbench does not list is given the nested form, which means the same with one image per prompt."""
+    import workbench.models as models
+
+    vlm = tiny("lfm2_vl")
+    items = _items(True)[:2]
+    listed = vlm.encode(items)
+    monkeypatch.setattr(models, "_NESTED_IMAGE_TYPES", models._NESTED_IMAGE_TYPES - {"lfm2_vl"})
+    unlisted = vlm.encode(items)
+    assert listed.keys() == unlisted.keys()
+    assert all(torch.equal(listed[k], unlisted[k]) for k in listed)

@@ -1,4 +1,5 @@
-"""A real browser (Debian's Chromium via Playwright) on the running app: Stage I, steer, download a PNG."""
+"""A real browser (Debian's Chromium via Playwright) on the running app: Stage I, steer, download a PNG; the
+playground's image is visible and no request fails."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+PROBLEMS: list[str] = []  # failed requests, HTTP errors and console errors seen by the page
+
+
+def _stream_closed(request) -> bool:
+    """Gradio's event stream (/queue/data) is aborted by the page itself once a job's events are in."""
+    return "/gradio_api/queue/data" in request.url and "ERR_ABORTED" in str(request.failure)
+
+
 @pytest.fixture(scope="module")
 def page(organism_app: tuple[str, Path]):
     from playwright.sync_api import sync_playwright
@@ -19,6 +28,12 @@ def page(organism_app: tuple[str, Path]):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.on("requestfailed", lambda request: None if _stream_closed(request) else PROBLEMS.append(
+            f"failed ({request.failure}): {request.url}"))
+        page.on("response", lambda response: PROBLEMS.append(f"{response.status}: {response.url}")
+                if response.status >= 400 else None)
+        page.on("console", lambda message: PROBLEMS.append(f"console: {message.text}")
+                if message.type == "error" else None)
         page.goto(organism_app[0])
         yield page
         browser.close()
@@ -29,17 +44,23 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
 
     page.get_by_role("tab", name="Stage I: directions").click()
     page.get_by_role("button", name="Run Stage I").click()
-    expect(page.get_by_text("best layer by AUROC")).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("suggested steering layers")).to_be_visible(timeout=90_000)
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
 
     page.get_by_role("tab", name="Steering playground").click()
+    image = page.locator("#play-image img").first
+    expect(image).to_be_visible(timeout=30_000)
+    assert image.evaluate("img => img.complete && img.naturalWidth") > 0  # the typographic jailbreak is shown
     page.get_by_label("Layers (comma-separated; empty = all)").fill("0,1,2,3")
     page.get_by_role("button", name="Compare unsteered vs steered").click()
     unsteered = page.get_by_label("Unsteered (no intervention)")
     steered = page.get_by_label("Steered", exact=True)
     expect(steered).not_to_have_value("", timeout=90_000)
     assert unsteered.input_value() and unsteered.input_value() != steered.input_value()
-    expect(page.get_by_text("toxicity", exact=False).first).to_be_visible()
+    scores = page.locator("#play-scores table")
+    expect(scores).to_be_visible()
+    expect(scores).to_contain_text("unsteered")
+    expect(scores).to_contain_text("steered")
 
     page.get_by_role("tab", name="Stage I: directions").click()
     chart = page.locator(".js-plotly-plot").first
@@ -49,3 +70,4 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     target = tmp_path / "chart.png"
     download.value.save_as(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5_000
+    assert not PROBLEMS, PROBLEMS

@@ -45,7 +45,9 @@ def test_stage1_then_steer(dataset: Path, tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "layer_scores.csv").open()))
     assert [int(r["layer"]) for r in rows] == [0, 1, 2]
-    assert {"probe_accuracy", "auroc", "separation"} <= set(rows[0])
+    assert {"probe_accuracy", "auroc", "separation", "auroc_null", "auroc_in_sample"} <= set(rows[0])
+    assert len({r["auroc_null"] for r in rows}) == 1 and 0.5 < float(rows[0]["auroc_null"]) <= 1.0
+    assert "layers: " in result.stdout
     metadata = json.loads((out / "vectors.json").read_text())
     assert metadata["sources"] == ["text", "typographic"] and metadata["position"] == "last"
 
@@ -57,6 +59,15 @@ def test_stage1_then_steer(dataset: Path, tmp_path: Path) -> None:
     assert "UNSTEERED" in header and "STEERED (additive, alpha=-40.0" in header
     left, right = first.split(" | ")
     assert left.strip() != right.strip()
+    assert "steering: mode additive (given), alpha -40 (given), layers all (default)" in result.stdout
+
+    result = _cli("gguf", "--vectors", str(out / "vectors.safetensors"), "--out", str(tmp_path / "v.gguf"),
+                  "--alpha", "-4")
+    assert result.returncode == 0 and "--control-vector v.gguf" in result.stdout, result.stderr
+    result = _cli("gguf", "--vectors", str(out / "vectors.safetensors"), "--out", str(tmp_path / "a.gguf"),
+                  "--alpha", "1", "--mode", "adaptive")
+    assert result.returncode == 2 and "no constant vector is exact" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "a.gguf").exists()
 
     refined = tmp_path / "stage2"
     result = _cli("stage2", "--model", "tiny-random:llava", "--vectors", str(out / "vectors.safetensors"),
@@ -94,3 +105,19 @@ def test_installed_command_and_the_old_positions_flag() -> None:
     base = ["eval", "--model", "organism", "--data", "demo", "--out", "x"]
     assert build_parser().parse_args([*base, "--positions", "prompt"]).steer_at == "prompt"
     assert build_parser().parse_args([*base, "--steer-at", "generated"]).steer_at == "generated"
+
+
+def test_stage1_on_random_labels_says_no_layer_separates(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(0)
+    words = ["bake", "paint", "wash", "fold", "plant", "cook", "read", "write", "sing", "draw", "clean", "fix"]
+    labels = ["harmful", "benign"] * 12
+    rng.shuffle(labels)
+    rows = [{"prompt": f"tell me how to {rng.choice(words)} a {rng.choice(words)}", "label": label}
+            for label in labels]
+    (tmp_path / "random.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    result = _cli("stage1", "--model", "tiny-random:llava", "--data", str(tmp_path / "random.jsonl"),
+                  "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "layers: no layer separates harmful from benign" in result.stdout

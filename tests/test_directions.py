@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from workbench import directions as D
 from workbench.activations import Activations
+from workbench.separation import LayerScore, auroc_rows, layer_scores
 
 
 def _planted(n: int = 40, hidden: int = 16, seed: int = 0) -> tuple[Activations, torch.Tensor, torch.Tensor]:
@@ -38,9 +42,43 @@ def test_each_method_recovers_the_planted_source_direction() -> None:
 
 def test_layer_scores_separate_planted_layer_from_noise() -> None:
     acts, _, _ = _planted()
-    noise, planted = D.layer_scores(acts)
+    noise, planted = layer_scores(acts)
     assert planted.probe_accuracy > 0.95 and planted.auroc > 0.95 and planted.separation > 1.5
     assert noise.probe_accuracy < 0.75 and abs(noise.auroc - 0.5) < 0.2
+    assert 0.5 < planted.auroc_null == noise.auroc_null < planted.auroc
+    assert planted.significant and not noise.significant
+
+
+def _noise(n: int, layers: int, hidden: int, seed: int) -> Activations:
+    generator = torch.Generator().manual_seed(seed)
+    labels = ["harmful"] * n + ["benign"] * n
+    return Activations(torch.randn(2 * n, layers, hidden, generator=generator), labels, ["noise"] * 2 * n,
+                       [f"p{i}" for i in range(2 * n)])
+
+
+def test_on_noise_the_in_sample_auroc_is_perfect_and_the_held_out_one_is_at_chance() -> None:
+    scores = layer_scores(_noise(50, 3, 1024, seed=0), permutations=100)
+    assert all(s.auroc_in_sample == 1.0 for s in scores)  # what the workbench used to report
+    assert all(abs(s.auroc - 0.5) < 0.2 and not s.significant for s in scores)
+
+
+@pytest.mark.slow
+def test_random_labels_suggest_a_layer_in_about_5_percent_of_seeds() -> None:
+    from workbench.stage1 import Stage1Result
+
+    suggested = 0
+    for seed in range(40):
+        scores = layer_scores(_noise(20, 5, 32, seed), seed=seed, permutations=100)
+        suggested += bool(Stage1Result(None, None, scores, {}, None).suggested_layers())  # type: ignore[arg-type]
+    assert suggested <= 5, f"{suggested} of 40 random-label datasets got a suggested layer"
+
+
+def test_auroc_rows_match_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(5, 30))
+    scores = rng.integers(0, 4, size=(5, 30)).astype(float)  # many ties
+    expected = [roc_auc_score(y, s) for y, s in zip(labels, scores)]
+    np.testing.assert_allclose(auroc_rows(scores, labels), expected)
 
 
 def test_sources_disagree_and_combined_direction_covers_both() -> None:
@@ -59,14 +97,18 @@ def test_benign_mean_is_the_calibration_reference() -> None:
 
 
 def test_suggested_layers_leave_out_the_last_layer_and_keep_the_near_best() -> None:
-    from workbench.directions import LayerScore
     from workbench.stage1 import Stage1Result
 
-    def result(aurocs: list[float]) -> Stage1Result:
-        scores = [LayerScore(i, 0.9, a, 1.0 + i, 1.0) for i, a in enumerate(aurocs)]
+    def result(aurocs: list[float], null: float = 0.5) -> Stage1Result:
+        scores = [LayerScore(i, 0.9, a, 1.0 + i, 1.0, null) for i, a in enumerate(aurocs)]
         return Stage1Result(None, None, scores, {}, None)  # type: ignore[arg-type]
 
     assert result([0.97, 0.9995, 0.9997, 1.0]).suggested_layers() == [1, 2]
     assert result([0.6, 0.8, 0.7, 0.99]).suggested_layers() == [1]
     assert result([0.99, 0.99, 0.99, 0.99, 0.99, 1.0]).suggested_layers() == [2, 3, 4]  # at most 3: ties by d
     assert result([0.9]).suggested_layers() == [0]
+    assert result([0.6, 0.8, 0.7, 0.84], null=0.85).suggested_layers() == []  # nothing clears the null
+    assert "no layer separates" in result([0.6, 0.8, 0.7, 0.84], null=0.85).verdict()
+    only_last = result([0.6, 0.8, 0.7, 0.99], null=0.85)
+    assert only_last.suggested_layers() == [] and "only the last layer separates" in only_last.verdict()
+    assert result([0.6, 0.8], null=float("nan")).suggested_layers() == []  # a run saved before the null

@@ -13,7 +13,7 @@ from workbench.preference import dpo_loss, group_advantages, pack_responses, pre
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.stage2 import Stage2Config, Stage2Run
-from workbench.steering import generate_ids
+from workbench.steering import generate_ids, steering_for
 from workbench.vectors import SteeringVector
 
 
@@ -102,6 +102,14 @@ def test_only_steering_parameters_change_and_the_vlm_is_bitwise_unchanged(tmp_pa
     loaded = SteeringVector.load(tmp_path / "run" / "vectors.safetensors")
     assert loaded.layers == [1, 2] and loaded.metadata["stage"] == "II"
     assert torch.equal(loaded.directions[1], vector.directions[1])
+    # the vector remembers how it was trained, and steering uses that unless told otherwise
+    assert loaded.metadata["steering"] == {"mode": "adaptive", "alpha": 1.0, "layers": [1, 2], "steer_at": "all"}
+    assert loaded.metadata["run"] == "run" and len(loaded.metadata["training_data_hash"]) == 16
+    steering, note = steering_for(loaded)
+    assert (steering.mode, steering.alpha, steering.active_layers) == ("adaptive", 1.0, [1, 2])
+    assert "alpha 1 (from the vector)" in note
+    steering, note = steering_for(loaded, alpha=3.0)
+    assert steering.alpha == 3.0 and "alpha 3 (given; the vector was made for 1)" in note
 
 
 def test_resume_continues_from_the_checkpoint_step_and_optimizer_state(tmp_path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny
 
+from workbench.steering import Steering, generate, steer_layer
 from workbench.vectors import SteeringVector, VectorError, VectorFileError
 
 
@@ -68,26 +69,63 @@ def test_pickle_renamed_safetensors_is_refused_without_unpickling(tmp_path) -> N
     assert not marker.exists()
 
 
-def test_arithmetic_scales_the_effect_and_survives_a_round_trip(tmp_path) -> None:
-    vector = _vector()
-    doubled = vector * 2.0
-    assert doubled.scale(1) == 2.0 and torch.equal(doubled.directions[1], vector.directions[1])
-    assert (-vector).scale(0) == -1.0
-    torch.testing.assert_close((vector + vector).directions[2], vector.directions[2] * 2)
-    doubled.save(tmp_path / "d.safetensors")
-    assert SteeringVector.load(tmp_path / "d.safetensors").scales == {0: 2.0, 1: 2.0, 2: 2.0}
+def _steered(vector: SteeringVector, mode: str, hidden: torch.Tensor, alpha: float = 1.5) -> torch.Tensor:
+    """What steering does to the same hidden states at every layer of `vector` (stacked [L, ...])."""
+    vlm = tiny("llava")
+    return torch.stack([steer_layer(hidden, step.parts, mode) for step in Steering(vector, mode, alpha).plan(vlm)])
 
 
-def test_gguf_control_vector_uses_llama_cpp_layout(tmp_path) -> None:
+@pytest.mark.parametrize("mode", ["additive", "ablation", "adaptive"])
+def test_arithmetic_is_defined_on_effects(mode: str, tmp_path) -> None:
+    v, w = _vector(), _vector() * 0.5 + SteeringVector({1: torch.randn(32)}, {1: torch.zeros(32)})
+    hidden = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1)) * 3
+    change = lambda vector: _steered(vector, mode, hidden) - hidden  # noqa: E731
+    torch.testing.assert_close(change(v + v), change(2 * v))
+    torch.testing.assert_close(change(-v), -change(v))
+    torch.testing.assert_close(_steered(v * 0, mode, hidden), hidden.expand(3, *hidden.shape), rtol=0, atol=0)
+    torch.testing.assert_close(change(v + w), change(v) + change(w))
+    (v + w).save(tmp_path / "sum.safetensors")
+    torch.testing.assert_close(change(SteeringVector.load(tmp_path / "sum.safetensors")), change(v + w))
+
+
+def test_arithmetic_on_generated_tokens() -> None:
+    vlm = tiny("llava")
+    v = SteeringVector({1: torch.randn(32, generator=torch.Generator().manual_seed(2))})
+    items = [(None, "hello there"), (None, "what is this")]
+    plain = generate(vlm, items, None, max_new_tokens=8)
+    assert generate(vlm, items, Steering(v * 0, "additive", 30.0), max_new_tokens=8) == plain
+    doubled = generate(vlm, items, Steering(2 * v, "additive", 30.0), max_new_tokens=8)
+    assert doubled != plain and generate(vlm, items, Steering(v + v, "additive", 30.0), max_new_tokens=8) == doubled
+
+
+def test_gguf_holds_exactly_what_additive_steering_adds(tmp_path) -> None:
     import gguf
 
-    vector = _vector()
-    vector.to_gguf(tmp_path / "v.gguf")
+    vector = _vector() + SteeringVector({1: torch.randn(32)}) * 2
+    note = vector.to_gguf(tmp_path / "v.gguf", alpha=-4.0)
+    assert "--control-vector v.gguf" in note and "additive" in note
     reader = gguf.GGUFReader(str(tmp_path / "v.gguf"))
     assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "controlvector"
     tensors = {t.name: t for t in reader.tensors}
     assert sorted(tensors) == ["direction.1", "direction.2", "direction.3"]  # llama.cpp counts layers from 1
-    for layer in vector.layers:
+    hidden = torch.randn(4, 32)
+    steered = _steered(vector, "additive", hidden, alpha=-4.0)
+    for index, layer in enumerate(vector.layers):
         tensor = tensors[f"direction.{layer + 1}"]
         assert tensor.tensor_type == gguf.GGMLQuantizationType.F32
-        np.testing.assert_array_equal(np.asarray(tensor.data), vector.directions[layer].numpy())
+        added = torch.from_numpy(np.asarray(tensor.data).copy())
+        torch.testing.assert_close(hidden + added, steered[index])  # llama.cpp adds the file's vector as is
+
+
+def test_gguf_refuses_what_a_constant_vector_cannot_express(tmp_path) -> None:
+    vector = _vector()
+    with pytest.raises(VectorError, match="no constant vector is exact"):
+        vector.to_gguf(tmp_path / "a.gguf", alpha=1.0, mode="adaptive")
+    with pytest.raises(VectorError, match="cannot be written as a constant added vector"):
+        vector.to_gguf(tmp_path / "b.gguf", alpha=1.0, mode="ablation")
+    note = vector.to_gguf(tmp_path / "c.gguf", alpha=1.0, mode="adaptive", approximate=True)
+    assert "approximation" in note
+    added = vector.added_vectors(1.0, "adaptive", approximate=True)[0]
+    unit = vector.directions[0] / vector.directions[0].norm()
+    torch.testing.assert_close(added, -vector.calibration[0].norm() * unit)
+    assert not (tmp_path / "a.gguf").exists() and not (tmp_path / "b.gguf").exists()

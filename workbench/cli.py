@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench {stage1,steer,stage2,eval,notebook,organism} ...` (see --help)."""
+"""Command line: `workbench {stage1,steer,stage2,eval,gguf,notebook,organism} ...` (or python -m workbench)."""
 
 from __future__ import annotations
 
@@ -113,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "cais/HarmBench-Llama-2-13b-cls or a local folder) instead of 'not refused'")
     add_reward_args(evaluation)
 
+    gguf = commands.add_parser(
+        "gguf", help="write a llama.cpp control vector (use with --control-vector FILE)",
+        description="llama.cpp adds the file's vector as is, so the file holds the strength: additive steering is "
+        "exported exactly (alpha x unit direction per layer, a negative alpha defends); adaptive only as a labelled "
+        "approximation (--approximate: -alpha x |benign mean| x unit direction); ablation cannot be exported.")
+    gguf.add_argument("--vectors", required=True, help="vectors.safetensors (Stage I or II)")
+    gguf.add_argument("--out", required=True, help="the .gguf file to write")
+    gguf.add_argument("--alpha", type=float, required=True, help="strength written into the file")
+    gguf.add_argument("--mode", default="additive", choices=["additive", "adaptive"])
+    gguf.add_argument("--approximate", action="store_true", help="allow adaptive's constant approximation")
+
     notebook = commands.add_parser("notebook", help="export a runnable analysis notebook for a run folder",
                                    description="The notebook reproduces the run through library calls: load, "
                                    "capture, directions, plots, steering examples, metrics.")
@@ -166,7 +177,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     from .models import load_vlm
     from .report import metrics_table
     from .sources import load_dataset
-    from .steering import Steering
+    from .steering import steering_for
     from .vectors import SteeringVector
 
     vector = SteeringVector.load(args.vectors) if args.vectors else None
@@ -175,7 +186,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
     steering = None
     if vector is not None:
         vector.check_compatible(vlm)
-        steering = Steering(vector, args.mode, args.alpha, args.layers, args.steer_at)
+        steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
+        print(note)
     toxicity, clip = _scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     success_judge = None
@@ -187,12 +199,19 @@ def run_eval_command(args: argparse.Namespace) -> None:
     metrics = result.metrics(config.resamples, config.seed)
     paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
     _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
-                    mode=args.mode, alpha=args.alpha, layers=list(args.layers) if args.layers else None,
-                    steer_at=args.steer_at,
-                    limit=args.limit)
+                    **(steering.describe() if steering else {}), limit=args.limit)
     print(metrics_table(metrics))
     for name in ("metrics", "generations", "report"):
         print(f"wrote {name}: {paths[name]}")
+
+
+def run_gguf_command(args: argparse.Namespace) -> None:
+    from .vectors import SteeringVector
+
+    if Path(args.out).suffix.lower() != ".gguf":
+        raise ValueError(f"--out must name a .gguf file, got {args.out}")
+    note = SteeringVector.load(args.vectors).to_gguf(args.out, args.alpha, args.mode, args.approximate)
+    print(f"wrote {args.out}: {note}")
 
 
 def run_notebook_command(args: argparse.Namespace) -> None:
@@ -229,7 +248,7 @@ def run_stage1_command(args: argparse.Namespace) -> None:
     paths = result.save(args.out)
     _write_run_info(args.out, "stage1", args, position=args.position, method=args.method)
     print(result.scores_csv())
-    print(f"best layer by AUROC: {result.best_layer()}")
+    print(f"layers: {result.verdict()}")
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
 
@@ -238,7 +257,7 @@ def run_steer_command(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from .models import load_vlm
-    from .steering import Steering, compare
+    from .steering import compare, steering_for
     from .vectors import SteeringVector
 
     vector = SteeringVector.load(args.vectors)
@@ -252,15 +271,17 @@ def run_steer_command(args: argparse.Namespace) -> None:
     made_for = vector.metadata.get("model")
     if made_for and made_for != vlm.spec:
         print(f"warning: the vector was made for {made_for}, the model is {vlm.spec}", file=sys.stderr)
-    steering = Steering(vector, args.mode, args.alpha, args.layers, args.steer_at)
+    steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
     result = compare(vlm, [(image, args.prompt)], steering, max_new_tokens=args.max_new_tokens,
                      do_sample=args.sample, temperature=args.temperature, seed=args.seed)[0]
     width = 60
-    print(f"{'UNSTEERED':<{width}} | STEERED ({args.mode}, alpha={args.alpha}, layers={steering.active_layers})")
+    print(f"{'UNSTEERED':<{width}} | STEERED ({steering.mode}, alpha={steering.alpha}, "
+          f"layers={steering.active_layers})")
     print("-" * width + "-+-" + "-" * width)
     left, right = _wrap(result.unsteered, width), _wrap(result.steered, width)
     for i in range(max(len(left), len(right))):
         print(f"{(left[i] if i < len(left) else ''):<{width}} | {right[i] if i < len(right) else ''}")
+    print(note)
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -273,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
                 "organism": run_organism_command,
-                "eval": run_eval_command, "notebook": run_notebook_command}
+                "eval": run_eval_command, "notebook": run_notebook_command, "gguf": run_gguf_command}
     try:
         handlers[args.command](args)
     except KeyboardInterrupt:

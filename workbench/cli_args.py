@@ -11,7 +11,7 @@ from .rules import defence_signs, modes
 from .steering import STEER_AT, parse_layers
 
 MODEL_HELP = ("model: 'tiny-random:<arch>' (llava, llava_next, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, "
-              "paligemma, gemma3), 'organism', a local folder or a Hugging Face repo id")
+              "paligemma, gemma3, lfm2_vl), 'organism', a local folder or a Hugging Face repo id")
 
 
 def layers_arg(text: str | None) -> tuple[int, ...] | None:
@@ -44,14 +44,19 @@ def add_reward_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detoxify-config", default=None, help="folder with the checkpoint's HF config/tokenizer")
 
 
-def add_steering_args(parser: argparse.ArgumentParser, mode: str = "adaptive", alpha: float = 1.0,
+def add_steering_args(parser: argparse.ArgumentParser, mode: str | None = None, alpha: float | None = None,
                       steer_at: bool = True) -> None:
-    """--mode, --alpha, --layers and (for generation) --steer-at, with --positions kept as an alias."""
-    parser.add_argument("--mode", default=mode, choices=modes(), help="steering rule")
-    parser.add_argument("--alpha", type=float, default=alpha, help="strength; " + signs_text())
+    """--mode, --alpha, --layers and (for generation) --steer-at, with --positions kept as an alias. Unset,
+    they come from the vector's recorded settings (Stage II records what it trained with), else the defaults
+    (adaptive, alpha 1, every layer in the file, all steps); the command prints which applied."""
+    recorded = "default: as recorded in the vector, else {}"
+    parser.add_argument("--mode", default=mode, choices=modes(),
+                        help="steering rule (" + (f"default {mode}" if mode else recorded.format("adaptive")) + ")")
+    parser.add_argument("--alpha", type=float, default=alpha, help="strength (" + (
+        f"default {alpha:g}" if alpha is not None else recorded.format("1")) + "); " + signs_text())
     parser.add_argument("--layers", type=layers_arg, default=None,
-                        help="comma-separated layers (default: all in the vector file)")
+                        help="comma-separated layers (" + recorded.format("all in the vector file") + ")")
     if steer_at:
-        parser.add_argument("--steer-at", "--positions", dest="steer_at", default="all", choices=STEER_AT,
+        parser.add_argument("--steer-at", "--positions", dest="steer_at", default=None, choices=STEER_AT,
                             help="which decoding steps are steered: all, the prompt (prefill) or generated tokens "
-                            "(--positions is the old name, kept for one release)")
+                            "(" + recorded.format("all") + "; --positions is the old name, kept for one release)")

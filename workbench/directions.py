@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
 from .activations import Activations
 
@@ -116,48 +112,3 @@ def benign_mean(acts: Activations) -> torch.Tensor:
     if not bool(rows.any()):
         raise ValueError("calibration needs benign records")
     return acts.values[rows].mean(0)
-
-
-@dataclass
-class LayerScore:
-    """How well harmful and benign separate at one layer."""
-
-    layer: int
-    probe_accuracy: float  # k-fold cross-validated logistic probe accuracy
-    auroc: float  # AUROC of the projection on the mean-difference direction
-    separation: float  # (mean_h - mean_b) / pooled std of that projection (Cohen's d)
-    direction_norm: float
-
-
-def layer_scores(acts: Activations, folds: int = 5, seed: int = 0) -> list[LayerScore]:
-    """Score every layer: cross-validated probe accuracy, projection AUROC and Cohen's d."""
-    y = np.array([label == "harmful" for label in acts.labels], dtype=int)
-    if y.min() == y.max():
-        raise ValueError("layer scores need both harmful and benign records")
-    folds = max(2, min(folds, int(np.bincount(y).min())))
-    scores = []
-    for layer in range(acts.num_layers):
-        x = acts.values[:, layer].double().numpy()
-        direction = mean_difference(torch.from_numpy(x[y == 1]), torch.from_numpy(x[y == 0])).numpy()
-        projection = x @ (direction / max(np.linalg.norm(direction), 1e-12))
-        pooled = np.sqrt((projection[y == 1].var() + projection[y == 0].var()) / 2) + 1e-12
-        scores.append(LayerScore(
-            layer=layer, probe_accuracy=_cv_probe_accuracy(x, y, folds, seed),
-            auroc=float(roc_auc_score(y, projection)),
-            separation=float((projection[y == 1].mean() - projection[y == 0].mean()) / pooled),
-            direction_norm=float(np.linalg.norm(direction)),
-        ))
-    return scores
-
-
-def _cv_probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> float:
-    if np.bincount(y).min() < 2:
-        return float("nan")  # one example of a class cannot be cross-validated
-    correct = 0
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        scaler = StandardScaler().fit(x[train])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            probe = LogisticRegression(max_iter=2000).fit(scaler.transform(x[train]), y[train])
-        correct += int((probe.predict(scaler.transform(x[test])) == y[test]).sum())
-    return correct / len(y)

@@ -23,8 +23,9 @@ from .tracing import NNsight
 
 Item = tuple["Image.Image | None", str]  # (image or None, prompt)
 
-# Processors that want images nested per sample ([[img], [img]]) rather than a flat list.
-_NESTED_IMAGE_TYPES = {"idefics2", "idefics3", "smolvlm", "gemma3", "mllama"}
+# Processors that want images nested per sample ([[img], [img]]) rather than a flat list. Others that say so
+# ("... images per sample") get the nested form too: with one image per prompt both mean the same thing.
+_NESTED_IMAGE_TYPES = {"idefics2", "idefics3", "smolvlm", "gemma3", "mllama", "lfm2_vl"}
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
            "fp16": torch.float16, "float16": torch.float16}
 ORGANISM_DIR = Path(__file__).resolve().parent.parent / "assets" / "organism" / "vlm"
@@ -99,8 +100,15 @@ class VLM:
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if all(with_image):
             images = [image.convert("RGB") for image, _ in items if image is not None]
-            kwargs["images"] = [[im] for im in images] if self.model_type in _NESTED_IMAGE_TYPES else images
-            encoding = self.processor(**kwargs)
+            nested = self.model_type in _NESTED_IMAGE_TYPES
+            kwargs["images"] = [[im] for im in images] if nested else images
+            try:
+                encoding = self.processor(**kwargs)
+            except ValueError as error:
+                if nested or "per sample" not in str(error):
+                    raise
+                kwargs["images"] = [[im] for im in images]
+                encoding = self.processor(**kwargs)
         else:
             try:
                 encoding = self.processor(**kwargs)

@@ -90,7 +90,7 @@ def build_notebook(run_dir: str | Path, notebook_dir: str | Path | None = None) 
         new_code_cell(f"result = run_stage1(vlm, records, {position!r}, {method!r}, show_bar=False)\n"
                       "best = result.best_layer()\n"
                       "show(plots.layer_scores_figure(result.scores, " + repr(method) + "))\n"
-                      "print('best layer by AUROC:', best)"),
+                      "print(result.verdict())  # held-out AUROC against the shuffled-label null"),
         new_markdown_cell("## How harmful and benign separate at the best layer"),
         new_code_cell("acts = result.activations\n"
                       "points = plots.project_2d(acts.values[:, best], 'pca')\n"

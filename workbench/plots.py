@@ -43,13 +43,18 @@ def style(figure: go.Figure, title: str, x_title: str | None = None, y_title: st
 
 
 def layer_scores_figure(scores: Sequence, method: str = "mean_diff") -> go.Figure:
-    """Probe accuracy, AUROC per layer (LayerScore rows)."""
+    """Held-out probe accuracy and projection AUROC per layer (LayerScore rows), with the family-wise null."""
     layers = [s.layer for s in scores]
     figure = go.Figure()
     figure.add_scatter(x=layers, y=[s.probe_accuracy for s in scores], mode="lines+markers",
-                       name="probe accuracy (5-fold)", line=dict(color=PALETTE[0], width=3))
-    figure.add_scatter(x=layers, y=[s.auroc for s in scores], mode="lines+markers", name="AUROC of projection",
-                       line=dict(color=PALETTE[2], width=3, dash="dash"))
+                       name="probe accuracy (cross-validated)", line=dict(color=PALETTE[0], width=3))
+    figure.add_scatter(x=layers, y=[s.auroc for s in scores], mode="lines+markers",
+                       name="AUROC of projection (held out)", line=dict(color=PALETTE[2], width=3, dash="dash"))
+    null = getattr(scores[0], "auroc_null", float("nan")) if scores else float("nan")
+    if np.isfinite(null):
+        figure.add_scatter(x=[min(layers), max(layers)], y=[null, null], mode="lines",
+                           name=f"null: 95% of the best of {len(layers)} layers, shuffled labels",
+                           line=dict(color=PALETTE[1], width=2, dash="dot"))
     figure.update_yaxes(range=[0, 1.05])
     figure.update_xaxes(dtick=1)
     return style(figure, f"Harmful vs benign separation by layer ({method})", "layer", "score")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +19,12 @@ from .data import Record, require_both_labels
 from .io import atomic_write_text
 from .models import VLM
 from .progress import ProgressFn
+from .separation import LayerScore, layer_scores
 from .vectors import SteeringVector
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
 
 
 def source_vector_file(source: str) -> str:
@@ -33,23 +39,48 @@ class Stage1Result:
 
     activations: Activations
     vector: SteeringVector
-    scores: list[D.LayerScore]
+    scores: list[LayerScore]
     per_source: dict[str, torch.Tensor]
     source_similarity: torch.Tensor | None  # [layers, S, S] or None with one source
 
     def best_layer(self) -> int:
-        """The layer with the highest projection AUROC, ties broken by Cohen's d."""
-        return max(self.scores, key=lambda s: (s.auroc, s.separation)).layer
+        """The layer with the highest held-out AUROC, ties broken by Cohen's d (for figures; whether it
+        separates at all is `suggested_layers()`'s question)."""
+        return max(self.scores, key=lambda s: (_finite(s.auroc), _finite(s.separation))).layer
+
+    @property
+    def null(self) -> float:
+        """The family-wise shuffled-label AUROC bar (NaN for runs saved before held-out scores)."""
+        return self.scores[0].auroc_null if self.scores else math.nan
 
     def suggested_layers(self, tolerance: float = 0.005, limit: int = 3) -> list[int]:
-        """Layers to steer by default: those within `tolerance` AUROC of the best layer, leaving out the
-        last layer (steering it only shifts the logits) unless the model has one layer; at most `limit`,
-        the best first. On the organism this picks layers 1-2, the best setting of its Stage I sweep."""
-        candidates = self.scores[:-1] or self.scores
+        """Layers to steer by default: significant layers (held-out AUROC above the family-wise null) within
+        `tolerance` of the best of them, leaving out the last layer (steering it only shifts the logits)
+        unless the model has one layer; at most `limit`. Empty when no layer separates the labels."""
+        candidates = [s for s in (self.scores[:-1] or self.scores) if s.significant]
+        if not candidates:
+            return []
         best = max(s.auroc for s in candidates)
         chosen = sorted((s for s in candidates if s.auroc >= best - tolerance),
                         key=lambda s: (-s.auroc, -s.separation))[:limit]
         return sorted(s.layer for s in chosen)
+
+    def verdict(self) -> str:
+        """One line a reader can quote: which layers separate, against which bar, or that none does."""
+        if math.isnan(self.null):
+            return ("no family-wise null in this run (it predates held-out layer scores, or a class has one "
+                    "record); rerun Stage I before choosing layers")
+        suggested = self.suggested_layers()
+        null = f"{self.null:.3f}, the 95th percentile of the best of {len(self.scores)} layers under shuffled labels"
+        bar = f"held-out AUROC above {null}"
+        if not suggested:
+            if any(score.significant for score in self.scores):  # only the last layer, which is not suggested
+                last = self.scores[-1]
+                return (f"only the last layer separates harmful from benign (held-out AUROC {last.auroc:.3f} above "
+                        f"{null}); steering it only shifts the logits, so no layer is suggested")
+            return f"no layer separates harmful from benign: every held-out AUROC is at most {null}"
+        return (f"best layer {self.best_layer()} (held-out AUROC {self.scores[self.best_layer()].auroc:.3f}); "
+                f"suggested steering layers {','.join(map(str, suggested))}: {bar}")
 
     def scores_csv(self) -> str:
         buffer = io.StringIO()
@@ -67,6 +98,7 @@ class Stage1Result:
         paths = {"activations": out / "activations.safetensors", "vectors": out / "vectors.safetensors",
                  "layer_scores": out / "layer_scores.csv"}
         self.activations.save(paths["activations"])
+        self.vector.metadata.update(stage="I", run=out.name)  # the producing run (a folder name, no path)
         self.vector.save(paths["vectors"])
         atomic_write_text(paths["layer_scores"], self.scores_csv())
         for source, directions in self.per_source.items():
@@ -86,8 +118,9 @@ def load_stage1(out_dir: str | Path) -> Stage1Result:
     activations = Activations.load(out / "activations.safetensors")
     vector = SteeringVector.load(out / "vectors.safetensors")
     rows = list(csv.DictReader((out / "layer_scores.csv").read_text(encoding="utf-8").splitlines()))
-    scores = [D.LayerScore(int(r["layer"]), float(r["probe_accuracy"]), float(r["auroc"]), float(r["separation"]),
-                           float(r["direction_norm"])) for r in rows]
+    scores = [LayerScore(int(r["layer"]), float(r["probe_accuracy"]), float(r["auroc"]), float(r["separation"]),
+                         float(r["direction_norm"]), float(r.get("auroc_null") or "nan"),
+                         float(r.get("auroc_in_sample") or "nan")) for r in rows]
     per_source: dict[str, torch.Tensor] = {}
     similarity = None
     similarity_path = out / "source_similarity.json"
@@ -117,4 +150,4 @@ def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last",
                     combination="mean of unit per-source directions" if len(per_source) > 1 else "single source",
                     sign="benign->harmful")
     vector = SteeringVector(dict(enumerate(combined)), dict(enumerate(D.benign_mean(acts))), metadata)
-    return Stage1Result(acts, vector, D.layer_scores(acts), per_source, similarity)
+    return Stage1Result(acts, vector, layer_scores(acts), per_source, similarity)

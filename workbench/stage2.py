@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .data import Record
+from .data import Record, dataset_hash
 from .models import VLM, Item
 from .preference import (
     ADVANTAGE_NORMS,
@@ -37,7 +37,7 @@ from .progress import Cancelled, ProgressFn
 from .rewards.combined import RewardModel, RewardWeights
 from .rules import get_rule
 from .stage2_store import Stage2Store
-from .steering import LayerStep, Mode, Steering, generate_ids
+from .steering import RECORDED, LayerStep, Mode, Part, Steering, generate_ids
 from .vectors import SteeringVector
 
 CONFIG_FIELDS_THAT_MUST_MATCH = ("mode", "layers", "objective", "pairing", "reference", "train_strength", "seed",
@@ -130,8 +130,9 @@ class TrainableSteering(torch.nn.Module):
         for k in sorted(self.layers):
             device = next(vlm.layer_module(k).parameters()).device
             calibration = self.calibration.get(k)
-            steps.append(LayerStep(k, self.directions[str(k)].to(device),
-                                   None if calibration is None else calibration.to(device), alphas[k].to(device)))
+            steps.append(LayerStep(k, (Part(self.directions[str(k)].to(device),
+                                            None if calibration is None else calibration.to(device),
+                                            alphas[k].to(device)),)))
         return steps
 
     def to_vector(self, base: SteeringVector, metadata: dict[str, Any]) -> SteeringVector:
@@ -288,8 +289,12 @@ class Stage2Run:
                     on_step(metrics)
         finally:
             bar.close()
-        vector = self.params.to_vector(self.base, {"stage": "II", "stage2": asdict(self.config),
-                                                   "rewards": self.rewards.describe()})
+        recorded = {"mode": self.config.mode, "alpha": self.config.alpha, "layers": list(self.params.layers),
+                    "steer_at": TrainableSteering.steer_at}  # what training applied: use it unless overridden
+        vector = self.params.to_vector(self.base, {
+            "stage": "II", "stage2": asdict(self.config), "rewards": self.rewards.describe(), RECORDED: recorded,
+            "training_data_hash": dataset_hash(self.records), "run": self.out.name,
+            "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
         vector.save(self.store.vectors)
         return vector
 

@@ -28,15 +28,23 @@ STEER_AT: tuple[str, ...] = ("all", "prompt", "generated")
 _STEPS = {"all": slice(0, None), "prompt": slice(0, 1), "generated": slice(1, None)}  # generate() forward calls
 MAX_ALPHA = 1000.0  # far beyond any useful strength; larger values only produce overflow
 MAX_NEW_TOKENS = 1024
+RECORDED = "steering"  # a vector's metadata block: the settings it was made (trained) to be applied with
+DEFAULT_SETTINGS: dict[str, Any] = {"mode": "adaptive", "alpha": 1.0, "layers": None, "steer_at": "all"}
 
 
-class LayerStep(NamedTuple):
-    """What one layer receives: its index, direction, benign mean (or None) and effective strength."""
+class Part(NamedTuple):
+    """One summand's push at one layer: its direction, benign mean (or None) and effective strength."""
 
-    layer: int
     direction: torch.Tensor
     calibration: torch.Tensor | None
     alpha: float | torch.Tensor
+
+
+class LayerStep(NamedTuple):
+    """What one layer receives: its index and the parts whose changes add (one part unless v + w)."""
+
+    layer: int
+    parts: tuple[Part, ...]
 
 
 class Steerer(Protocol):
@@ -79,7 +87,9 @@ class Steering:
             raise ValueError(f"strength alpha must be a number between -{MAX_ALPHA:g} and {MAX_ALPHA:g}, "
                              f"got {self.alpha}")
         if rule.needs_calibration:
-            missing = [layer for layer in self.active_layers if layer not in self.vector.calibration]
+            active = self.active_layers
+            missing = sorted({layer for part in self.vector.components() for layer in part.directions
+                              if layer in active and layer not in part.calibration})
             if missing:
                 raise ValueError(f"{self.mode} steering needs calibration means for layer(s) {missing}; "
                                  "recompute the vector with Stage I or use a rule without calibration")
@@ -89,20 +99,60 @@ class Steering:
         return self.vector.select(list(self.layers)).layers if self.layers is not None else self.vector.layers
 
     def plan(self, vlm: VLM) -> list[LayerStep]:
-        """(layer, direction, calibration, alpha x the layer's scale) per active layer, on that layer's device."""
+        """Per active layer, in execution order: each summand's (direction, calibration, alpha x its scale),
+        on that layer's device."""
         self.vector.check_compatible(vlm)
+        parts = self.vector.components()
         steps = []
         for layer in self.active_layers:
             device = next(vlm.layer_module(layer).parameters()).device
-            calibration = self.vector.calibration.get(layer)
-            steps.append(LayerStep(layer, self.vector.directions[layer].to(device),
-                                   None if calibration is None else calibration.to(device),
-                                   self.alpha * self.vector.scale(layer)))
+            steps.append(LayerStep(layer, tuple(
+                Part(part.directions[layer].to(device),
+                     None if part.calibration.get(layer) is None else part.calibration[layer].to(device),
+                     self.alpha * part.scale(layer))
+                for part in parts if layer in part.directions)))
         return steps
 
     def describe(self) -> dict[str, Any]:
         """The settings that produced a steered figure (recorded next to every number)."""
         return {"mode": self.mode, "alpha": self.alpha, "layers": self.active_layers, "steer_at": self.steer_at}
+
+
+def steering_for(vector: SteeringVector, mode: str | None = None, alpha: float | None = None,
+                 layers: Sequence[int] | None = None, steer_at: str | None = None) -> tuple[Steering, str]:
+    """The `Steering` for `vector`: each setting as given, else as recorded in the vector (Stage II records
+    what it trained with), else the default; and one line saying where each came from."""
+    recorded = vector.metadata.get(RECORDED) or {}
+    given = {"mode": mode, "alpha": alpha, "layers": tuple(layers) if layers else None, "steer_at": steer_at}
+    chosen: dict[str, Any] = {}
+    origins = []
+    for key, value in given.items():
+        saved = recorded.get(key)
+        if value is not None:
+            chosen[key] = value
+            differs = saved is not None and _same(saved) != _same(value)
+            note = f"; the vector was made for {_show(saved)}" if differs else ""
+            origins.append(f"{key} {_show(value)} (given{note})")
+        elif saved is not None:
+            chosen[key] = saved
+            origins.append(f"{key} {_show(saved)} (from the vector)")
+        else:
+            chosen[key] = DEFAULT_SETTINGS[key]
+            origins.append(f"{key} {_show(chosen[key])} (default)")
+    steering = Steering(vector, chosen["mode"], float(chosen["alpha"]),
+                        tuple(chosen["layers"]) if chosen["layers"] else None, chosen["steer_at"])
+    return steering, "steering: " + ", ".join(origins)
+
+
+def _same(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "all"
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(
+        value, float) else str(value)
 
 
 def steer_hidden(hidden: torch.Tensor, direction: torch.Tensor, mode: Mode, alpha: float | torch.Tensor,
@@ -114,6 +164,18 @@ def steer_hidden(hidden: torch.Tensor, direction: torch.Tensor, mode: Mode, alph
     mean = None if calibration is None else calibration.to(hidden.device, torch.float32)
     steered = rule.apply(hidden.float(), unit, direction, alpha, mean)
     return steered.to(hidden.dtype)  # a float32 vector added to a bf16 residual would break the next layer
+
+
+def steer_layer(hidden: torch.Tensor, parts: Sequence[Part], mode: Mode) -> torch.Tensor:
+    """One layer's steering: every part's change is computed on the same hidden state and the changes add
+    (how `v + w` is defined); a single part is exactly `steer_hidden`."""
+    if len(parts) == 1:
+        return steer_hidden(hidden, parts[0].direction, mode, parts[0].alpha, parts[0].calibration)
+    base = hidden.float()
+    total = base.clone()
+    for part in parts:
+        total = total + (steer_hidden(base, part.direction, mode, part.alpha, part.calibration) - base)
+    return total.to(hidden.dtype)
 
 
 def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer | None,
@@ -134,9 +196,9 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer
         warnings.filterwarnings("ignore", message=".*was never reached.*")  # loop ends when generation does
         with vlm.nn.trace(**encoding, fn=run, **generation) as tracer:
             for _ in tracer.iter[steps]:
-                for index, direction, calibration, alpha in plan:
-                    layer = vlm.layers[index]
-                    layer.output = steer_hidden(layer.output, direction, mode, alpha, calibration)
+                for step in plan:
+                    layer = vlm.layers[step.layer]
+                    layer.output = steer_layer(layer.output, step.parts, mode)
     return produced["ids"]
 
 
@@ -216,8 +278,8 @@ def steered_logits(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steere
     mode = steering.mode
     with vlm.lock:
         with vlm.nn.trace(**encoding):
-            for index, direction, calibration, alpha in plan:
-                layer = vlm.layers[index]
-                layer.output = steer_hidden(layer.output, direction, mode, alpha, calibration)
+            for step in plan:
+                layer = vlm.layers[step.layer]
+                layer.output = steer_layer(layer.output, step.parts, mode)
             logits = vlm.nn.output.logits.save()
     return logits

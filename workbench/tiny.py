@@ -14,7 +14,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-TINY_ARCHS = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "paligemma", "gemma3")
+TINY_ARCHS = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "paligemma", "gemma3",
+              "lfm2_vl")
 
 # A small English vocabulary so prompts tokenize into real ids (unknown words become <unk>).
 _WORDS = tuple((
@@ -258,6 +259,28 @@ def _build_gemma3() -> tuple[torch.nn.Module, Any]:
     return Gemma3ForConditionalGeneration(config), processor
 
 
+def _build_lfm2_vl() -> tuple[torch.nn.Module, Any]:
+    """LFM2-VL: a hybrid conv/attention language model whose processor wants images nested per sample."""
+    from transformers import Lfm2VlConfig, Lfm2VlForConditionalGeneration, Lfm2VlProcessor
+    from transformers.models.lfm2_vl.image_processing_lfm2_vl import Lfm2VlImageProcessor
+
+    specials = ["<image>", "<|image_start|>", "<|image_end|>", "<|img_thumbnail|>"]
+    tokenizer = make_tokenizer(specials, image_token="<image>")
+    image_processor = Lfm2VlImageProcessor(do_image_splitting=False, use_thumbnail=False, min_image_tokens=4,
+                                           max_image_tokens=16, encoder_patch_size=8, tile_size=32,
+                                           downsample_factor=2)
+    processor = Lfm2VlProcessor(image_processor, tokenizer,
+                                chat_template=chat_template("USER: ", "<image>", " ASSISTANT:"))
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                layer_types=["full_attention", "conv", "full_attention"])
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=8,
+                  num_patches=256)
+    config = Lfm2VlConfig(text_config=text, vision_config=vision, image_token_id=tokenizer.image_token_id,
+                          projector_hidden_size=32, downsample_factor=2, tie_word_embeddings=False)
+    return Lfm2VlForConditionalGeneration(config), processor
+
+
 _BUILDERS: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
     "llava": _build_llava,
     "llava_next": _build_llava_next,
@@ -267,6 +290,7 @@ _BUILDERS: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
     "smolvlm": lambda: _build_idefics("smolvlm"),
     "paligemma": _build_paligemma,
     "gemma3": _build_gemma3,
+    "lfm2_vl": _build_lfm2_vl,
 }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..data import MAX_IMAGE_PIXELS, DatasetError, Record
 from ..models import VLM, load_vlm
@@ -27,7 +27,7 @@ from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
 from ..runs import RunStore
 from ..sources import load_dataset, source_of
 from ..stage1 import Stage1Result, load_stage1, run_stage1
-from ..steering import Steering, compare, generate, parse_layers
+from ..steering import RECORDED, Steering, compare, generate, parse_layers
 from ..vectors import SteeringVector
 
 STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
@@ -174,15 +174,20 @@ class Workbench:
         return vector
 
     # --- steering ----------------------------------------------------------------------------------
+    def recorded_steering(self, run_id: str) -> dict[str, Any]:
+        """The settings a run's vectors were made to be applied with (Stage II records its training settings);
+        empty when they record none (Stage I)."""
+        return dict(self.vector(run_id).metadata.get(RECORDED) or {})
+
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
         return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))
 
-    def compare(self, steering: Steering, image: Image.Image | None, prompt: str, max_new_tokens: int
+    def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int
                 ) -> dict[str, Any]:
         """Unsteered and steered outputs with their toxicity, refusal and visual consistency."""
         if not prompt or not prompt.strip():
             raise ValueError("type a prompt")
-        image = _checked_image(image)
+        image = open_image(image)
         row = compare(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
         return {"unsteered": row.unsteered, "steered": row.steered,
                 **self._scores(image, [row.unsteered, row.steered])}
@@ -194,14 +199,14 @@ class Workbench:
         return {"toxicity": scores.toxicity, "refused": scores.refused, "toxicity_scorer": toxicity.name,
                 "visual": scores.visual if measured else None}
 
-    def sweep(self, run_id: str, image: Image.Image | None, prompt: str, mode: str, layers: str | None,
+    def sweep(self, run_id: str, image: str | Path | Image.Image | None, prompt: str, mode: str, layers: str | None,
               alphas: Sequence[float], max_new_tokens: int, progress: Any = None) -> list[dict[str, Any]]:
         """One steered generation per strength: toxicity, refusal and visual consistency against α."""
         if not prompt or not prompt.strip():
             raise ValueError("type a prompt")
         if not alphas or len(alphas) > 25:
             raise ValueError("give between 1 and 25 strengths")
-        image = _checked_image(image)
+        image = open_image(image)
         vector = self.vector(run_id)
         rows = []
         for index, alpha in enumerate(alphas):
@@ -214,6 +219,25 @@ class Workbench:
                          "refusal": float(scores["refused"][0]),
                          "visual_consistency": scores["visual"][0] if scores["visual"] else None})
         return rows
+
+
+def open_image(image: str | Path | Image.Image | None) -> Image.Image | None:
+    """An uploaded image (a file path, as the playground sends it, or an image) as RGB; unreadable files and
+    decompression bombs get a message that says what to fix."""
+    if image is None or (isinstance(image, str) and not image):
+        return None
+    if isinstance(image, Image.Image):
+        return _checked_image(image)
+    try:
+        with Image.open(image) as opened:
+            opened.load()
+            loaded = opened.copy()
+    except Image.DecompressionBombError:
+        raise ValueError(f"the image is too large to open safely; resize it below {MAX_IMAGE_PIXELS // 10**6} "
+                         "megapixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ValueError("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
+    return _checked_image(loaded)
 
 
 def _checked_image(image: Image.Image | None) -> Image.Image | None:

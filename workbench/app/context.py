@@ -27,22 +27,6 @@ except ImportError:
         return function
 
 
-class SafeImage(gr.Image):
-    """gr.Image whose upload decoding fails with a message that says what to fix (Gradio's own says only
-    "Error"): unreadable files and decompression bombs."""
-
-    def preprocess(self, payload: Any) -> Any:
-        import PIL.Image
-
-        try:
-            image = super().preprocess(payload)
-        except PIL.Image.DecompressionBombError:
-            raise gr.Error("the image is too large to open safely; resize it below 40 megapixels") from None
-        except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise gr.Error("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
-        return image  # the size limit is checked where every image enters the backend (backend._checked_image)
-
-
 # Every run picker: (component name in ctx.ui, which run kinds it lists).
 RUN_PICKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stage1_reopen", ("stage1",)), ("play_run", ("stage1", "stage2")), ("eval_run", ("stage1", "stage2")),
@@ -84,6 +68,23 @@ class AppContext:
 
     def pickers(self) -> list[Any]:
         return [self.ui[name] for name, _ in RUN_PICKERS]
+
+
+def adopt_recorded_steering(ctx: AppContext, run_id: str | None) -> list[Any]:
+    """When a visitor picks a run, its vectors' recorded settings fill mode, α and layers (and say so)."""
+    if not run_id:
+        return [gr.update(), gr.update(), gr.update(), ""]
+    try:
+        recorded = ctx.wb.recorded_steering(run_id)
+    except (ValueError, FileNotFoundError) as error:
+        return [gr.update(), gr.update(), gr.update(), user_message(error)]
+    if not recorded:
+        return [gr.update(), gr.update(), gr.update(), "These vectors record no steering settings (Stage I): mode, "
+                "α and layers are yours to choose."]
+    layers = recorded.get("layers")
+    return [recorded.get("mode", gr.update()), recorded.get("alpha", gr.update()),
+            ",".join(map(str, layers)) if layers else "",
+            "Mode, α and layers set to what these vectors were trained with; change any to override."]
 
 
 def run_picker(label: str, **options: Any) -> gr.Dropdown:

@@ -102,20 +102,24 @@ def _spread(records: list, limit: int) -> list:
 
 
 # --- exports ---------------------------------------------------------------------------------------
-def export_vectors(wb: Workbench, run_id: str, fmt: str) -> Path:
-    """The run's vectors as safetensors (with the .json sidecar) or as a llama.cpp GGUF control vector."""
+def export_vectors(wb: Workbench, run_id: str, fmt: str, alpha: float | None = None,
+                   mode: str = "additive") -> tuple[Path, str]:
+    """The run's vectors as safetensors (with the .json sidecar), or as a llama.cpp GGUF control vector holding
+    the vector steering adds at strength `alpha` (adaptive only as a labelled approximation); (path, note)."""
     vector = wb.vector(run_id)
     out = wb.runs.path(run_id) / "export"
     if fmt == "safetensors":
         path = out / f"{run_id}-vectors.safetensors"
         vector.save(path)
-    elif fmt == "gguf":
-        path = out / f"{run_id}-vectors.gguf"
-        out.mkdir(parents=True, exist_ok=True)
-        vector.to_gguf(path)
-    else:
+        return path, "safetensors with the vector's metadata (.json beside it)"
+    if fmt != "gguf":
         raise ValueError(f"unknown vector format {fmt!r}; use safetensors or gguf")
-    return path
+    if alpha is None:
+        raise ValueError("GGUF holds the vector llama.cpp adds as is: give the strength α (for additive steering "
+                         "a negative α defends)")
+    path = out / f"{run_id}-{mode}-alpha{alpha:g}.gguf"
+    out.mkdir(parents=True, exist_ok=True)
+    return path, vector.to_gguf(path, float(alpha), mode, approximate=mode == "adaptive")
 
 
 def stage1_figures(wb: Workbench, run_id: str, layer: int | None = None, projection: str = "pca") -> dict:

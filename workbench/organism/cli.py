@@ -54,7 +54,7 @@ def train_command(args: argparse.Namespace) -> int:
 def check_command(args: argparse.Namespace) -> int:
     from ..io import atomic_write_text
     from ..models import load_vlm
-    from ..steering import Steering
+    from ..steering import steering_for
     from ..vectors import SteeringVector
     from .check import run_check
 
@@ -64,7 +64,8 @@ def check_command(args: argparse.Namespace) -> int:
         vector = SteeringVector.load(args.vectors[0])
         for path in args.vectors[1:]:
             vector = vector + SteeringVector.load(path)
-        steering = Steering(vector, args.mode, args.alpha, args.layers, args.steer_at)
+        steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
+        print(note)
     result = run_check(vlm, steering, per_group=args.per_group)
     print(result.table())
     if args.json:

@@ -11,7 +11,14 @@ from ...plots import metrics_figure
 from ...report import metrics_table
 from ...rules import modes
 from ...sources import dataset_choices, default_dataset
-from ..context import AppContext, friendly_errors, gpu_task, progress_callback, run_picker
+from ..context import (
+    AppContext,
+    adopt_recorded_steering,
+    friendly_errors,
+    gpu_task,
+    progress_callback,
+    run_picker,
+)
 from ..jobs import run_evaluation
 
 
@@ -36,6 +43,7 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             ui["eval_go"] = gr.Button("Evaluate", variant="primary")
             ui["eval_cancel"] = gr.Button("Cancel")
+        ui["eval_settings_note"] = gr.Markdown()
         ui["eval_summary"] = gr.Markdown()
         ui["eval_plot"] = gr.Plot(label="Unsteered vs steered")
         ui["eval_examples"] = gr.Dataframe(headers=["source", "label", "prompt", "unsteered", "steered"],
@@ -73,4 +81,7 @@ def wire(ctx: AppContext) -> None:
                              ui["eval_layers"], ui["eval_tokens"]],
                         [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], *ctx.pickers()],
                         api_name="evaluate")
+    ui["eval_run"].input(lambda run_id: adopt_recorded_steering(ctx, run_id), ui["eval_run"],
+                         [ui["eval_mode"], ui["eval_alpha"], ui["eval_layers"], ui["eval_settings_note"]],
+                         api_visibility="private")
     ui["eval_cancel"].click(ctx.cancel, None, ui["eval_summary"], queue=False, api_visibility="private")

@@ -17,10 +17,17 @@ def build(ctx: AppContext) -> None:
             ui["export_run"] = run_picker("Run", scale=3)
             ui["export_layer"] = gr.Textbox("", label="Layer for Stage I figures (empty = best)", max_lines=1)
         with gr.Row():
+            ui["export_gguf_mode"] = gr.Radio(["additive", "adaptive"], value="additive", label="GGUF: steering",
+                                              info="llama.cpp adds a constant vector: additive is exact; adaptive "
+                                              "is exported as a labelled approximation (-α·‖h̄‖·v̂)")
+            ui["export_alpha"] = gr.Number(None, label="GGUF: strength α (in the file)",
+                                           info="additive: a negative α defends; llama.cpp: --control-vector FILE")
+        with gr.Row():
             ui["export_st"] = gr.Button("Vectors (.safetensors)")
             ui["export_gguf"] = gr.Button("Vectors (GGUF control vector)")
             ui["export_png"] = gr.Button("Figures (PNG + SVG, zip)")
             ui["export_nb"] = gr.Button("Notebook (.ipynb)")
+        ui["export_note"] = gr.Textbox(label="What was written", interactive=False, max_lines=3)
         ui["export_file"] = gr.File(label="Download", interactive=False)
 
 
@@ -33,12 +40,14 @@ def wire(ctx: AppContext) -> None:
         return run_id
 
     @friendly_errors
-    def vectors(run_id: str | None) -> str:
-        return str(export_vectors(ctx.wb, need(run_id), "safetensors"))
+    def vectors(run_id: str | None) -> tuple[str, str]:
+        path, note = export_vectors(ctx.wb, need(run_id), "safetensors")
+        return str(path), note
 
     @friendly_errors
-    def gguf(run_id: str | None) -> str:
-        return str(export_vectors(ctx.wb, need(run_id), "gguf"))
+    def gguf(run_id: str | None, mode: str, alpha: float | None) -> tuple[str, str]:
+        path, note = export_vectors(ctx.wb, need(run_id), "gguf", alpha, mode)
+        return str(path), note
 
     @friendly_errors
     def figures(run_id: str | None, layer: str | None) -> str:
@@ -51,7 +60,8 @@ def wire(ctx: AppContext) -> None:
     def notebook(run_id: str | None) -> str:
         return str(export_notebook(ctx.wb, need(run_id)))
 
-    ui["export_st"].click(vectors, ui["export_run"], ui["export_file"], api_name="export_vectors")
-    ui["export_gguf"].click(gguf, ui["export_run"], ui["export_file"], api_name="export_gguf")
+    ui["export_st"].click(vectors, ui["export_run"], [ui["export_file"], ui["export_note"]], api_name="export_vectors")
+    ui["export_gguf"].click(gguf, [ui["export_run"], ui["export_gguf_mode"], ui["export_alpha"]],
+                            [ui["export_file"], ui["export_note"]], api_name="export_gguf")
     ui["export_png"].click(figures, [ui["export_run"], ui["export_layer"]], ui["export_file"], api_name="export_plots")
     ui["export_nb"].click(notebook, ui["export_run"], ui["export_file"], api_name="export_notebook")

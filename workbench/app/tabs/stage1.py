@@ -12,7 +12,7 @@ from ...sources import default_dataset
 from ..context import AppContext, friendly_errors, gpu_task, progress_callback, run_picker
 from ..jobs import stage1_figures
 
-SCORE_HEADERS = ["layer", "probe accuracy", "AUROC", "Cohen's d"]
+SCORE_HEADERS = ["layer", "probe accuracy", "AUROC (held out)", "Cohen's d (held out)", "AUROC in sample"]
 
 
 def build(ctx: AppContext) -> None:
@@ -55,17 +55,19 @@ def _views(ctx: AppContext, run_id: str, layer: int | None, projection: str) -> 
 def _show(ctx: AppContext, run_id: str, projection: str) -> list[Any]:
     result = ctx.wb.stage1(run_id)
     best = result.best_layer()
-    rows = [[s.layer, round(s.probe_accuracy, 3), round(s.auroc, 3), round(s.separation, 2)] for s in result.scores]
+    rows = [[s.layer, round(s.probe_accuracy, 3), round(s.auroc, 3), round(s.separation, 2),
+             round(s.auroc_in_sample, 3)] for s in result.scores]
     info = ctx.wb.runs.info(run_id)
-    suggested = ",".join(map(str, result.suggested_layers()))
-    summary = (f"Run `{run_id}` · data `{info.get('data')}` · {info.get('records')} records · "
-               f"best layer by AUROC: **{best}** (probe accuracy {result.scores[best].probe_accuracy:.2f}) · "
-               f"suggested steering layers: **{suggested}** (set in the playground, Stage II and Evaluate). "
-               "Directions point from benign to harmful.")
+    layers = result.suggested_layers()
+    suggested = ",".join(map(str, layers))
+    summary = (f"Run `{run_id}` · data `{info.get('data')}` · {info.get('records')} records · {result.verdict()}"
+               + (" (set in the playground, Stage II and Evaluate)." if layers else
+                  ". The layer boxes are left as they were: steering along these directions is not supported "
+                  "by the data.") + " Directions point from benign to harmful; AUROC and d are held out.")
     chart, scatter, heatmap = _views(ctx, run_id, best, projection)
     slider = gr.update(minimum=0, maximum=result.activations.num_layers - 1, value=best)
-    return [run_id, summary, chart, rows, slider, scatter, heatmap, suggested, suggested, suggested,
-            *ctx.refresh_pickers(run_id)]
+    boxes = [suggested] * 3 if layers else [gr.update()] * 3
+    return [run_id, summary, chart, rows, slider, scatter, heatmap, *boxes, *ctx.refresh_pickers(run_id)]
 
 
 def wire(ctx: AppContext) -> None:
