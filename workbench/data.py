@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def _check_image(path: Path, where: str) -> None:
 
 
 def _make_record(row: dict, base: Path, where: str, default_source: str, confine: bool = False) -> Record:
-    missing = [c for c in REQUIRED_COLUMNS if row.get(c) in (None, "")]
+    missing = [c for c in REQUIRED_COLUMNS if not str(row.get(c) or "").strip()]
     if missing:
         raise DatasetError(f"{where}: missing {', '.join(missing)} (each record needs prompt and label; "
                            "image and source are optional)")
@@ -121,16 +122,17 @@ def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
 def read_csv(path: str | Path, confine: bool = False) -> list[Record]:
     """Read a CSV file with a header row: prompt, label and optional image, source columns."""
     path = Path(path)
-    reader = csv.DictReader(_read_text(path).splitlines())
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))  # quoted newlines stay in their field
     columns = [c.strip().lower() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise DatasetError(f"{path.name} line 1: header lacks column(s) {', '.join(missing)}; found "
                            f"{', '.join(columns) or 'nothing'} (a comma-separated header is expected)")
     records = []
-    for number, row in enumerate(reader, start=2):
-        clean = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None}
-        records.append(_make_record(clean, path.parent, f"{path.name} line {number}", path.stem, confine))
+    for row in reader:
+        clean = {(k or "").strip().lower(): v or "" for k, v in row.items() if k is not None}
+        clean = {k: v if k == "prompt" else v.strip() for k, v in clean.items()}  # the prompt stays byte-exact
+        records.append(_make_record(clean, path.parent, f"{path.name} line {reader.line_num}", path.stem, confine))
     return _nonempty(records, path)
 
 

@@ -1,0 +1,51 @@
+"""What a visitor may do: a trusted local user, or an untrusted visitor of a hosted app (Spaces, a LAN).
+
+Hosting mode is on when the app binds a non-loopback address or runs on Hugging Face Spaces (`SPACE_ID`),
+or with `--hosted`; `--trusted-local` turns it off. In hosting mode datasets come only from the listed
+sources (the benchmark catalog downloads into its own hub cache) or the visitor's uploads, never from a
+server path (`--allow-server-paths` allows them for a host that wants it), and nobody can load another
+model for everyone. Limits that protect the one shared model apply in both modes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+MAX_PROMPT_CHARS = 4000  # a prompt holds the one model for everyone: 96,000 characters took 20 s on the organism
+UPLOADS_QUOTA_BYTES = 1024 * 2**20  # staged uploads kept on disk in all; the oldest go first
+SERVER_PATH_REFUSED = ("choose one of the listed datasets or upload your own file: this app does not open "
+                       "paths on its server")
+
+
+@dataclass(frozen=True)
+class HostPolicy:
+    """Whether visitors are trusted with the server's files and the shared model."""
+
+    hosted: bool
+    allow_server_paths: bool
+
+    @property
+    def allow_model_switch(self) -> bool:
+        return not self.hosted
+
+    def describe(self) -> str:
+        if not self.hosted:
+            return "trusted local use: server paths and model switching allowed"
+        return ("hosting mode: listed datasets and your own uploads only"
+                + (" (server paths allowed by the host)" if self.allow_server_paths else "")
+                + "; the model is fixed by the host")
+
+
+def host_policy(host: str, hosted: bool | None = None, trusted_local: bool = False,
+                allow_server_paths: bool = False, environ: Mapping[str, str] = os.environ) -> HostPolicy:
+    """The policy for an app bound to `host`: hosted when asked, on Spaces, or reachable from elsewhere."""
+    if trusted_local:
+        is_hosted = False
+    elif hosted is not None:
+        is_hosted = hosted
+    else:
+        is_hosted = bool(environ.get("SPACE_ID")) or host not in LOOPBACK
+    return HostPolicy(is_hosted, allow_server_paths or not is_hosted)
