@@ -71,3 +71,33 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     download.value.save_as(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5_000
     assert not PROBLEMS, PROBLEMS
+
+
+def test_a_run_label_with_html_renders_as_text(page, organism_app: tuple[str, Path]) -> None:
+    """A stored label (a run's data name) shown to every visitor must never become markup."""
+    import json
+    import shutil
+
+    from playwright.sync_api import expect
+
+    runs = organism_app[1]
+    if not any(p.name.startswith("stage1-") for p in runs.iterdir()):  # run alone: make a Stage I run first
+        from gradio_client import Client
+
+        Client(organism_app[0], verbose=False).predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")
+    source = next(p for p in sorted(runs.iterdir()) if p.name.startswith("stage1-"))
+    target = runs / (source.name[:-4] + "beef")
+    shutil.copytree(source, target)
+    info = json.loads((target / "run.json").read_text())
+    info.update(id=target.name, data='<div id="injected" style="position:fixed;inset:0">log in</div>')
+    (target / "run.json").write_text(json.dumps(info))
+    page.reload()
+    page.get_by_role("tab", name="Stage I: directions").click()
+    picker = page.get_by_label("…or reopen a saved Stage I run")
+    picker.fill(target.name)
+    picker.press("Enter")
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(page.get_by_text(f"Run {target.name}", exact=False)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text('<div id="injected"', exact=False)).to_be_visible()  # shown as text
+    assert page.locator("#injected").count() == 0
+    assert not PROBLEMS, PROBLEMS

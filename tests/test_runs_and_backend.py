@@ -121,7 +121,9 @@ def test_a_notebook_for_an_uploaded_dataset_points_at_the_staged_copy(tmp_path: 
     wb = Workbench("tiny-random:llava", tmp_path / "runs")
     records, label = wb.dataset("", str(data))
     run_id = wb.run_stage1(records, label, "last", "mean_diff")
-    notebook = json.loads(export_notebook(wb, run_id).read_text())
+    path = export_notebook(wb, run_id)
+    notebook = json.loads(path.read_text())
     source = "".join("".join(cell["source"]) for cell in notebook["cells"])
-    staged = Path(re.search(r"DATA = '([^']+)'", source).group(1))
+    staged = path.parent / re.search(r"DATA = '([^']+)'", source).group(1)  # relative to the notebook
     assert staged.is_file() and staged.read_text() == data.read_text()
+    assert str(tmp_path) not in source and "/work/" not in source  # no server path in the artefact

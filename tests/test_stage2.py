@@ -82,8 +82,9 @@ def _run(tmp_path, steps: int, resume: bool = False, **overrides) -> Stage2Run:
     vector = SteeringVector({1: torch.randn(32, generator=generator), 2: torch.randn(32, generator=generator)},
                             {1: torch.zeros(32), 2: torch.zeros(32)}, {"model": vlm.spec, "num_layers": 3})
     rewards = RewardModel(ToxicityScorer.fallback(), None, RewardWeights())
-    config = Stage2Config(steps=steps, prompts_per_step=3, samples_per_prompt=3, max_new_tokens=6,
-                          checkpoint_every=1, learning_rate=0.1, **overrides)
+    settings = dict(prompts_per_step=3, samples_per_prompt=3, max_new_tokens=6, checkpoint_every=1,
+                    learning_rate=0.1)
+    config = Stage2Config(steps=steps, **{**settings, **overrides})
     return Stage2Run(vlm, vector, _records(), rewards, config, tmp_path / "run", resume=resume)
 
 
@@ -129,6 +130,21 @@ def test_resume_continues_from_the_checkpoint_step_and_optimizer_state(tmp_path)
     resumed.run(show_bar=False)
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
+
+
+def test_resume_refuses_changed_settings_and_inputs_naming_them(tmp_path) -> None:
+    _run(tmp_path, steps=1).run(show_bar=False)
+    with pytest.raises(ValueError, match=r"learning_rate, alpha differ from the saved run"):  # (in field order)
+        _run(tmp_path, steps=2, resume=True, learning_rate=5.0, alpha=7.0)
+    vlm = tiny("llava")
+    other = SteeringVector({1: torch.ones(32), 2: torch.ones(32)}, {1: torch.zeros(32), 2: torch.zeros(32)},
+                           {"model": vlm.spec, "num_layers": 3})
+    config = Stage2Config(steps=2, prompts_per_step=3, samples_per_prompt=3, max_new_tokens=6, checkpoint_every=1,
+                          learning_rate=0.1)
+    with pytest.raises(ValueError, match="the data and the vectors differ"):
+        Stage2Run(vlm, other, _records()[:2], RewardModel(ToxicityScorer.fallback(), None, RewardWeights()), config,
+                  tmp_path / "run", resume=True)
+    assert _run(tmp_path, steps=2, resume=True).step == 1  # the same settings and inputs resume
 
 
 def test_existing_run_is_not_overwritten_and_bad_config_is_explained(tmp_path) -> None:

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "and DIR/layer_scores.csv. Directions point from benign to harmful.")
     add_model_args(stage1)
     stage1.add_argument("--data", required=True, help="dataset: .jsonl or .csv (prompt, label, image, source)")
-    stage1.add_argument("--out", required=True, help="output folder")
+    stage1.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
+    stage1.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     stage1.add_argument("--position", default="last", choices=POSITIONS, help="which token(s) to record")
     stage1.add_argument("--method", default="mean_diff", choices=METHODS, help="direction per layer")
     stage1.add_argument("--batch-size", type=int, default=8)
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--vectors", default=None, help="vectors.safetensors (Stage I or II)")
     evaluation.add_argument("--data", required=True, help="dataset: .jsonl/.csv, organism:test, or a benchmark "
                             "name such as advbench or xstest:/path/to/copy")
-    evaluation.add_argument("--out", required=True, help="output folder")
+    evaluation.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
+    evaluation.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     add_steering_args(evaluation)
     evaluation.add_argument("--max-new-tokens", type=int, default=EVAL.max_new_tokens)
     evaluation.add_argument("--batch-size", type=int, default=EVAL.batch_size)
@@ -147,6 +149,7 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     from .stage2 import Stage2Run
     from .vectors import SteeringVector
 
+    _check_out(args.out, "stage2", overwrite=False, resume=args.resume)
     config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
                           temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
                           learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
@@ -165,6 +168,33 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
 
 
+def _check_out(out: str, kind: str, overwrite: bool, resume: bool = False) -> None:
+    """Before any work: --out must be a new or empty folder (or --overwrite); a Stage II --resume needs a
+    Stage II run there. Nothing another command made is replaced by accident."""
+    import json
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    made_by = None
+    if (path / "run.json").is_file():
+        try:
+            made_by = json.loads((path / "run.json").read_text(encoding="utf-8")).get("kind")
+        except (json.JSONDecodeError, AttributeError):
+            made_by = "unknown"
+    elif (path / "config.json").is_file() and (path / "metrics.jsonl").exists():
+        made_by = "stage2"
+    if resume:
+        if made_by != "stage2" or not (path / "checkpoint.safetensors").is_file():
+            raise ValueError(f"--resume: {out} holds no Stage II checkpoint to continue; drop --resume to start a "
+                             "new run there")
+        return
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        what = f"a {made_by} run" if made_by else "files"
+        raise FileExistsError(f"--out {out} already holds {what}; choose a new folder"
+                              + ("" if kind == "stage2" else " or pass --overwrite") + " (nothing was changed)")
+
+
 def _write_run_info(out: str, kind: str, args: argparse.Namespace, **settings: object) -> None:
     """run.json: what made this folder, so `notebook --run` can reproduce it."""
     from .runs import write_run_info
@@ -180,6 +210,9 @@ def run_eval_command(args: argparse.Namespace) -> None:
     from .steering import steering_for
     from .vectors import SteeringVector
 
+    _check_out(args.out, "eval", args.overwrite)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
     vector = SteeringVector.load(args.vectors) if args.vectors else None
     records = load_dataset(args.data)[: args.limit]
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
@@ -242,6 +275,7 @@ def run_stage1_command(args: argparse.Namespace) -> None:
     from .sources import load_dataset
     from .stage1 import run_stage1
 
+    _check_out(args.out, "stage1", args.overwrite)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     result = run_stage1(vlm, records, args.position, args.method, args.batch_size)
@@ -254,8 +288,9 @@ def run_stage1_command(args: argparse.Namespace) -> None:
 
 
 def run_steer_command(args: argparse.Namespace) -> None:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    from .data import MAX_IMAGE_PIXELS
     from .models import load_vlm
     from .steering import compare, steering_for
     from .vectors import SteeringVector
@@ -263,9 +298,20 @@ def run_steer_command(args: argparse.Namespace) -> None:
     vector = SteeringVector.load(args.vectors)
     image = None
     if args.image:
+        if Path(args.image).is_dir():
+            raise ValueError(f"--image {args.image} is a folder; give an image file")
         if not Path(args.image).is_file():
             raise FileNotFoundError(f"--image {args.image} does not exist")
-        image = Image.open(args.image).convert("RGB")
+        try:
+            with Image.open(args.image) as opened:
+                if opened.width * opened.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"--image is {opened.width}x{opened.height}; resize it below "
+                                     f"{MAX_IMAGE_PIXELS:,} pixels")
+                image = opened.convert("RGB")
+        except Image.DecompressionBombError:
+            raise ValueError("--image is too large to open safely (a decompression bomb?); resize it") from None
+        except (UnidentifiedImageError, SyntaxError):
+            raise ValueError(f"--image {args.image} cannot be read as an image") from None
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     vector.check_compatible(vlm)
     made_for = vector.metadata.get("model")

@@ -31,18 +31,21 @@ class SteeringRule:
     apply: RuleFn
     needs_calibration: bool
     defence_sign: str
+    toward_harm: Callable[[float], bool] | None = None  # which strengths push toward harm (None: not stated)
 
 
 RULES: dict[str, SteeringRule] = {}
 
 
-def register_rule(name: str, apply: RuleFn, needs_calibration: bool, defence_sign: str) -> SteeringRule:
-    """Add a steering rule; it then appears in every mode choice (CLI, app) and in `Steering(mode=name)`."""
+def register_rule(name: str, apply: RuleFn, needs_calibration: bool, defence_sign: str,
+                  toward_harm: Callable[[float], bool] | None = None) -> SteeringRule:
+    """Add a steering rule; it then appears in every mode choice (CLI, app) and in `Steering(mode=name)`.
+    `toward_harm(alpha)` says which strengths amplify the harmful direction (a hosted app refuses those)."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"a rule name is a word such as 'additive', got {name!r}")
     if name in RULES:
         raise ValueError(f"steering rule {name!r} is already registered")
-    RULES[name] = SteeringRule(name, apply, needs_calibration, defence_sign)
+    RULES[name] = SteeringRule(name, apply, needs_calibration, defence_sign, toward_harm)
     return RULES[name]
 
 
@@ -84,6 +87,9 @@ def _adaptive(h: torch.Tensor, unit: torch.Tensor, direction: torch.Tensor, alph
     return h - alpha * strength.unsqueeze(-1) * unit
 
 
-register_rule("additive", _additive, needs_calibration=False, defence_sign="negative alpha defends")
-register_rule("ablation", _ablation, needs_calibration=False, defence_sign="alpha=1 removes the direction")
-register_rule("adaptive", _adaptive, needs_calibration=True, defence_sign="positive alpha defends")
+register_rule("additive", _additive, needs_calibration=False, defence_sign="negative alpha defends",
+              toward_harm=lambda alpha: alpha > 0)
+register_rule("ablation", _ablation, needs_calibration=False, defence_sign="alpha=1 removes the direction",
+              toward_harm=lambda alpha: alpha < 0)
+register_rule("adaptive", _adaptive, needs_calibration=True, defence_sign="positive alpha defends",
+              toward_harm=lambda alpha: alpha < 0)

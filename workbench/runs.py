@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .io import atomic_write_text
+from .runlock import RunLock
 
 KINDS = ("stage1", "stage2", "eval")
 _RUN_ID = re.compile(r"^(stage1|stage2|eval)-\d{8}-\d{6}-[0-9a-f]{4}$")
@@ -64,7 +65,15 @@ class RunStore:
         return folder
 
     def info(self, run_id: str) -> dict:
-        return json.loads((self.path(run_id) / RUN_INFO).read_text(encoding="utf-8"))
+        """run.json, with a "running" status corrected to "interrupted" when no process writes the run any more
+        (a job killed mid-way cannot say so itself)."""
+        folder = self.path(run_id)
+        info = json.loads((folder / RUN_INFO).read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ValueError(f"run {run_id} has a damaged run.json (not an object)")
+        if info.get("status") == "running" and RunLock(folder).owner() is None:
+            info["status"] = "interrupted (its process stopped; resume it)"
+        return info
 
     def update(self, run_id: str, **fields: object) -> None:
         """Add fields to run.json (e.g. a status or a summary), atomically."""

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,12 @@ from .preference import (
 from .progress import Cancelled, ProgressFn
 from .rewards.combined import RewardModel, RewardWeights
 from .rules import get_rule
+from .runlock import RunLock
 from .stage2_store import Stage2Store
 from .steering import RECORDED, LayerStep, Mode, Part, Steering, generate_ids
 from .vectors import SteeringVector
 
-CONFIG_FIELDS_THAT_MUST_MATCH = ("mode", "layers", "objective", "pairing", "reference", "train_strength", "seed",
-                                 "prompts_per_step", "samples_per_prompt", "advantage_norm")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every")  # a resumed run may train longer or checkpoint more often
 PROMPT_SEED_STRIDE = 1_000_003  # step-seeded prompt draws: seed * stride + step (resume draws the same prompts)
 SAMPLE_SEED_STRIDE = 7919  # step-seeded sampling: seed * stride + step
 REFERENCES = ("initial", "unsteered")
@@ -194,6 +194,8 @@ class Stage2Run:
         self.vlm, self.base, self.records, self.rewards, self.config = vlm, vector, list(records), rewards, config
         self.out = Path(out_dir)
         self.store = Stage2Store(self.out)
+        self.lock = RunLock(self.out)
+        self.lock.check_free()  # another job is writing this run: refuse before touching anything
         layers = config.layers if config.layers is not None else vector.layers
         vector.select(list(layers))  # names missing layers
         self.params = TrainableSteering(vector, layers, config.mode, config.alpha, config.train_strength)
@@ -202,11 +204,16 @@ class Stage2Run:
         self.optimizer = torch.optim.Adam([p for p in self.params.parameters() if p.requires_grad],
                                           lr=config.learning_rate)
         self.step = 0
-        if resume and self.store.can_resume():
-            self.store.check_same_settings(asdict(config), asdict(Stage2Config()), CONFIG_FIELDS_THAT_MUST_MATCH)
+        inputs = {"data": dataset_hash(self.records), "vectors": vector.fingerprint()}
+        if resume:
+            if not self.store.can_resume():
+                raise ValueError(f"{self.out} holds no Stage II checkpoint to resume; start a new run instead")
+            must_match = [f.name for f in fields(Stage2Config) if f.name not in RESUMABLE_CHANGES]
+            self.store.check_same_settings(asdict(config), asdict(Stage2Config()), must_match)
+            self.store.check_same_inputs(inputs)
             self.step = self.store.load_checkpoint(self.params, self.optimizer)
         else:
-            self.store.start(asdict(config), rewards.describe())
+            self.store.start(asdict(config), rewards.describe(), inputs)
 
     def _sample(self, step: int) -> tuple[list[Record], list[Item]]:
         rng = random.Random(self.config.seed * PROMPT_SEED_STRIDE + step)
@@ -271,6 +278,7 @@ class Stage2Run:
         Cancelling saves a checkpoint first, so `resume` loses nothing."""
         from tqdm.auto import tqdm
 
+        self.lock.acquire()  # one writer per run folder, for as long as it trains
         bar = tqdm(total=self.config.steps, initial=self.step, desc="Stage II", disable=not show_bar)
         try:
             while self.step < self.config.steps:
@@ -287,16 +295,17 @@ class Stage2Run:
                     progress(self.step, self.config.steps, "Stage II")
                 if on_step is not None:
                     on_step(metrics)
+            recorded = {"mode": self.config.mode, "alpha": self.config.alpha, "layers": list(self.params.layers),
+                        "steer_at": TrainableSteering.steer_at}  # what training applied: use it unless overridden
+            vector = self.params.to_vector(self.base, {
+                "stage": "II", "stage2": asdict(self.config), "rewards": self.rewards.describe(), RECORDED: recorded,
+                "training_data_hash": dataset_hash(self.records), "run": self.out.name,
+                "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
+            vector.save(self.store.vectors)
+            return vector
         finally:
             bar.close()
-        recorded = {"mode": self.config.mode, "alpha": self.config.alpha, "layers": list(self.params.layers),
-                    "steer_at": TrainableSteering.steer_at}  # what training applied: use it unless overridden
-        vector = self.params.to_vector(self.base, {
-            "stage": "II", "stage2": asdict(self.config), "rewards": self.rewards.describe(), RECORDED: recorded,
-            "training_data_hash": dataset_hash(self.records), "run": self.out.name,
-            "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
-        vector.save(self.store.vectors)
-        return vector
+            self.lock.release()
 
 
-__all__ = ["CONFIG_FIELDS_THAT_MUST_MATCH", "Stage2Config", "Stage2Run", "StepMetrics", "TrainableSteering"]
+__all__ = ["RESUMABLE_CHANGES", "Stage2Config", "Stage2Run", "StepMetrics", "TrainableSteering"]

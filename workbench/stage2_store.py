@@ -33,15 +33,16 @@ class Stage2Store:
     def checkpoint(self) -> Path:
         return self.folder / CHECKPOINT
 
-    def start(self, config: Mapping[str, Any], rewards: Mapping[str, Any]) -> None:
-        """A new run: refuse a folder that already holds one, then write config.json, rewards.json and an
-        empty metrics.jsonl."""
+    def start(self, config: Mapping[str, Any], rewards: Mapping[str, Any], inputs: Mapping[str, str]) -> None:
+        """A new run: refuse a folder that already holds one, then write config.json, rewards.json, inputs.json
+        (what the data and the starting vectors hash to) and an empty metrics.jsonl."""
         if self.checkpoint.exists() or (self.folder / VECTORS).exists():
             raise FileExistsError(f"{self.folder} already holds a Stage II run; resume it to continue, "
                                   "or choose a new output folder (nothing was overwritten)")
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.folder / "config.json", json.dumps(config, indent=2))
         atomic_write_text(self.folder / "rewards.json", json.dumps(rewards, indent=2))
+        atomic_write_text(self.folder / "inputs.json", json.dumps(dict(inputs), indent=2))
         (self.folder / METRICS).write_text("")
 
     def can_resume(self) -> bool:
@@ -55,6 +56,17 @@ class Stage2Store:
         if changed:
             raise ValueError(f"cannot resume {self.folder}: {', '.join(changed)} differ from the saved run; "
                              "use the same settings or a new output folder")
+
+    def check_same_inputs(self, inputs: Mapping[str, str]) -> None:
+        """Refuse to resume on other data or from other vectors than the run started with."""
+        path = self.folder / "inputs.json"
+        if not path.is_file():
+            return  # a run saved before inputs were recorded: nothing to compare against
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        changed = [k for k in saved if saved[k] != inputs.get(k)]
+        if changed:
+            raise ValueError(f"cannot resume {self.folder}: the {' and the '.join(changed)} differ from the ones it "
+                             "started with; use them, or start a new run")
 
     def save_checkpoint(self, step: int, params: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Parameters, optimiser state and step, atomically (sampling is seeded by step: no RNG state needed)."""

@@ -6,6 +6,7 @@ safetensors header; a sibling `.json` repeats the metadata for people. Nothing i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -76,6 +77,17 @@ class SteeringVector:
     def layers(self) -> list[int]:
         """Every layer any summand steers."""
         return sorted(set(self.directions).union(*(a.directions for a in self.addends)))
+
+    def fingerprint(self) -> str:
+        """A short hash of every summand's directions, calibration and scales (what a run started from)."""
+        digest = hashlib.sha256()
+        for part in self.components():
+            for name, table in (("d", part.directions), ("c", part.calibration)):
+                for layer in sorted(table):
+                    digest.update(f"{name}{layer}".encode())
+                    digest.update(table[layer].detach().float().cpu().contiguous().numpy().tobytes())
+            digest.update(json.dumps(sorted(part.scales.items())).encode())
+        return digest.hexdigest()[:16]
 
     def components(self) -> list[SteeringVector]:
         """The summands as plain vectors: this one's own part first, then its addends."""
@@ -170,8 +182,10 @@ class SteeringVector:
                 (directions if kind == "direction" else calibration)[int(layer)] = tensor.float()
         try:
             metadata = json.loads(header.get("metadata", "{}"))
-        except json.JSONDecodeError:
-            raise VectorFileError(f"{path.name}: metadata is not valid JSON") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise VectorFileError(f"{path.name}: metadata is not valid JSON (or nested too deep)") from None
+        if not isinstance(metadata, dict):
+            raise VectorFileError(f"{path.name}: metadata must be a JSON object, found {type(metadata).__name__}")
         try:
             summands = [cls(*parts[i][:2], {}, parts[i][2]) for i in sorted(parts)]
             return _compose(summands, metadata) if summands else cls({}, metadata=metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .hosting import host_policy
 from .ui import CSS, THEME, create_app
 
 __all__ = ["create_app", "main", "default_model", "launch_options"]
@@ -20,9 +21,11 @@ def default_model() -> str:
 
 
 def launch_options(runs_dir: str | Path) -> dict:
-    """launch() arguments shared by app.py, tests and benchmarks: theme, upload limit, served folders."""
-    return dict(theme=THEME, css=CSS, max_file_size=MAX_UPLOAD, allowed_paths=[str(Path(runs_dir).resolve())],
-                footer_links=["api", "gradio", "settings"])
+    """launch() arguments shared by app.py, tests and benchmarks: theme, upload limit, served folders. No
+    folder is served as such: the runs folder is blocked (it holds every visitor's uploads and runs), and
+    exports reach the browser as copies in a temporary folder of their own."""
+    return dict(theme=THEME, css=CSS, max_file_size=MAX_UPLOAD, allowed_paths=[],
+                blocked_paths=[str(Path(runs_dir).resolve())], footer_links=["api", "gradio", "settings"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,8 +35,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--runs-dir", default="runs", help="where runs are kept (reopened after a restart)")
+    parser.add_argument("--hosted", action="store_true", default=None,
+                        help="hosting mode even on a loopback address (on by itself on Spaces or a non-loopback "
+                        "--host): listed datasets and uploads only, the model fixed")
+    parser.add_argument("--trusted-local", action="store_true", help="turn hosting mode off (you trust every visitor)")
+    parser.add_argument("--allow-server-paths", action="store_true",
+                        help="in hosting mode, still let visitors name dataset files on this server")
+    parser.add_argument("--allow-dual-use", action="store_true",
+                        help="in hosting mode, allow steering toward harm and jailbreak images on real models")
     args = parser.parse_args(argv)
-    app = create_app(args.model or default_model(), args.runs_dir)
+    policy = host_policy(args.host, args.hosted, args.trusted_local, args.allow_server_paths, args.allow_dual_use)
+    print(f"workbench: {policy.describe()}")
+    app = create_app(args.model or default_model(), args.runs_dir, policy)
     # One request at a time per model: nnsight traces are not thread-safe; other users see "queued".
     app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
                                                   **launch_options(args.runs_dir))

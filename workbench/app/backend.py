@@ -24,11 +24,13 @@ from ..models import VLM, load_vlm
 from ..rewards.responses import score_responses
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
+from ..rules import get_rule
 from ..runs import RunStore
-from ..sources import load_dataset, source_of
+from ..sources import dataset_choices, load_dataset, source_of
 from ..stage1 import Stage1Result, load_stage1, run_stage1
 from ..steering import RECORDED, Steering, compare, generate, parse_layers
 from ..vectors import SteeringVector
+from .hosting import DUAL_USE_REFUSED, MAX_PROMPT_CHARS, SERVER_PATH_REFUSED, UPLOADS_QUOTA_BYTES, HostPolicy
 
 STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
@@ -36,16 +38,18 @@ MAX_ZIP_FILES = 20_000
 
 
 def user_message(error: BaseException) -> str:
-    """The error's message with server paths reduced to file names (never show the server's folders)."""
-    return re.sub(r"(?:[A-Za-z]:)?(?:/[^/\s:'\"]+)+/([^/\s:'\"]+)", r"\1", str(error))
+    """The error's message with server paths reduced to file names (never show the server's folders); URLs
+    are left whole."""
+    return re.sub(r"(?<![\w:/.~])(?:[A-Za-z]:)?(?:/[^/\s:'\"]+)+/([^/\s:'\"]+)", r"\1", str(error))
 
 
 class Workbench:
     """The model (loaded on first use), the scorers, the runs folder and a small cache of reopened runs."""
 
-    def __init__(self, model_spec: str, runs_dir: str | Path) -> None:
+    def __init__(self, model_spec: str, runs_dir: str | Path, policy: HostPolicy | None = None) -> None:
         self.spec = model_spec
         self.runs = RunStore(runs_dir)
+        self.policy = policy or HostPolicy(hosted=False, allow_server_paths=True, allow_dual_use=True)
         self._vlm: VLM | None = None
         self._load_lock = threading.Lock()
         self._scorers: tuple[ToxicityScorer, ClipScorer | None] | None = None
@@ -73,6 +77,9 @@ class Workbench:
 
     def switch_model(self, spec: str) -> None:
         """Load another model (organism, tiny-random:<arch>, a folder or a hub id) in place of this one."""
+        if not self.policy.allow_model_switch:
+            raise ValueError("this app is hosted: its model is fixed by the host (every visitor shares it); run "
+                             "the workbench locally to load another model")
         spec = (spec or "").strip()
         if not spec:
             raise ValueError("type a model: organism, tiny-random:llava, a local folder or a Hugging Face id")
@@ -96,7 +103,12 @@ class Workbench:
         benchmark name. The label reopens the same records later (`records(label)`), e.g. to resume."""
         if upload:
             staged = self._stage_upload(upload, images_zip)
-            return load_dataset(staged, confine=True), staged.relative_to(self.runs.root).as_posix()
+            try:
+                records = load_dataset(staged, confine=True)
+            except BaseException:
+                shutil.rmtree(staged.parent, ignore_errors=True)  # a rejected upload leaves nothing behind
+                raise
+            return records, staged.relative_to(self.runs.root).as_posix()
         if not choice:
             raise DatasetError("choose a dataset or upload a .jsonl/.csv file")
         source = source_of(choice)
@@ -106,12 +118,16 @@ class Workbench:
         return self.records(choice), choice
 
     def records(self, label: str) -> list[Record]:
-        """Records for a label from `dataset()`: demo, a built-in or benchmark name, or a staged upload."""
+        """Records for a label from `dataset()`: demo, a built-in or benchmark name, or a staged upload. Server
+        paths only when the host allows them (never in hosting mode unless --allow-server-paths)."""
+        label = str(label or "")
         if label.startswith("uploads/"):
             path = (self.runs.root / label).resolve()
-            if self.runs.root not in path.parents:
+            if self.runs.root / "uploads" not in path.parents or not path.is_file():
                 raise DatasetError(f"{label!r} is not an upload of this app")
             return load_dataset(path, confine=True)
+        if not self.policy.allow_server_paths and label not in dataset_choices(self.spec):
+            raise DatasetError(SERVER_PATH_REFUSED)  # the same words whether or not such a path exists
         return load_dataset(label)
 
     def _stage_upload(self, upload: str, images_zip: str | None) -> Path:
@@ -126,6 +142,7 @@ class Workbench:
         target = folder / ("dataset" + source.suffix.lower())
         if target.exists():
             return target
+        self._trim_uploads()
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -138,6 +155,21 @@ class Workbench:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return target
+
+    def _trim_uploads(self) -> None:
+        """Keep staged uploads under the quota: the oldest go first (a run keeps its own records' label, so a
+        removed upload only means re-uploading to reopen it)."""
+        uploads = self.runs.root / "uploads"
+        if not uploads.is_dir():
+            return
+        folders = sorted((p for p in uploads.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
+        total = sum(sizes.values())
+        for folder in folders:
+            if total <= UPLOADS_QUOTA_BYTES - MAX_UPLOAD_BYTES * 5:  # room for one more upload and its zip
+                break
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= sizes[folder]
 
     # --- Stage I -----------------------------------------------------------------------------------
     def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
@@ -180,13 +212,24 @@ class Workbench:
         return dict(self.vector(run_id).metadata.get(RECORDED) or {})
 
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
+        self.check_dual_use(mode, float(alpha))
         return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))
+
+    def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
+        """In hosting mode, attacks (steering toward harm; with no mode, making jailbreak images) are for the
+        model organism only, unless the host allows them."""
+        if self.policy.allow_dual_use or self.spec == "organism":
+            return
+        if mode is None:
+            raise ValueError(DUAL_USE_REFUSED)
+        rule = get_rule(mode)
+        if alpha is not None and rule.toward_harm is not None and rule.toward_harm(alpha):
+            raise ValueError(DUAL_USE_REFUSED)
 
     def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int
                 ) -> dict[str, Any]:
         """Unsteered and steered outputs with their toxicity, refusal and visual consistency."""
-        if not prompt or not prompt.strip():
-            raise ValueError("type a prompt")
+        _check_prompt(prompt)
         image = open_image(image)
         row = compare(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
         return {"unsteered": row.unsteered, "steered": row.steered,
@@ -202,8 +245,7 @@ class Workbench:
     def sweep(self, run_id: str, image: str | Path | Image.Image | None, prompt: str, mode: str, layers: str | None,
               alphas: Sequence[float], max_new_tokens: int, progress: Any = None) -> list[dict[str, Any]]:
         """One steered generation per strength: toxicity, refusal and visual consistency against α."""
-        if not prompt or not prompt.strip():
-            raise ValueError("type a prompt")
+        _check_prompt(prompt)
         if not alphas or len(alphas) > 25:
             raise ValueError("give between 1 and 25 strengths")
         image = open_image(image)
@@ -212,6 +254,7 @@ class Workbench:
         for index, alpha in enumerate(alphas):
             if progress is not None:
                 progress(index, len(alphas), f"α = {alpha:g}")
+            self.check_dual_use(mode, float(alpha))
             steering = Steering(vector, mode, float(alpha), parse_layers(layers))
             text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
             scores = self._scores(image, [text])
@@ -219,6 +262,14 @@ class Workbench:
                          "refusal": float(scores["refused"][0]),
                          "visual_consistency": scores["visual"][0] if scores["visual"] else None})
         return rows
+
+
+def _check_prompt(prompt: str | None) -> None:
+    if not prompt or not prompt.strip():
+        raise ValueError("type a prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt is {len(prompt):,} characters; keep it under {MAX_PROMPT_CHARS:,} (the model "
+                         "is shared)")
 
 
 def open_image(image: str | Path | Image.Image | None) -> Image.Image | None:

@@ -5,9 +5,14 @@ error translation, progress and the GPU wrapper. Tabs import this module, never 
 from __future__ import annotations
 
 import functools
+import html
+import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -27,6 +32,7 @@ except ImportError:
         return function
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline markup; < > & are HTML-escaped; newlines go
 # Every run picker: (component name in ctx.ui, which run kinds it lists).
 RUN_PICKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stage1_reopen", ("stage1",)), ("play_run", ("stage1", "stage2")), ("eval_run", ("stage1", "stage2")),
@@ -54,20 +60,41 @@ class AppContext:
             return "Cancelling… the job stops at its next step and keeps what it finished."
         return "Nothing is running."
 
-    def refresh_pickers(self, select: str | None = None) -> list[Any]:
-        """Updated choices for every run picker, selecting `select` where it fits (the runs folder is read
-        once per kind, not once per picker)."""
+    def refresh_pickers(self, select: str | None = None, initial: bool = False) -> list[Any]:
+        """Updated choices for every run picker (the runs folder is read once per kind). A picker's value
+        changes only to `select`, the run the visitor just made, where it fits; on a new page (`initial`) the
+        newest run is shown; otherwise new runs are added, never selected (an evaluation does not swap the
+        vectors the playground uses)."""
         by_kind = {kind: self.wb.runs.choices(kind, self.wb.spec) for kind in KINDS}
         updates = []
         for _, kinds in RUN_PICKERS:
             choices = [choice for kind in kinds for choice in by_kind[kind]]
             ids = [value for _, value in choices]
-            value = select if select in ids else (ids[0] if ids else None)
-            updates.append(gr.update(choices=choices, value=value))
+            if select in ids:
+                updates.append(gr.update(choices=choices, value=select))
+            elif initial:
+                updates.append(gr.update(choices=choices, value=ids[0] if ids else None))
+            else:
+                updates.append(gr.update(choices=choices))
         return updates
 
     def pickers(self) -> list[Any]:
         return [self.ui[name] for name, _ in RUN_PICKERS]
+
+
+def deliver(path: str | Path) -> str:
+    """A copy of an artefact in a temporary folder of its own, for the browser to download: the runs folder
+    itself is never served (it holds every visitor's uploads and runs)."""
+    source = Path(path)
+    target = Path(tempfile.mkdtemp(prefix="workbench-export-")) / source.name
+    shutil.copyfile(source, target)
+    return str(target)
+
+
+def md_text(value: object) -> str:
+    """Any string shown inside Markdown, as text: HTML escaped and Markdown syntax neutralised, so a label,
+    source or file name can never become markup (a form, an overlay, a remote image)."""
+    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(value)), quote=False).replace("\n", " ")
 
 
 def adopt_recorded_steering(ctx: AppContext, run_id: str | None) -> list[Any]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_PROMPT_CHARS = 4000  # a prompt holds the one model for everyone: 96,000 characters took 20 s on the organism
 UPLOADS_QUOTA_BYTES = 1024 * 2**20  # staged uploads kept on disk in all; the oldest go first
+DUAL_USE_REFUSED = ("this hosted app does not steer toward harm or make jailbreak images for real models (its "
+                    "dual-use policy); steer with the defending sign, use the model organism, or run it locally")
 SERVER_PATH_REFUSED = ("choose one of the listed datasets or upload your own file: this app does not open "
                        "paths on its server")
 
@@ -26,6 +28,7 @@ class HostPolicy:
 
     hosted: bool
     allow_server_paths: bool
+    allow_dual_use: bool = False  # attack-making (typographic jailbreaks, steering toward harm) off model organisms
 
     @property
     def allow_model_switch(self) -> bool:
@@ -36,11 +39,13 @@ class HostPolicy:
             return "trusted local use: server paths and model switching allowed"
         return ("hosting mode: listed datasets and your own uploads only"
                 + (" (server paths allowed by the host)" if self.allow_server_paths else "")
-                + "; the model is fixed by the host")
+                + "; the model is fixed by the host"
+                + ("" if self.allow_dual_use else "; attack making and steering toward harm only on the organism"))
 
 
 def host_policy(host: str, hosted: bool | None = None, trusted_local: bool = False,
-                allow_server_paths: bool = False, environ: Mapping[str, str] = os.environ) -> HostPolicy:
+                allow_server_paths: bool = False, allow_dual_use: bool = False,
+                environ: Mapping[str, str] = os.environ) -> HostPolicy:
     """The policy for an app bound to `host`: hosted when asked, on Spaces, or reachable from elsewhere."""
     if trusted_local:
         is_hosted = False
@@ -48,4 +53,4 @@ def host_policy(host: str, hosted: bool | None = None, trusted_local: bool = Fal
         is_hosted = hosted
     else:
         is_hosted = bool(environ.get("SPACE_ID")) or host not in LOOPBACK
-    return HostPolicy(is_hosted, allow_server_paths or not is_hosted)
+    return HostPolicy(is_hosted, allow_server_paths or not is_hosted, allow_dual_use or not is_hosted)

@@ -20,14 +20,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(model: str, runs_dir: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+def start_app(model: str, runs_dir: str, timeout: float = 120, extra_args: tuple[str, ...] = ()
+              ) -> tuple[subprocess.Popen, str]:
     """Launch the app offline on a free port; returns (process, url) once the page is served. Its output
     goes to a log file (a pipe nobody reads would fill up and stall the app)."""
     port = free_port()
     log = tempfile.NamedTemporaryFile("w", prefix="workbench-app-", suffix=".log", delete=False)
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False")
     process = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port), "--runs-dir",
-                                runs_dir], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                runs_dir, *extra_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while time.time() < deadline:

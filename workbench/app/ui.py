@@ -13,6 +13,7 @@ import gradio as gr
 
 from .backend import Workbench
 from .context import AppContext
+from .hosting import HostPolicy
 from .tabs import data, evaluate, export, playground, stage1, stage2
 
 THEME = gr.themes.Soft(primary_hue="teal", neutral_hue="slate")
@@ -23,9 +24,10 @@ CSS = """
 TABS = (data, stage1, playground, stage2, evaluate, export)
 
 
-def create_app(model_spec: str, runs_dir: str | Path = "runs") -> gr.Blocks:
-    """The workbench UI for `model_spec` (loaded on first use), with runs kept in `runs_dir`."""
-    ctx = AppContext(Workbench(model_spec, runs_dir))
+def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolicy | None = None) -> gr.Blocks:
+    """The workbench UI for `model_spec` (loaded on first use), with runs kept in `runs_dir`; `policy` says what
+    visitors may do (default: trusted local use)."""
+    ctx = AppContext(Workbench(model_spec, runs_dir, policy))
     with gr.Blocks(title="VLM steering workbench") as app:
         gr.Markdown(f"# VLM steering workbench\nModel **`{model_spec}`** · SPO-VLM two-stage defence: Stage I "
                     "finds where harmful and benign separate and steers against it; Stage II refines the "
@@ -35,5 +37,5 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs") -> gr.Blocks:
                 tab.build(ctx)
         for tab in TABS:
             tab.wire(ctx)
-        app.load(lambda: ctx.refresh_pickers(), None, ctx.pickers(), api_visibility="private")
+        app.load(lambda: ctx.refresh_pickers(initial=True), None, ctx.pickers(), api_visibility="private")
     return app

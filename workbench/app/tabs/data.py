@@ -9,7 +9,7 @@ import gradio as gr
 
 from ...sources import dataset_choices, default_dataset
 from ...typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
-from ..context import AppContext, friendly_errors
+from ..context import AppContext, friendly_errors, md_text
 
 PREVIEW = 12
 
@@ -18,11 +18,14 @@ def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Model & data", id="data"):
         with gr.Row():
-            ui["model_spec"] = gr.Textbox(ctx.wb.spec, label="Model", scale=3,
+            fixed = not ctx.wb.policy.allow_model_switch
+            ui["model_spec"] = gr.Textbox(ctx.wb.spec, label="Model" + (" (fixed by the host)" if fixed else ""),
+                                          scale=3, interactive=not fixed,
                                           info="organism, tiny-random:<arch>, a local folder or a Hugging Face id "
                                           "(e.g. llava-hf/llava-1.5-7b-hf; needs the hub)")
-            ui["model_load"] = gr.Button("Load model", scale=1)
-        ui["model_info"] = gr.Markdown(f"Loaded: `{ctx.wb.spec}` (weights load on first use).")
+            ui["model_load"] = gr.Button("Load model", scale=1, interactive=not fixed)
+        ui["model_info"] = gr.Markdown(f"Loaded: {md_text(ctx.wb.spec)} (weights load on first use). "
+                                       f"{md_text(ctx.wb.policy.describe())}.")
         with gr.Row():
             ui["data_choice"] = gr.Dropdown(dataset_choices(ctx.wb.spec), value=default_dataset(ctx.wb.spec),
                                             label="Dataset", info="built-in sets, or a benchmark (downloads it "
@@ -58,15 +61,15 @@ def _use(ctx: AppContext, choice: str, upload: str | None, images_zip: str | Non
     labels = Counter(r.label for r in records)
     sources = Counter(r.source for r in records)
     summary = (f"**{len(records)} records** · {labels['harmful']} harmful · {labels['benign']} benign · sources: "
-               + ", ".join(f"{s} ({n})" for s, n in sorted(sources.items())))
+               + ", ".join(f"{md_text(s)} ({n})" for s, n in sorted(sources.items())))
     if not labels["harmful"] or not labels["benign"]:
         summary += "\n\n⚠️ Stage I needs both harmful and benign records; this set can still be evaluated."
     gallery = [(r.load_image(), f"{r.label} · {r.source} · {r.prompt[:60]}") for r in records if r.has_image][:PREVIEW]
     return label, summary, gallery
 
 
-@friendly_errors
-def _render(text: str, size: float, font: float, background: str, foreground: str) -> Any:
+def _render(ctx: AppContext, text: str, size: float, font: float, background: str, foreground: str) -> Any:
+    ctx.wb.check_dual_use()
     return render_instruction(text, TypographicStyle(size=int(size), font_size=int(font), background=background,
                                                      foreground=foreground))
 
@@ -78,13 +81,14 @@ def wire(ctx: AppContext) -> None:
     def load_model(spec: str, progress: gr.Progress = gr.Progress()) -> list[Any]:
         progress(0.1, desc=f"loading {spec}")
         ctx.wb.switch_model(spec)
-        note = f"Loaded: `{ctx.wb.device_summary()}`. Run pickers show this model's runs."
+        note = f"Loaded: {md_text(ctx.wb.device_summary())}. Run pickers show this model's runs."
         return [note, *ctx.refresh_pickers()]
 
     ui["model_load"].click(load_model, ui["model_spec"], [ui["model_info"], *ctx.pickers()], api_name="load_model")
     ui["data_use"].click(lambda c, u, z: _use(ctx, c, u, z), [ui["data_choice"], ui["data_upload"], ui["data_zip"]],
                          [ui["dataset"], ui["data_summary"], ui["data_gallery"]], api_name="use_dataset")
     inputs = [ui["typo_text"], ui["typo_size"], ui["typo_font"], ui["typo_bg"], ui["typo_fg"]]
-    ui["typo_make"].click(_render, inputs, ui["typo_image"], api_name="typographic")
+    ui["typo_make"].click(friendly_errors(lambda *values: _render(ctx, *values)), inputs, ui["typo_image"],
+                          api_name="typographic")
     ui["typo_send"].click(lambda image: (image, FIGSTEP_PROMPT), ui["typo_image"],
                           [ui["play_image"], ui["play_prompt"]], api_visibility="private")

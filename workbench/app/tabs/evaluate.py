@@ -16,6 +16,7 @@ from ..context import (
     adopt_recorded_steering,
     friendly_errors,
     gpu_task,
+    md_text,
     progress_callback,
     run_picker,
 )
@@ -71,11 +72,15 @@ def wire(ctx: AppContext) -> None:
                                                        int(limit or 0), int(tokens or 0),
                                                        progress_callback(progress), ctx.cancel_flag(request))
         settings = metrics["settings"]
-        head = (f"Run `{run_eval}` · {settings['records']} records · toxicity: {settings['toxicity_scorer']} · "
-                f"visual consistency: {settings['clip'] or 'not measured'}"
-                + ("" if steering else " · no vectors picked: unsteered only"))
+        steered = (f" · vectors of `{run_id}`: {md_text(settings.get('mode'))}, α = {settings.get('alpha')}, layers "
+                   f"{md_text(','.join(map(str, settings.get('layers') or [])))}, steered at "
+                   f"{md_text(settings.get('steer_at'))} steps" if steering else " · no vectors picked: unsteered only")
+        head = (f"Run `{run_eval}` · data {md_text(label)} · {settings['records']} records{steered} · judge: "
+                f"{md_text(settings.get('success_judge') or settings.get('refusal_judge'))} · "
+                f"toxicity: {md_text(settings['toxicity_scorer'])} · "
+                f"visual consistency: {md_text(settings['clip'] or 'not measured')}")
         return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), _examples(evaluation),
-                *ctx.refresh_pickers(None)]
+                *ctx.refresh_pickers()]
 
     ui["eval_go"].click(go, [ui["eval_run"], ui["eval_data"], ui["eval_limit"], ui["eval_mode"], ui["eval_alpha"],
                              ui["eval_layers"], ui["eval_tokens"]],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..context import AppContext, friendly_errors, run_picker
+from ..context import AppContext, deliver, friendly_errors, run_picker
 from ..jobs import export_notebook, export_plots, export_vectors
 
 
@@ -42,23 +42,23 @@ def wire(ctx: AppContext) -> None:
     @friendly_errors
     def vectors(run_id: str | None) -> tuple[str, str]:
         path, note = export_vectors(ctx.wb, need(run_id), "safetensors")
-        return str(path), note
+        return deliver(path), note
 
     @friendly_errors
     def gguf(run_id: str | None, mode: str, alpha: float | None) -> tuple[str, str]:
         path, note = export_vectors(ctx.wb, need(run_id), "gguf", alpha, mode)
-        return str(path), note
+        return deliver(path), note
 
     @friendly_errors
     def figures(run_id: str | None, layer: str | None) -> str:
         text = (layer or "").strip()
         if text and not text.lstrip("-").isdigit():
             raise ValueError(f"the layer must be a whole number (or empty for the best layer), got {text!r}")
-        return str(export_plots(ctx.wb, need(run_id), int(text) if text else None))
+        return deliver(export_plots(ctx.wb, need(run_id), int(text) if text else None))
 
     @friendly_errors
     def notebook(run_id: str | None) -> str:
-        return str(export_notebook(ctx.wb, need(run_id)))
+        return deliver(export_notebook(ctx.wb, need(run_id)))
 
     ui["export_st"].click(vectors, ui["export_run"], [ui["export_file"], ui["export_note"]], api_name="export_vectors")
     ui["export_gguf"].click(gguf, [ui["export_run"], ui["export_gguf_mode"], ui["export_alpha"]],

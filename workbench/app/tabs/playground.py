@@ -15,6 +15,7 @@ from ..context import (
     adopt_recorded_steering,
     friendly_errors,
     gpu_task,
+    md_text,
     progress_callback,
     run_picker,
 )
@@ -67,7 +68,7 @@ def _scores_markdown(result: dict[str, Any]) -> str:
     for i, name in enumerate(("unsteered", "steered")):
         rows.append(f"| {name} | {_fmt(result['toxicity'][i])} | {'yes' if result['refused'][i] else 'no'} | "
                     f"{_fmt(visual[i])} |")
-    note = f"Toxicity: {result['toxicity_scorer']}." + ("" if result["visual"] else
+    note = f"Toxicity: {md_text(result['toxicity_scorer'])}." + ("" if result["visual"] else
                                                          " Visual consistency: no CLIP model or no image.")
     return "\n".join(rows) + "\n\n" + note
 

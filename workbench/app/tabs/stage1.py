@@ -9,7 +9,7 @@ import gradio as gr
 from ...activations import POSITIONS
 from ...directions import METHODS
 from ...sources import default_dataset
-from ..context import AppContext, friendly_errors, gpu_task, progress_callback, run_picker
+from ..context import AppContext, friendly_errors, gpu_task, md_text, progress_callback, run_picker
 from ..jobs import stage1_figures
 
 SCORE_HEADERS = ["layer", "probe accuracy", "AUROC (held out)", "Cohen's d (held out)", "AUROC in sample"]
@@ -60,7 +60,8 @@ def _show(ctx: AppContext, run_id: str, projection: str) -> list[Any]:
     info = ctx.wb.runs.info(run_id)
     layers = result.suggested_layers()
     suggested = ",".join(map(str, layers))
-    summary = (f"Run `{run_id}` · data `{info.get('data')}` · {info.get('records')} records · {result.verdict()}"
+    summary = (f"Run `{run_id}` · data {md_text(info.get('data'))} · {md_text(info.get('records'))} records · "
+               f"{result.verdict()}"
                + (" (set in the playground, Stage II and Evaluate)." if layers else
                   ". The layer boxes are left as they were: steering along these directions is not supported "
                   "by the data.") + " Directions point from benign to harmful; AUROC and d are held out.")

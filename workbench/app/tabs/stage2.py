@@ -15,7 +15,7 @@ from ...rules import modes
 from ...stage2 import REFERENCES, Stage2Config
 from ...steering import parse_layers
 from ..backend import user_message
-from ..context import AppContext, friendly_errors, gpu_task, run_picker
+from ..context import AppContext, friendly_errors, gpu_task, md_text, run_picker
 from ..jobs import create_stage2, run_stage2, stage2_metrics
 
 DEFAULTS = Stage2Config()
@@ -88,7 +88,7 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
     rows = stage2_metrics(ctx.wb, run_id)
     if failure:
         message = user_message(failure[0])
-        yield [curves_figure(rows), f"Run `{run_id}` stopped: {message}. Resume it to continue from its last "
+        yield [curves_figure(rows), f"Run `{run_id}` stopped: {md_text(message)}. Resume it to continue from its last "
                "checkpoint.", *ctx.refresh_pickers(run_id)]
         return
     yield [curves_figure(rows), f"Run `{run_id}` finished {len(rows)} steps; its vectors are in the run pickers.",

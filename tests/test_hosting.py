@@ -1,0 +1,198 @@
+"""Safe to host: what a hostile visitor tries, refused (library level here; through the running app with
+--hosted in test_hostile_visitor.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_image
+
+from workbench.app.backend import Workbench
+from workbench.app.context import md_text
+from workbench.app.hosting import MAX_PROMPT_CHARS, SERVER_PATH_REFUSED, HostPolicy, host_policy
+from workbench.data import DatasetError
+from workbench.runlock import RunBusy, RunLock
+from workbench.runs import RunStore
+
+HOSTED = HostPolicy(hosted=True, allow_server_paths=False)
+
+
+def test_hosting_mode_is_on_where_visitors_are_untrusted() -> None:
+    assert not host_policy("127.0.0.1", environ={}).hosted
+    assert host_policy("0.0.0.0", environ={}).hosted and not host_policy("0.0.0.0", environ={}).allow_server_paths
+    assert host_policy("127.0.0.1", environ={"SPACE_ID": "me/app"}).hosted
+    assert host_policy("127.0.0.1", hosted=True, environ={}).hosted
+    assert not host_policy("0.0.0.0", trusted_local=True, environ={}).hosted
+    assert host_policy("0.0.0.0", allow_server_paths=True, environ={}).allow_server_paths
+    assert not host_policy("0.0.0.0", environ={}).allow_model_switch
+
+
+def test_a_visitor_cannot_read_server_files_and_cannot_tell_which_exist(tmp_path: Path) -> None:
+    secret = tmp_path / "secret" / "users.csv"
+    secret.parent.mkdir()
+    secret.write_text("prompt,label,password_hash\nx,harmful,abc\n")
+    wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    for spec in (str(secret), str(tmp_path / "secret" / "missing.csv"), "advbench:/usr", "/etc/passwd",
+                 "xstest:" + str(secret.parent), "uploads/../../secret/users.csv"):
+        with pytest.raises(DatasetError) as error:
+            wb.records(spec)
+        assert str(error.value) in (SERVER_PATH_REFUSED, f"{spec!r} is not an upload of this app"), spec
+        assert "password" not in str(error.value)
+    assert len(wb.records("demo")) == 16  # the listed sets stay available
+    trusted = Workbench("tiny-random:llava", tmp_path / "runs2")
+    assert trusted.records(str(secret))[0].prompt == "x"  # a trusted local user may name files
+
+
+def test_uploads_are_confined_and_a_rejected_upload_leaves_nothing(tmp_path: Path) -> None:
+    wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    outside = tmp_path / "private.png"
+    make_image("red").save(outside)
+    data = tmp_path / "up.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "label": "harmful", "image": "../../../private.png"}) + "\n")
+    images = tmp_path / "images.zip"
+    with zipfile.ZipFile(images, "w") as bundle:
+        bundle.writestr("big.bin", b"\0" * 100_000)
+    with pytest.raises(DatasetError, match="leaves the dataset's folder"):
+        wb.dataset("", str(data), str(images))
+    uploads = tmp_path / "runs" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir()), list(uploads.iterdir())
+    data.write_text('{"prompt": "p", "label": "harmful"}\n{"prompt": "q", "label": "benign"}\n')
+    records, label = wb.dataset("", str(data))
+    assert label.startswith("uploads/") and wb.records(label)[0].prompt == "p"  # the visitor's own upload reopens
+
+
+def test_hosted_model_is_fixed_and_prompts_are_capped(tmp_path: Path) -> None:
+    wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    with pytest.raises(ValueError, match="model is fixed by the host"):
+        wb.switch_model("tiny-random:gemma3")
+    with pytest.raises(ValueError, match=f"keep it under {MAX_PROMPT_CHARS:,}"):
+        wb.compare(None, None, "x" * (MAX_PROMPT_CHARS + 1), 8)  # type: ignore[arg-type]
+
+
+def test_labels_and_names_render_as_text() -> None:
+    shown = md_text('<div style="position:fixed">x</div><form action=//evil><img src=https://evil/x.png>`[a](b)`')
+    assert "<" not in shown and ">" not in shown and "[a](" not in shown and "`" not in shown.replace("\\`", "")
+
+
+def test_one_writer_per_run_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    lock = RunLock(folder)
+    lock.acquire()
+    with pytest.raises(RunBusy, match="being written by this app"):
+        RunLock(folder).acquire()  # a second trainer in the same process (another Gradio thread)
+    lock.release()
+    other = subprocess.Popen([sys.executable, "-c", "import sys, time; from workbench.runlock import RunLock; "
+                              f"RunLock({str(folder)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "held"
+        with pytest.raises(RunBusy, match=f"being written by process {other.pid}"):
+            RunLock(folder).check_free()
+    finally:
+        other.kill()
+        other.wait()
+    RunLock(folder).acquire()  # the dead process's lock is stale: taken over
+
+
+def test_a_run_killed_mid_way_shows_interrupted_not_running(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    run_id, folder = store.create("stage2", {"model": "m", "data": "d", "status": "running"})
+    (folder / ".writer.lock").write_text("999999\n")  # its process is gone
+    assert store.info(run_id)["status"].startswith("interrupted")
+    with RunLock(folder):
+        assert store.info(run_id)["status"] == "running"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_cli_never_replaces_earlier_results_and_says_why_in_one_line(tmp_path: Path) -> None:
+    stage2 = tmp_path / "s2"
+    stage2.mkdir()
+    (stage2 / "config.json").write_text("{}")
+    (stage2 / "metrics.jsonl").write_text("")
+    (stage2 / "vectors.safetensors").write_bytes(b"refined")
+    stage1 = tmp_path / "s1"
+    stage1.mkdir()
+    (stage1 / "run.json").write_text(json.dumps({"kind": "stage1", "model": "m", "data": "d"}))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (("stage1", "--model", "tiny-random:llava", "--data", "demo", "--out", str(stage2)),
+         "already holds a stage2 run"),
+        (("eval", "--model", "tiny-random:llava", "--data", "demo", "--out", str(stage1)),
+         "already holds a stage1 run"),
+        (("stage1", "--model", "tiny-random:llava", "--data", "demo", "--out", str(afile)), "is a file"),
+        (("eval", "--model", "tiny-random:llava", "--data", "demo", "--out", str(tmp_path / "e"), "--limit", "-3"),
+         "--limit must be at least 1"),
+        (("stage2", "--model", "tiny-random:llava", "--vectors", "v", "--data", "demo", "--out",
+          str(tmp_path / "none"), "--resume"), "holds no Stage II checkpoint"),
+    ]
+    for args, message in cases:
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert (stage2 / "vectors.safetensors").read_bytes() == b"refined"
+    assert json.loads((stage1 / "run.json").read_text())["kind"] == "stage1"
+
+
+def test_cli_bad_files_get_messages_not_tracebacks(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    deep = tmp_path / "deep.safetensors"
+    save_file({"direction.0": torch.ones(4)}, str(deep), {"metadata": "[" * 200_000 + "]" * 200_000})
+    listed = tmp_path / "list.safetensors"
+    save_file({"direction.0": torch.ones(4)}, str(listed), {"metadata": "[1, 2]"})
+    bomb = tmp_path / "bomb.png"
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)) +
+                     chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"kind": "stage1", "model": "m", "data": {"a": 1}}))
+    cases = [
+        (("steer", "--model", "tiny-random:llava", "--vectors", str(deep), "--prompt", "hi"), "nested too deep"),
+        (("steer", "--model", "tiny-random:llava", "--vectors", str(listed), "--prompt", "hi"),
+         "metadata must be a JSON object"),
+        (("notebook", "--run", str(run), "--out", str(tmp_path / "n.ipynb")), "lacks a text 'data'"),
+    ]
+    vector = tmp_path / "v.safetensors"
+    from workbench.vectors import SteeringVector
+
+    SteeringVector({0: torch.ones(32)}).save(vector)
+    cases += [(("steer", "--model", "tiny-random:llava", "--vectors", str(vector), "--prompt", "hi", "--image",
+                str(bomb)), "too large to open safely"),
+              (("steer", "--model", "tiny-random:llava", "--vectors", str(vector), "--prompt", "hi", "--image",
+                str(tmp_path)), "is a folder")]
+    for args, message in cases:
+        result = _cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr[-800:])
+        assert "Traceback" not in result.stderr
+
+
+def test_dual_use_is_off_for_real_models_in_hosting_mode(tmp_path: Path) -> None:
+    from workbench.app.hosting import DUAL_USE_REFUSED
+
+    real = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    for mode, alpha in (("additive", 2.0), ("adaptive", -1.0), ("ablation", -1.0), (None, None)):
+        with pytest.raises(ValueError, match="dual-use policy"):
+            real.check_dual_use(mode, alpha)
+    for mode, alpha in (("additive", -2.0), ("adaptive", 1.0), ("ablation", 1.0)):
+        real.check_dual_use(mode, alpha)  # defending is always allowed
+    Workbench("organism", tmp_path / "runs2", HOSTED).check_dual_use("additive", 5.0)  # the organism is for attacks
+    Workbench("tiny-random:llava", tmp_path / "runs3").check_dual_use("additive", 5.0)  # trusted local use
+    assert "dual-use" in DUAL_USE_REFUSED
