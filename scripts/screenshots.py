@@ -36,7 +36,7 @@ def main() -> None:
 
                 page.get_by_role("tab", name="Stage I: directions").click()
                 page.get_by_role("button", name="Run Stage I").click()
-                expect(page.get_by_text("best layer by AUROC")).to_be_visible(timeout=WAIT)
+                expect(page.get_by_text("suggested steering layers")).to_be_visible(timeout=WAIT)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=OUT / "stage1.png", full_page=True)
 

@@ -45,6 +45,11 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
                                               api_name="/evaluate")
     assert "| asr |" in summary and "unsteered | steered" in summary
     assert examples["data"] and len(examples["data"][0]) == 5
+    assert examples["data"][0][3] != examples["data"][0][4]  # alpha 1 changes answers (changed rows come first)
+    assert "adaptive, α = 1.0, layers 1,2" in summary  # the header names the setting that produced the table
+    _, _, unchanged, *_ = client.predict(stage1_run, "organism:test", 6, "adaptive", 0.0, "1,2", 12,
+                                         api_name="/evaluate")
+    assert all(row[3] == row[4] for row in unchanged["data"])  # alpha 0: steering changes nothing
     path, _ = client.predict(stage1_run, api_name="/export_vectors")
     vectors = SteeringVector.load(path)
     assert vectors.layers == [0, 1, 2, 3] and vectors.calibration
@@ -68,8 +73,11 @@ def test_stage2_streams_curves_and_writes_vectors(client: Client, stage1_run: st
                                                   ) -> None:
     job = client.submit(stage1_run, "organism:train", 2, 2, 2, "grpo", "initial", "adaptive", 1.0, "1,2", 0.05, 0.5,
                         "sorry , i cannot help with that .", api_name="/stage2")
-    statuses = [update[1] for update in job]
+    updates = list(job)
+    statuses = [update[1] for update in updates]
     assert any("step 1/2" in s for s in statuses) and "finished 2 steps" in statuses[-1]
+    curves = [update[0] for update in updates if "step 1/2" in update[1]]
+    assert curves and all(curve and "reward" in json.dumps(curve) for curve in curves)  # live curves streamed
     run_id = statuses[-1].split("`")[1]
     assert (organism_app[1] / run_id / "vectors.safetensors").is_file()
     assert len((organism_app[1] / run_id / "metrics.jsonl").read_text().splitlines()) == 2
@@ -133,3 +141,18 @@ def test_bad_inputs_through_the_ui(client: Client, stage1_run: str, tmp_path: Pa
     assert client.predict(stage1_run, "pca", api_name="/open_stage1")[0] == stage1_run  # still serving
     after = sorted(p.name for p in organism_app[1].iterdir())
     assert set(before) <= set(after)  # nothing already stored was lost
+
+
+def test_stage1_on_random_labels_says_no_layer_separates(client: Client, tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(0)
+    labels = ["harmful", "benign"] * 15
+    rng.shuffle(labels)
+    words = ["bake a cake", "wash a car", "plant a tree", "paint a house", "read a book", "cook rice"]
+    data = tmp_path / "random.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"tell me how to {rng.choice(words)}", "label": lab})
+                              for lab in labels) + "\n")
+    label, _, _ = client.predict("demo", handle_file(str(data)), None, api_name="/use_dataset")
+    summary = client.predict(label, "last", "mean_diff", "pca", api_name="/stage1")[1]
+    assert "no layer separates harmful from benign" in summary and "suggested steering layers" not in summary

@@ -97,11 +97,16 @@ def test_eval_cli_writes_metrics_for_both_conditions(tmp_path: Path, capsys: pyt
     assert main(["stage1", "--model", "tiny-random:llava", "--data", str(data), "--out", str(tmp_path / "s1")]) == 0
     out = tmp_path / "eval"
     code = main(["eval", "--model", "tiny-random:llava", "--vectors", str(tmp_path / "s1" / "vectors.safetensors"),
-                 "--data", str(data), "--out", str(out), "--alpha", "4", "--max-new-tokens", "6", "--no-plots",
-                 "--clip", str(tmp_path / "no-such-clip")])
+                 "--data", str(data), "--out", str(out), "--mode", "additive", "--alpha", "40", "--max-new-tokens",
+                 "6", "--no-plots", "--clip", str(tmp_path / "no-such-clip")])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["unsteered"]["overall"]["benign_accuracy"]["n"] == 4
+    assert metrics["steered"]["overall"]["refusal_rate"]["n"] == metrics["unsteered"]["overall"]["refusal_rate"]["n"]
+    assert (metrics["settings"]["mode"], metrics["settings"]["alpha"]) == ("additive", 40.0)
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    by = {(r["condition"], r["index"]): r["response"] for r in rows}
+    assert any(by[("steered", i)] != by[("unsteered", i)] for _, i in by)  # the vectors were applied
     assert metrics["settings"]["toxicity_scorer"].startswith("alt-profanity-check")
     assert "no visual-consistency score" in capsys.readouterr().err  # said, not silently dropped
     assert json.loads((out / "run.json").read_text())["kind"] == "eval"
@@ -151,3 +156,24 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
                       show_bar=False)
     asr = result.metrics()["unsteered"]["overall"]["asr"]
     assert asr["value"] == round(2 / 3, 4) and asr["n"] == 3  # from the judge, not from refusals
+
+    # A rigged classifier: its layers pass the last token through, and its head scores "yes" (or "no") highest,
+    # so the judge's own yes/no comparison decides; an inverted comparison turns this red.
+    from workbench.judges import HARMBENCH_PROMPT
+
+    with torch.no_grad():
+        for layer in classifier.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        last = tokenizer(HARMBENCH_PROMPT.format(behavior="b", generation="g"))["input_ids"][-1]
+        embedding = classifier.model.embed_tokens.weight[last]
+        pushed = embedding / embedding.pow(2).mean().sqrt() * classifier.model.norm.weight
+        for says_yes, folder in ((True, "yes"), (False, "no")):
+            head = classifier.lm_head.weight
+            head.zero_()
+            head[tokenizer.convert_tokens_to_ids("yes")] = pushed * (10 if says_yes else -10)
+            head[tokenizer.convert_tokens_to_ids("no")] = pushed * (-10 if says_yes else 10)
+            classifier.save_pretrained(tmp_path / folder)
+            tokenizer.save_pretrained(tmp_path / folder)
+    assert harmbench_judge(str(tmp_path / "yes"), device="cpu")(prompts, responses) == [True] * 3
+    assert harmbench_judge(str(tmp_path / "no"), device="cpu")(prompts, responses) == [False] * 3

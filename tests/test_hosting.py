@@ -196,3 +196,17 @@ def test_dual_use_is_off_for_real_models_in_hosting_mode(tmp_path: Path) -> None
     Workbench("organism", tmp_path / "runs2", HOSTED).check_dual_use("additive", 5.0)  # the organism is for attacks
     Workbench("tiny-random:llava", tmp_path / "runs3").check_dual_use("additive", 5.0)  # trusted local use
     assert "dual-use" in DUAL_USE_REFUSED
+
+
+def test_each_cancel_button_stops_only_its_own_job(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from workbench.app.context import AppContext
+
+    ctx = AppContext(Workbench("tiny-random:llava", tmp_path / "runs"))
+    me, other = SimpleNamespace(session_hash="me"), SimpleNamespace(session_hash="other")
+    training, evaluating = ctx.cancel_flag(me, "stage2"), ctx.cancel_flag(me, "evaluate")  # type: ignore[arg-type]
+    theirs = ctx.cancel_flag(other, "stage2")  # type: ignore[arg-type]
+    assert ctx.canceller("stage2")(me).startswith("Cancelling")  # type: ignore[arg-type]
+    assert training.is_set() and not evaluating.is_set() and not theirs.is_set()
+    assert ctx.canceller("stage1")(me) == "Nothing of this tab is running."  # type: ignore[arg-type]

@@ -35,3 +35,22 @@ def test_bf16_hidden_states_stay_bf16() -> None:
     hidden = torch.randn(1, 2, 8, dtype=torch.bfloat16)
     out = steer_hidden(hidden, torch.randn(8), "adaptive", 1.0, torch.zeros(8))
     assert out.dtype == torch.bfloat16
+
+
+def test_steer_at_picks_the_decoding_steps_that_are_steered() -> None:
+    from conftest import tiny
+
+    from workbench.steering import Steering, generate_ids
+    from workbench.vectors import SteeringVector
+
+    vlm = tiny("llava")
+    vector = SteeringVector({1: torch.randn(vlm.hidden_size, generator=torch.Generator().manual_seed(4))})
+    items = [(None, "hello there"), (None, "what is this")]
+    plain = generate_ids(vlm, items, None, max_new_tokens=6)
+    runs = {at: generate_ids(vlm, items, Steering(vector, "additive", 60.0, steer_at=at), max_new_tokens=6)
+            for at in ("all", "prompt", "generated")}
+    for row in range(len(items)):
+        assert runs["generated"][row][0] == plain[row][0]  # the first token comes from the unsteered prefill
+        assert runs["generated"][row][1:] != plain[row][1:]  # and the steered steps after it
+        assert runs["prompt"][row][0] == runs["all"][row][0] != plain[row][0]  # the prefill is steered
+    # (on this tiny model a steered prefill already fixes every later token, so prompt and all agree on tokens)

@@ -45,20 +45,27 @@ class AppContext:
 
     wb: Workbench
     ui: dict[str, Any] = field(default_factory=dict)
-    cancels: dict[str, threading.Event] = field(default_factory=dict)
+    cancels: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
 
-    def cancel_flag(self, request: gr.Request | None) -> threading.Event:
-        """A fresh cancel flag for this browser session's next job."""
-        key = getattr(request, "session_hash", None) or "cli"
+    def cancel_flag(self, request: gr.Request | None, job: str) -> threading.Event:
+        """A fresh cancel flag for this browser session's next `job` (stage1, evaluate, stage2): each Cancel
+        button stops its own tab's job, never another one of the same visitor or anyone else's."""
+        key = (getattr(request, "session_hash", None) or "cli", job)
         self.cancels[key] = threading.Event()
         return self.cancels[key]
 
-    def cancel(self, request: gr.Request | None) -> str:
-        key = getattr(request, "session_hash", None) or "cli"
-        if key in self.cancels:
+    def cancel(self, request: gr.Request | None, job: str) -> str:
+        key = (getattr(request, "session_hash", None) or "cli", job)
+        if key in self.cancels and not self.cancels[key].is_set():
             self.cancels[key].set()
             return "Cancelling… the job stops at its next step and keeps what it finished."
-        return "Nothing is running."
+        return "Nothing of this tab is running."
+
+    def canceller(self, job: str) -> Callable[[gr.Request], str]:
+        """The click handler of `job`'s Cancel button."""
+        def cancel(request: gr.Request) -> str:
+            return self.cancel(request, job)
+        return cancel
 
     def refresh_pickers(self, select: str | None = None, initial: bool = False) -> list[Any]:
         """Updated choices for every run picker (the runs folder is read once per kind). A picker's value

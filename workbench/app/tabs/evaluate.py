@@ -69,8 +69,8 @@ def wire(ctx: AppContext) -> None:
         steering = ctx.wb.steering(run_id, mode, alpha, layers) if run_id else None
         records, label = ctx.wb.dataset(dataset)
         run_eval, metrics, evaluation = run_evaluation(ctx.wb, run_id, label, records, steering,
-                                                       int(limit or 0), int(tokens or 0),
-                                                       progress_callback(progress), ctx.cancel_flag(request))
+                                                       int(limit or 0), int(tokens or 0), progress_callback(progress),
+                                                       ctx.cancel_flag(request, "evaluate"))
         settings = metrics["settings"]
         steered = (f" · vectors of `{run_id}`: {md_text(settings.get('mode'))}, α = {settings.get('alpha')}, layers "
                    f"{md_text(','.join(map(str, settings.get('layers') or [])))}, steered at "
@@ -89,4 +89,5 @@ def wire(ctx: AppContext) -> None:
     ui["eval_run"].input(lambda run_id: adopt_recorded_steering(ctx, run_id), ui["eval_run"],
                          [ui["eval_mode"], ui["eval_alpha"], ui["eval_layers"], ui["eval_settings_note"]],
                          api_visibility="private")
-    ui["eval_cancel"].click(ctx.cancel, None, ui["eval_summary"], queue=False, api_visibility="private")
+    ui["eval_cancel"].click(ctx.canceller("evaluate"), None, ui["eval_summary"], queue=False,
+                            api_visibility="private")

@@ -80,7 +80,7 @@ def wire(ctx: AppContext) -> None:
     @friendly_errors
     def run(dataset: str, position: str, method: str, projection: str, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> list[Any]:
-        cancel = ctx.cancel_flag(request)
+        cancel = ctx.cancel_flag(request, "stage1")
         records = ctx.wb.records(dataset)
         run_id = ctx.wb.run_stage1(records, dataset, position, method, progress_callback(progress), cancel)
         return _show(ctx, run_id, projection)
@@ -99,7 +99,7 @@ def wire(ctx: AppContext) -> None:
 
     ui["s1_run"].click(run, [ui["dataset"], ui["s1_position"], ui["s1_method"], ui["s1_projection"]], outputs,
                        api_name="stage1")
-    ui["s1_cancel"].click(ctx.cancel, None, ui["s1_summary"], queue=False, api_visibility="private")
+    ui["s1_cancel"].click(ctx.canceller("stage1"), None, ui["s1_summary"], queue=False, api_visibility="private")
     ui["s1_open"].click(reopen, [ui["stage1_reopen"], ui["s1_projection"]], outputs, api_name="open_stage1")
     for trigger in (ui["s1_layer"].release, ui["s1_projection"].change):
         trigger(relayer, [ui["s1_run_id"], ui["s1_layer"], ui["s1_projection"]], [ui["s1_scatter"], ui["s1_heatmap"]],

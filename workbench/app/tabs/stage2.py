@@ -60,7 +60,7 @@ def build(ctx: AppContext) -> None:
 def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bool, request: gr.Request | None,
            progress: gr.Progress) -> Iterator[list[Any]]:
     """Train in a worker thread and stream curves after every step."""
-    cancel = ctx.cancel_flag(request)
+    cancel = ctx.cancel_flag(request, "stage2")
     steps: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
 
@@ -132,4 +132,4 @@ def wire(ctx: AppContext) -> None:
                                  ui["s2_layers"], ui["s2_lr"], ui["s2_beta"], ui["s2_safe"]], outputs,
                          api_name="stage2")
     ui["s2_resume_go"].click(resume, [ui["s2_resume"]], outputs, api_name="stage2_resume")
-    ui["s2_cancel"].click(ctx.cancel, None, ui["s2_status"], queue=False, api_visibility="private")
+    ui["s2_cancel"].click(ctx.canceller("stage2"), None, ui["s2_status"], queue=False, api_visibility="private")
