@@ -177,3 +177,13 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
             tokenizer.save_pretrained(tmp_path / folder)
     assert harmbench_judge(str(tmp_path / "yes"), device="cpu")(prompts, responses) == [True] * 3
     assert harmbench_judge(str(tmp_path / "no"), device="cpu")(prompts, responses) == [False] * 3
+
+
+def test_small_groups_show_no_interval_that_looks_certain() -> None:
+    from workbench.report import metrics_table
+
+    stat = {"value": 1.0, "ci": [1.0, 1.0], "n": 1}
+    wide = {"value": 0.5, "ci": [0.3, 0.7], "n": 30}
+    table = metrics_table({"unsteered": {"overall": {"asr": stat, "refusal_rate": wide}}})
+    assert "1.000 (n=1: too few for an interval)" in table and "[1.000, 1.000]" not in table
+    assert "0.500 [0.300, 0.700] (n=30)" in table

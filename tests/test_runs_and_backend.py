@@ -127,3 +127,10 @@ def test_a_notebook_for_an_uploaded_dataset_points_at_the_staged_copy(tmp_path: 
     staged = path.parent / re.search(r"DATA = '([^']+)'", source).group(1)  # relative to the notebook
     assert staged.is_file() and staged.read_text() == data.read_text()
     assert str(tmp_path) not in source and "/work/" not in source  # no server path in the artefact
+
+
+def test_an_evaluation_run_is_not_offered_as_vectors(tmp_path: Path) -> None:
+    wb = Workbench("tiny-random:llava", tmp_path / "runs")
+    run_id, _ = wb.runs.create("eval", {"model": wb.spec, "data": "demo"})
+    with pytest.raises(ValueError, match="is an evaluation: it has metrics and generations, not vectors"):
+        wb.vector(run_id)

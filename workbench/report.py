@@ -12,9 +12,14 @@ METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refu
 _EXAMPLES_PER_SOURCE = 3
 
 
+MIN_N_FOR_INTERVAL = 10  # below this a bootstrap interval looks precise without being so: it is not shown
+
+
 def _cell(stat: Mapping | None) -> str:
     if not stat:
         return "–"
+    if stat["n"] < MIN_N_FOR_INTERVAL:
+        return f"{stat['value']:.3f} (n={stat['n']}: too few for an interval)"
     low, high = stat["ci"]
     return f"{stat['value']:.3f} [{low:.3f}, {high:.3f}] (n={stat['n']})"
 

@@ -25,7 +25,7 @@ from ..rewards.responses import score_responses
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
 from ..rules import get_rule
-from ..runs import RunStore
+from ..runs import RunStore, run_kind
 from ..sources import dataset_choices, load_dataset, source_of
 from ..stage1 import Stage1Result, load_stage1, run_stage1
 from ..steering import RECORDED, Steering, compare, generate, parse_layers
@@ -198,6 +198,9 @@ class Workbench:
     def vector(self, run_id: str) -> SteeringVector:
         """The vectors of a Stage I or Stage II run."""
         path = self.runs.path(run_id) / "vectors.safetensors"
+        if run_kind(run_id) == "eval":
+            raise ValueError(f"run {run_id} is an evaluation: it has metrics and generations, not vectors; pick the "
+                             "Stage I or Stage II run it evaluated")
         if not path.is_file():
             raise ValueError(f"run {run_id} has no vectors yet (a Stage II run writes them when it finishes; "
                              "resume it or pick a finished run)")
