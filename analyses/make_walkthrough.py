@@ -15,7 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 if __name__ == "__main__":
     run = HERE / "walkthrough_run"
-    code = main(["stage1", "--model", "organism", "--data", "organism:train", "--out", str(run)])
+    code = main(["stage1", "--model", "organism", "--data", "organism:train", "--out", str(run), "--overwrite"])
     if code == 0:
         code = main(["notebook", "--run", str(run), "--out", str(HERE / "walkthrough.ipynb"), "--execute"])
     sys.exit(code)
