@@ -210,3 +210,19 @@ def test_each_cancel_button_stops_only_its_own_job(tmp_path: Path) -> None:
     assert ctx.canceller("stage2")(me).startswith("Cancelling")  # type: ignore[arg-type]
     assert training.is_set() and not evaluating.is_set() and not theirs.is_set()
     assert ctx.canceller("stage1")(me) == "Nothing of this tab is running."  # type: ignore[arg-type]
+
+
+def test_damaged_run_json_does_not_hide_other_runs_and_downloads_do_not_pile_up(tmp_path: Path) -> None:
+    from workbench.app.context import DELIVERIES_KEPT, deliver
+
+    store = RunStore(tmp_path / "runs")
+    good, _ = store.create("stage1", {"model": "m", "data": "d"})
+    bad, folder = store.create("stage1", {"model": "m", "data": "d"})
+    (folder / "run.json").write_text("[1, 2")
+    labels = dict((run_id, label) for label, run_id in store.choices("stage1"))
+    assert good in labels and labels[bad].endswith("damaged run.json")
+    artefact = tmp_path / "a.txt"
+    artefact.write_text("x")
+    copies = [Path(deliver(artefact)) for _ in range(DELIVERIES_KEPT + 5)]
+    assert all(c.read_text() == "x" for c in copies[-3:]) and len(list(copies[-1].parent.parent.iterdir())) <= \
+        DELIVERIES_KEPT

@@ -92,7 +92,11 @@ class RunStore:
         `model` when given."""
         result = []
         for run_id in self.list(kind):
-            info = self.info(run_id)
+            try:
+                info = self.info(run_id)
+            except ValueError:  # a damaged run.json must not hide every other run from the pickers
+                result.append((f"{run_id} · damaged run.json", run_id))
+                continue
             if model is not None and info.get("model") != model:
                 continue
             label = f"{run_id} · {info.get('model', '?')} · {info.get('data', '?')}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import html
+import os
 import re
 import shutil
 import tempfile
@@ -89,11 +90,19 @@ class AppContext:
         return [self.ui[name] for name, _ in RUN_PICKERS]
 
 
+DELIVERIES_KEPT = 32  # copies handed to browsers; older ones are removed (Gradio keeps its own cached copy)
+
+
 def deliver(path: str | Path) -> str:
     """A copy of an artefact in a temporary folder of its own, for the browser to download: the runs folder
-    itself is never served (it holds every visitor's uploads and runs)."""
+    itself is never served (it holds every visitor's uploads and runs). Only the newest copies are kept, so
+    repeated exports cannot fill the disk."""
     source = Path(path)
-    target = Path(tempfile.mkdtemp(prefix="workbench-export-")) / source.name
+    root = Path(tempfile.gettempdir()) / f"workbench-exports-{os.getpid()}"
+    root.mkdir(exist_ok=True)
+    for old in sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)[:-DELIVERIES_KEPT + 1]:
+        shutil.rmtree(old, ignore_errors=True)
+    target = Path(tempfile.mkdtemp(dir=root)) / source.name
     shutil.copyfile(source, target)
     return str(target)
 

@@ -28,7 +28,8 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
     """The workbench UI for `model_spec` (loaded on first use), with runs kept in `runs_dir`; `policy` says what
     visitors may do (default: trusted local use)."""
     ctx = AppContext(Workbench(model_spec, runs_dir, policy))
-    with gr.Blocks(title="VLM steering workbench") as app:
+    # delete_cache: Gradio's cached uploads and downloads older than an hour are removed every hour
+    with gr.Blocks(title="VLM steering workbench", delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# VLM steering workbench\nModel **`{model_spec}`** · SPO-VLM two-stage defence: Stage I "
                     "finds where harmful and benign separate and steers against it; Stage II refines the "
                     "steering by preference optimisation with the model frozen.", elem_id="title")
