@@ -258,6 +258,8 @@ def load_known(name: str, local: str | Path | None = None, limit: int | None = N
                 unscored += 1
             if limit and len(records) >= limit:
                 break
+        if limit and len(records) >= limit:
+            break  # the other shards are not read either
     if missing:
         shown = ", ".join(str(p.relative_to(images)) if images else str(p) for p in missing[:SHOWN_MISSING])
         raise DatasetError(f"{name}: {len(missing)} image(s) missing from {images.name if images else 'the copy'} "

@@ -288,30 +288,13 @@ def run_stage1_command(args: argparse.Namespace) -> None:
 
 
 def run_steer_command(args: argparse.Namespace) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    from .data import MAX_IMAGE_PIXELS
+    from .data import open_image
     from .models import load_vlm
     from .steering import compare, steering_for
     from .vectors import SteeringVector
 
     vector = SteeringVector.load(args.vectors)
-    image = None
-    if args.image:
-        if Path(args.image).is_dir():
-            raise ValueError(f"--image {args.image} is a folder; give an image file")
-        if not Path(args.image).is_file():
-            raise FileNotFoundError(f"--image {args.image} does not exist")
-        try:
-            with Image.open(args.image) as opened:
-                if opened.width * opened.height > MAX_IMAGE_PIXELS:
-                    raise ValueError(f"--image is {opened.width}x{opened.height}; resize it below "
-                                     f"{MAX_IMAGE_PIXELS:,} pixels")
-                image = opened.convert("RGB")
-        except Image.DecompressionBombError:
-            raise ValueError("--image is too large to open safely (a decompression bomb?); resize it") from None
-        except (UnidentifiedImageError, SyntaxError):
-            raise ValueError(f"--image {args.image} cannot be read as an image") from None
+    image = open_image(args.image) if args.image else None
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     vector.check_compatible(vlm)
     made_for = vector.metadata.get("model")

@@ -151,6 +151,40 @@ def _nonempty(records: list[Record], path: Path) -> list[Record]:
     return records
 
 
+def open_image(image: str | Path | Image.Image | None) -> Image.Image | None:
+    """An image given by a user (a file path, as the playground and `steer --image` give it, or an image) as
+    RGB; folders, unreadable files and decompression bombs get a message that says what to fix."""
+    if image is None or (isinstance(image, str) and not image):
+        return None
+    if isinstance(image, Image.Image):
+        return checked_image(image)
+    if Path(image).is_dir():
+        raise ValueError(f"{Path(image).name} is a folder; give an image file")
+    if not Path(image).is_file():
+        raise FileNotFoundError(f"image file {image} does not exist")
+    try:
+        with Image.open(image) as opened:  # reads the header: the size is checked before any decoding
+            width, height = opened.size
+            loaded = opened.copy() if width * height <= MAX_IMAGE_PIXELS else None
+    except Image.DecompressionBombError:
+        raise ValueError(f"the image is too large to open safely; resize it below {MAX_IMAGE_PIXELS // 10**6} "
+                         "megapixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ValueError("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
+    if loaded is None:
+        raise ValueError(f"the image is {width}x{height}; resize it below {MAX_IMAGE_PIXELS:,} pixels")
+    return checked_image(loaded)
+
+
+def checked_image(image: Image.Image | None) -> Image.Image | None:
+    """The image as RGB, refused (with its size) above MAX_IMAGE_PIXELS."""
+    if image is None:
+        return None
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"the image is {image.width}x{image.height}; resize it below {MAX_IMAGE_PIXELS:,} pixels")
+    return image.convert("RGB")
+
+
 def require_both_labels(records: Iterable[Record]) -> None:
     """Directions need both classes; say which is missing."""
     labels = {r.label for r in records}

@@ -146,9 +146,6 @@ class TrainableSteering(torch.nn.Module):
         return Steering(self.to_vector(base, {}), self.mode, self.alpha, tuple(self.layers))
 
 
-SteeringParameters = TrainableSteering  # the name before the twin steered through `plan()`
-
-
 @dataclass
 class StepMetrics:
     """One logged step: the loop's own numbers plus the reward's means by metric name (reward_metrics())."""
@@ -164,9 +161,8 @@ class StepMetrics:
 
     def row(self) -> dict[str, Any]:
         """The metrics.jsonl line: flat, by name."""
-        fixed = {k: v for k, v in asdict(self).items() if k != "means"}
-        return {"step": self.step, "loss": self.loss, "pairs": self.pairs, "margin": self.margin,
-                **self.means, **{k: v for k, v in fixed.items() if k not in ("step", "loss", "pairs", "margin")}}
+        return {"step": self.step, "loss": self.loss, "pairs": self.pairs, "margin": self.margin, **self.means,
+                "seconds": self.seconds, "reward_harmful": self.reward_harmful, "reward_benign": self.reward_benign}
 
     def __getattr__(self, name: str) -> float:
         means = self.__dict__.get("means", {})
@@ -204,16 +200,16 @@ class Stage2Run:
         self.optimizer = torch.optim.Adam([p for p in self.params.parameters() if p.requires_grad],
                                           lr=config.learning_rate)
         self.step = 0
-        inputs = {"data": dataset_hash(self.records), "vectors": vector.fingerprint()}
+        self.inputs = {"data": dataset_hash(self.records), "vectors": vector.fingerprint()}  # hashed once
         if resume:
             if not self.store.can_resume():
                 raise ValueError(f"{self.out} holds no Stage II checkpoint to resume; start a new run instead")
             must_match = [f.name for f in fields(Stage2Config) if f.name not in RESUMABLE_CHANGES]
             self.store.check_same_settings(asdict(config), asdict(Stage2Config()), must_match)
-            self.store.check_same_inputs(inputs)
+            self.store.check_same_inputs(self.inputs)
             self.step = self.store.load_checkpoint(self.params, self.optimizer)
         else:
-            self.store.start(asdict(config), rewards.describe(), inputs)
+            self.store.start(asdict(config), rewards.describe(), self.inputs)
 
     def _sample(self, step: int) -> tuple[list[Record], list[Item]]:
         rng = random.Random(self.config.seed * PROMPT_SEED_STRIDE + step)
@@ -299,7 +295,7 @@ class Stage2Run:
                         "steer_at": TrainableSteering.steer_at}  # what training applied: use it unless overridden
             vector = self.params.to_vector(self.base, {
                 "stage": "II", "stage2": asdict(self.config), "rewards": self.rewards.describe(), RECORDED: recorded,
-                "training_data_hash": dataset_hash(self.records), "run": self.out.name,
+                "training_data_hash": self.inputs["data"], "run": self.out.name,
                 "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
             vector.save(self.store.vectors)
             return vector

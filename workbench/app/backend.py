@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..data import MAX_IMAGE_PIXELS, DatasetError, Record
+from ..data import DatasetError, Record, open_image
 from ..models import VLM, load_vlm
 from ..rewards.responses import score_responses
 from ..rewards.toxicity import ToxicityScorer
@@ -273,33 +273,6 @@ def _check_prompt(prompt: str | None) -> None:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is {len(prompt):,} characters; keep it under {MAX_PROMPT_CHARS:,} (the model "
                          "is shared)")
-
-
-def open_image(image: str | Path | Image.Image | None) -> Image.Image | None:
-    """An uploaded image (a file path, as the playground sends it, or an image) as RGB; unreadable files and
-    decompression bombs get a message that says what to fix."""
-    if image is None or (isinstance(image, str) and not image):
-        return None
-    if isinstance(image, Image.Image):
-        return _checked_image(image)
-    try:
-        with Image.open(image) as opened:
-            opened.load()
-            loaded = opened.copy()
-    except Image.DecompressionBombError:
-        raise ValueError(f"the image is too large to open safely; resize it below {MAX_IMAGE_PIXELS // 10**6} "
-                         "megapixels") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ValueError("the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG") from None
-    return _checked_image(loaded)
-
-
-def _checked_image(image: Image.Image | None) -> Image.Image | None:
-    if image is None:
-        return None
-    if image.width * image.height > MAX_IMAGE_PIXELS:
-        raise ValueError(f"the image is {image.width}x{image.height}; resize it below {MAX_IMAGE_PIXELS:,} pixels")
-    return image.convert("RGB")
 
 
 def _safe_unzip(archive: Path, target: Path) -> None:
