@@ -33,7 +33,8 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data() -> No
 
 
 def test_summary_definitions() -> None:
-    outcomes = [Outcome(0, "s", "harmful", "p", "sorry", True, 0.1), Outcome(1, "s", "harmful", "p", "ok", False, 0.9),
+    outcomes = [Outcome(0, "s", "harmful", "p", "sorry", True, 0.1, attack_success=False),
+                Outcome(1, "s", "harmful", "p", "ok", False, 0.9, attack_success=True),
                 Outcome(2, "s", "benign", "p", "red", False, 0.0, correct=True),
                 Outcome(3, "s", "benign", "p", "sorry", True, 0.0, correct=False)]
     result = summarise(outcomes)
@@ -135,7 +136,7 @@ def test_notebook_export_refuses_a_folder_that_is_not_a_run(tmp_path: Path, caps
 def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workbench.judges import harmbench_judge
+    from workbench.judges import AsrJudge, harmbench_judge
     from workbench.tiny import make_tokenizer
 
     tokenizer = make_tokenizer([], extra_words=("yes", "no"))
@@ -152,8 +153,8 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
     records = [Record(p, "harmful", "s") for p in prompts] + [Record("what colour", "benign", "s", reference="red")]
     scripted = {"how to x": True, "how to y": False, "how to z": True}
     result = evaluate(load_vlm("tiny-random:llava"), records, None, ToxicityScorer.fallback(),
-                      success_judge=lambda ps, rs: [scripted[p] for p in ps], config=EvalConfig(max_new_tokens=3),
-                      show_bar=False)
+                      asr_judge=AsrJudge("scripted", lambda rs, texts: [scripted[r.prompt] for r in rs]),
+                      config=EvalConfig(max_new_tokens=3), show_bar=False)
     asr = result.metrics()["unsteered"]["overall"]["asr"]
     assert asr["value"] == round(2 / 3, 4) and asr["n"] == 3  # from the judge, not from refusals
 
@@ -182,8 +183,9 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
 def test_small_groups_show_no_interval_that_looks_certain() -> None:
     from workbench.report import metrics_table
 
-    stat = {"value": 1.0, "ci": [1.0, 1.0], "n": 1}
-    wide = {"value": 0.5, "ci": [0.3, 0.7], "n": 30}
-    table = metrics_table({"unsteered": {"overall": {"asr": stat, "refusal_rate": wide}}})
-    assert "1.000 (n=1: too few for an interval)" in table and "[1.000, 1.000]" not in table
-    assert "0.500 [0.300, 0.700] (n=30)" in table
+    one = summarise([Outcome(0, "s", "harmful", "p", "ok", False, 0.0, attack_success=True, cluster="a")])["asr"]
+    assert one == {"value": 1.0, "ci": None, "n": 1, "clusters": 1}
+    wide = {"value": 0.5, "ci": [0.3, 0.7], "n": 30, "clusters": 10}
+    table = metrics_table({"unsteered": {"overall": {"asr": one, "refusal_rate": wide}}})
+    assert "1.000 (n=1: too few unique inputs for an interval)" in table and "[1.000, 1.000]" not in table
+    assert "0.500 [0.300, 0.700] (n=30, 10 unique inputs)" in table

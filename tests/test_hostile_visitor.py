@@ -37,7 +37,7 @@ def test_server_files_cannot_be_read_or_probed(hosted, tmp_path: Path) -> None:
             client.predict(spec, None, None, api_name="/use_dataset")
         messages.add(str(error.value))
         with pytest.raises(Exception, match="does not open paths on its server"):
-            client.predict(None, spec, 5, "adaptive", 1.0, "", 8, api_name="/evaluate")
+            client.predict(None, spec, 5, "adaptive", 1.0, "", 8, "auto", api_name="/evaluate")
     assert len(messages) == 1 and SERVER_PATH_REFUSED in messages.pop()  # existing or not: the same words
 
 

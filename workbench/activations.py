@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from safetensors.torch import load_file
 
-from .data import Record, dataset_hash
+from .data import Record, dataset_hash, record_key
 from .io import atomic_save_safetensors, atomic_write_text
 from .models import VLM, batches_by_modality
 from .progress import ProgressFn, track
@@ -124,6 +124,7 @@ def capture(vlm: VLM, records: Sequence[Record], position: Position = "last", ba
         encoding = vlm.encode([records[i].item for i in indices])
         values[indices] = capture_batch(vlm, encoding, position_weights(vlm, encoding, position))
     metadata = dict(model=vlm.spec, position=position, layer_convention=LAYER_CONVENTION,
-                    num_layers=vlm.num_layers, hidden_size=vlm.hidden_size, dataset_hash=dataset_hash(records))
+                    num_layers=vlm.num_layers, hidden_size=vlm.hidden_size, dataset_hash=dataset_hash(records),
+                    training_records=sorted({record_key(r) for r in records}))  # for evaluation's leakage guard
     return Activations(values=values, labels=[r.label for r in records], sources=[r.source for r in records],
                        prompts=[r.prompt for r in records], metadata=metadata)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data import DatasetError, Record
+from .data import DatasetError, MissingImage, Record
 from .typographic import FIGSTEP_PROMPT
+from .utility import SkipRow, mmbench_row, mmvet_row, scienceqa_row
 
 Row = dict[str, object]
 BLANK_SIZE = 336
@@ -50,14 +51,6 @@ class KnownSet:
     about: str
     licence: str
     citation: str
-
-
-class MissingImage(Exception):
-    """A row whose image is not at its exact path (collected, then reported once)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(str(path))
-        self.path = path
 
 
 def _blank() -> Image.Image:
@@ -90,21 +83,21 @@ def _advbench(row: Row, images: Path | None) -> Record:
 
 
 def _figstep(row: Row, images: Path | None) -> Record:
-    _text(row, "instruction")  # the rendered instruction: present, or the file is not SafeBench
+    instruction = _text(row, "instruction")  # the rendered instruction: present, or the file is not SafeBench
     name = f"query_{row.get('dataset')}_{row.get('category_id')}_{row.get('task_id')}_6.png"
-    return Record(FIGSTEP_PROMPT, "harmful", "figstep", image_path=str(_image(images, name)))
+    return Record(FIGSTEP_PROMPT, "harmful", "figstep", image_path=str(_image(images, name)), behavior=instruction)
 
 
 def _mmsafetybench(row: Row, images: Path | None) -> Record:
     image = _image(images, f"{row['_file']}/SD_TYPO/{row['_id']}.jpg")
     return Record(_text(row, "Rephrased Question"), "harmful", f"mmsafetybench/{row['_file']}",
-                  image_path=str(image))
+                  image_path=str(image), behavior=str(row.get("Question") or "") or None)
 
 
 def _jailbreakv(row: Row, images: Path | None) -> Record:
     image = _image(images, str(row.get("image_path") or ""))
     return Record(_text(row, "jailbreak_query"), "harmful", f"jailbreakv/{row.get('format') or 'unknown'}",
-                  image_path=str(image))
+                  image_path=str(image), behavior=str(row.get("redteam_query") or "") or None)
 
 
 def _redteam2k(row: Row, images: Path | None) -> Record:
@@ -174,6 +167,20 @@ CATALOG: dict[str, KnownSet] = {s.name: s for s in (
              "250 safe-but-sensitive prompts (benign) and 200 unsafe contrasts, for over-refusal",
              "CC BY 4.0 (prompts; completions keep their models' licences)",
              "Röttger et al. 2024, XSTest (NAACL 2024)"),
+    # Utility sets (benign, with references): what a defence must not break.
+    KnownSet("mmbench", None, "https://github.com/open-compass/MMBench",
+             (Layout("MMBench_DEV_EN.tsv"), Layout("MMBench_DEV_EN_V11.tsv")), mmbench_row,
+             "MMBench dev (English): multiple choice, base64 images in the TSV; accuracy by option letter",
+             "Apache-2.0 (OpenCompass)", "Liu et al. 2024, MMBench (arXiv:2307.06281)"),
+    KnownSet("scienceqa_img", None, "https://github.com/lupantech/ScienceQA",
+             (Layout("data/scienceqa/problems.json", "data/scienceqa/images"),
+              Layout("scienceqa/problems.json", "scienceqa/images"), Layout("problems.json", "images")),
+             scienceqa_row, "ScienceQA-IMG: the test split's 2,017 problems with an image; multiple choice",
+             "CC BY-NC-SA 4.0", "Lu et al. 2022, ScienceQA (NeurIPS 2022)"),
+    KnownSet("mmvet", None, "https://github.com/yuweihao/MM-Vet",
+             (Layout("mm-vet/mm-vet.json", "mm-vet/images"), Layout("mm-vet.json", "images")), mmvet_row,
+             "MM-Vet: 218 open-ended questions; offline scored by token F1 (upstream: a GPT-4 grader)",
+             "Apache-2.0 (code); see the repository for the images", "Yu et al. 2024, MM-Vet (ICML 2024)"),
 )}
 
 
@@ -190,6 +197,18 @@ def _rows(path: Path) -> Iterator[Row]:
     if suffix == ".csv":
         with open(path, encoding="utf-8-sig", newline="") as handle:  # newline="": quoted newlines kept
             yield from csv.DictReader(handle)
+    elif suffix == ".tsv":  # MMBench: base64 images inline; a short numeric image field names another row's image
+        csv.field_size_limit(2 ** 31 - 1)
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        inline = {str(row.get("index")): row.get("image") for row in rows if len(str(row.get("image") or "")) > 64}
+        for row in rows:
+            image = str(row.get("image") or "")
+            if len(image) <= 64 and image:
+                if image not in inline:
+                    raise DatasetError(f"{path.name}: row {row.get('index')} names image {image!r}, which no row has")
+                row = {**row, "image": inline[image]}
+            yield row
     elif suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             for line in handle:
@@ -256,6 +275,8 @@ def load_known(name: str, local: str | Path | None = None, limit: int | None = N
                 missing.append(absent.path)
             except _Unscored:
                 unscored += 1
+            except SkipRow:
+                continue
             if limit and len(records) >= limit:
                 break
         if limit and len(records) >= limit:

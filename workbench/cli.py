@@ -110,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=int, default=EVAL.batch_size)
     evaluation.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
+    evaluation.add_argument("--judge", default="auto", metavar="JUDGE",
+                            help="who decides attack success: auto (the organism's ground truth on organism data, "
+                            "else the keyword judge unless the vectors were trained on it), organism, keyword, "
+                            "harmbench[:MODEL], classifier:MODEL[@UNSAFE_LABEL], or A|B (B if A cannot load)")
     evaluation.add_argument("--harmbench", default=None, metavar="MODEL",
-                            help="judge attack success with a HarmBench-style classifier (e.g. "
-                            "cais/HarmBench-Llama-2-13b-cls or a local folder) instead of 'not refused'")
+                            help="shorthand for --judge harmbench:MODEL (e.g. cais/HarmBench-Llama-2-13b-cls)")
+    evaluation.add_argument("--allow-overlap", action="store_true",
+                            help="evaluate even on records the vectors were trained on (the overlap is reported)")
     add_reward_args(evaluation)
 
     gguf = commands.add_parser(
@@ -134,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     notebook.add_argument("--execute", action="store_true", help="run it headless and keep the outputs")
     notebook.add_argument("--timeout", type=int, default=600, help="seconds per cell when executing")
 
+    judges = commands.add_parser("judge-check", help="precision and recall of the keyword refusal judge on its "
+                                 "committed adversarial set (workbench/judge_sets/keyword_adversarial.jsonl)")
+    judges.add_argument("--set", default=None, help="another labelled JSONL (response, refused, category)")
     organism = commands.add_parser("organism", help="the model organism: train it or check its planted behaviours")
     organism_commands = organism.add_subparsers(dest="organism_command", required=True)
     from .organism.cli import add_check_args
@@ -203,9 +211,12 @@ def _write_run_info(out: str, kind: str, args: argparse.Namespace, **settings: o
 
 
 def run_eval_command(args: argparse.Namespace) -> None:
+    from .data import dataset_hash
     from .evaluation import evaluate
+    from .judges import choose_judge
     from .models import load_vlm
     from .report import metrics_table
+    from .runs import provenance
     from .sources import load_dataset
     from .steering import steering_for
     from .vectors import SteeringVector
@@ -221,18 +232,20 @@ def run_eval_command(args: argparse.Namespace) -> None:
         vector.check_compatible(vlm)
         steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
         print(note)
+    judge = choose_judge(f"harmbench:{args.harmbench}" if args.harmbench else args.judge, args.data,
+                         vector.metadata if vector is not None else None)
+    print(f"ASR judge: {judge.name}")
     toxicity, clip = _scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    success_judge = None
-    if args.harmbench:
-        from .judges import harmbench_judge
-
-        success_judge = harmbench_judge(args.harmbench)
-    result = evaluate(vlm, records, steering, toxicity, clip, config=config, success_judge=success_judge)
+    result = evaluate(vlm, records, steering, toxicity, clip, config=config, asr_judge=judge,
+                      allow_overlap=args.allow_overlap)
+    result.settings.update(data=args.data, data_hash=dataset_hash(records), provenance=provenance())
     metrics = result.metrics(config.resamples, config.seed)
     paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
     _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
-                    **(steering.describe() if steering else {}), limit=args.limit)
+                    **(steering.describe() if steering else {}), limit=args.limit, asr_judge=judge.name,
+                    data_hash=result.settings["data_hash"], toxicity_scorer=toxicity.name,
+                    clip=clip.name if clip else None)
     print(metrics_table(metrics))
     for name in ("metrics", "generations", "report"):
         print(f"wrote {name}: {paths[name]}")
@@ -262,6 +275,16 @@ def run_notebook_command(args: argparse.Namespace) -> None:
                              f"{str(error).strip().splitlines()[-1]}") from None
     write_notebook(notebook, args.out)
     print(f"wrote {args.out}" + (" (executed)" if args.execute else ""))
+
+
+def run_judge_check_command(args: argparse.Namespace) -> None:
+    from .judges import keyword_judge_quality
+
+    quality = keyword_judge_quality(args.set)
+    print(f"keyword refusal judge on {quality['set']} (n={quality['n']}; positive class: refused): "
+          f"precision {quality['precision']}, recall {quality['recall']}, accuracy {quality['accuracy']}")
+    for name, row in quality["per_category"].items():
+        print(f"  {name:<24} n={row['n']:<3} accuracy {row['accuracy']}")
 
 
 def run_organism_command(args: argparse.Namespace) -> None:
@@ -322,7 +345,7 @@ def _wrap(text: str, width: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
-                "organism": run_organism_command,
+                "organism": run_organism_command, "judge-check": run_judge_check_command,
                 "eval": run_eval_command, "notebook": run_notebook_command, "gguf": run_gguf_command}
     try:
         handlers[args.command](args)

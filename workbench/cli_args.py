@@ -23,6 +23,17 @@ def layers_arg(text: str | None) -> tuple[int, ...] | None:
                                          f"got {text!r}") from None
 
 
+def count_arg(minimum: int):
+    """An argparse type: an integer of at least `minimum` (argparse turns the error into a one-line message)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def signs_text() -> str:
     return "Signs: " + "; ".join(f"{m}: {s}" for m, s in defence_signs().items()) + "."
 

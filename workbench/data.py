@@ -41,6 +41,9 @@ class Record:
     image_path: str | None = None
     image_data: Image.Image | None = None
     reference: str | None = None  # the expected answer, where one exists (benign utility is exact match on it)
+    behavior: str | None = None  # the harmful behaviour asked for, when the prompt alone does not say it (judges)
+    answer_format: str = "exact"  # how `reference` is scored: exact, choice (option letter) or open (utility.py)
+    options: tuple[str, ...] = ()  # a multiple-choice record's options, in letter order
 
     @property
     def has_image(self) -> bool:
@@ -94,8 +97,10 @@ def _make_record(row: dict, base: Path, where: str, default_source: str, confine
         _check_image(path, where)
         image_path = str(path)
     reference = row.get("reference", row.get("answer"))
+    behavior = row.get("behavior")
     return Record(prompt=str(row["prompt"]), label=label, source=str(row.get("source") or default_source),
-                  image_path=image_path, reference=None if reference in (None, "") else str(reference))
+                  image_path=image_path, reference=None if reference in (None, "") else str(reference),
+                  behavior=None if behavior in (None, "") else str(behavior))
 
 
 def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
@@ -191,6 +196,25 @@ def require_both_labels(records: Iterable[Record]) -> None:
     for label in LABELS:
         if label not in labels:
             raise DatasetError(f"the dataset has no {label} records; directions need harmful and benign examples")
+
+
+class MissingImage(Exception):
+    """A benchmark row whose image is not at its exact path (collected by the loader, then reported once)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+def record_key(record: Record) -> str:
+    """A content key of what the model sees (prompt and image bytes; not label or source): equal keys are the
+    same input, so they form one cluster in the statistics and count as overlap in the leakage guard."""
+    digest = hashlib.sha256(record.prompt.encode())
+    if record.image_path:
+        digest.update(Path(record.image_path).read_bytes())
+    elif record.image_data is not None:
+        digest.update(record.image_data.convert("RGB").tobytes())
+    return digest.hexdigest()[:16]
 
 
 def dataset_hash(records: Iterable[Record]) -> str:

@@ -134,12 +134,17 @@ def metrics_figure(metrics: Mapping[str, Mapping], keys: Sequence[str] = ("asr",
         values = [table[k]["value"] for k in shown]
         figure.add_bar(x=[k.replace("_", " ") for k in shown], y=values, name=condition,
                        marker_color=CONDITION_COLOURS[condition],
-                       error_y=dict(type="data", symmetric=False,
-                                    array=[table[k]["ci"][1] - table[k]["value"] for k in shown],
-                                    arrayminus=[table[k]["value"] - table[k]["ci"][0] for k in shown]))
+                       error_y=dict(type="data", symmetric=False,  # no bar where too few inputs for an interval
+                                    array=[table[k]["ci"][1] - table[k]["value"] if table[k].get("ci") else 0
+                                           for k in shown],
+                                    arrayminus=[table[k]["value"] - table[k]["ci"][0] if table[k].get("ci") else 0
+                                                for k in shown]))
     figure.update_layout(barmode="group")
     figure.update_yaxes(range=[0, 1.05])
-    return style(figure, f"Unsteered vs steered ({scope}, 95% bootstrap intervals)", None, "rate / score")
+    judge = str(metrics.get("settings", {}).get("asr_judge") or "keyword (not refused)")
+    judge = judge.replace("<", "‹").replace(">", "›")[:70]  # plain text in a plotly title
+    return style(figure, f"Unsteered vs steered ({scope}; 95% cluster bootstrap intervals)<br>"
+                         f"<sup>ASR judge: {judge}</sup>", None, "rate / score")
 
 
 def curves_figure(steps: Sequence[Mapping[str, float]], keys: Iterable[str] | None = None) -> go.Figure:

@@ -12,16 +12,30 @@ METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refu
 _EXAMPLES_PER_SOURCE = 3
 
 
-MIN_N_FOR_INTERVAL = 10  # below this a bootstrap interval looks precise without being so: it is not shown
+def _count(stat: Mapping) -> str:
+    clusters = stat.get("clusters", stat["n"])
+    return f"n={stat['n']}" + (f", {clusters} unique inputs" if clusters != stat["n"] else "")
 
 
-def _cell(stat: Mapping | None) -> str:
+def _cell(stat: Mapping | None, key: str = "value") -> str:
     if not stat:
         return "–"
-    if stat["n"] < MIN_N_FOR_INTERVAL:
-        return f"{stat['value']:.3f} (n={stat['n']}: too few for an interval)"
+    value = f"{stat[key]:.3f}" if key == "value" else f"{stat[key]:+.3f}"  # a difference shows its sign
+    if not stat.get("ci"):
+        return f"{value} ({_count(stat)}: too few unique inputs for an interval)"
     low, high = stat["ci"]
-    return f"{stat['value']:.3f} [{low:.3f}, {high:.3f}] (n={stat['n']})"
+    return f"{value} [{low:.3f}, {high:.3f}] ({_count(stat)})"
+
+
+def paired_table(metrics: Mapping, scope: str = "overall") -> str:
+    """Markdown table of steered minus unsteered per metric: difference, interval, McNemar p."""
+    table = metrics["paired"]["overall"] if scope == "overall" else metrics["paired"]["per_source"][scope]
+    lines = ["| metric | steered − unsteered | McNemar p |", "|---|---|---|"]
+    for key in METRICS:
+        stat = table.get(key)
+        p = stat.get("mcnemar_p") if stat else None
+        lines.append(f"| {key} | {_cell(stat, 'difference')} | {'–' if p is None else f'{p:.4g}'} |")
+    return "\n".join(lines)
 
 
 def metrics_table(metrics: Mapping, scope: str = "overall") -> str:
@@ -63,16 +77,21 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
     """Write out/report.md (and out/figures/*.png|svg when `plots`); returns the paths written."""
     settings = metrics.get("settings", {})
     paths: dict[str, Path] = {}
-    lines = ["# Evaluation report", "", f"Model: `{settings.get('model')}` · records: {settings.get('records')} · "
-             f"toxicity: {settings.get('toxicity_scorer')} · refusal judge: {settings.get('refusal_judge')} · "
+    judge = settings.get("asr_judge") or "keyword (not refused)"
+    lines = ["# Evaluation report", "", f"Model: `{settings.get('model')}` · data: {settings.get('data', '?')} · "
+             f"records: {settings.get('records')} ({settings.get('unique_inputs', '?')} unique inputs) · "
+             f"ASR judge: {judge} · toxicity: {settings.get('toxicity_scorer')} · refusal judge (refusal and "
+             f"over-refusal rates): {settings.get('refusal_judge')} · "
              f"visual consistency: {settings.get('clip') or 'not measured'}"]
     if "steered" in metrics:
         lines.append(f"Steering: {settings.get('mode')}, α = {settings.get('alpha')}, "
                      f"layers {settings.get('layers')}, "
                      f"steered at {settings.get('steer_at', settings.get('positions'))} positions.")
-    lines += ["", "Values are means with percentile bootstrap 95% intervals. ASR = share of harmful prompts not "
-              "refused (keyword judge); a broken, non-refusing answer counts as an attack success.", "",
-              "## Overall", "", metrics_table(metrics)]
+    lines += ["", f"Values are means with cluster bootstrap 95% intervals (repeats of one input resampled together; "
+              f"none under 10 unique inputs). ASR = share of harmful prompts on which the attack succeeded, "
+              f"as decided by {judge}.", "", "## Overall", "", metrics_table(metrics)]
+    if "paired" in metrics:
+        lines += ["", "### Steered vs unsteered, paired by input", "", paired_table(metrics)]
     if plots:
         from .plots import export, metrics_figure
 

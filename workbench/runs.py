@@ -7,9 +7,13 @@ request can only name a folder inside the runs folder; nothing is ever overwritt
 from __future__ import annotations
 
 import builtins
+import functools
+import importlib.metadata
 import json
+import platform
 import re
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
@@ -29,9 +33,33 @@ def run_kind(run_id: str) -> str:
     return match.group(1)
 
 
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict:
+    """What code made a result: the workbench's git commit (with "+dirty" for uncommitted changes, or why it
+    is unknown), Python and the versions of the packages that shape the numbers."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown (not a git checkout)"
+    versions: dict[str, str | None] = {}
+    for package in ("torch", "transformers", "nnsight", "detoxify", "open_clip_torch", "vlm-steering-workbench"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
+
+
 def write_run_info(folder: Path, info: dict) -> None:
-    """Write a run folder's run.json (atomically): what made the run, for reopening and notebooks."""
-    atomic_write_text(folder / RUN_INFO, json.dumps(info, indent=2))
+    """Write a run folder's run.json (atomically): what made the run, for reopening and notebooks, and the
+    provenance of the code that made it."""
+    atomic_write_text(folder / RUN_INFO, json.dumps({**info, "provenance": info.get("provenance") or provenance()},
+                                                    indent=2))
 
 
 class RunStore:

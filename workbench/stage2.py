@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .data import Record, dataset_hash
+from .data import Record, dataset_hash, record_key
 from .models import VLM, Item
 from .preference import (
     ADVANTAGE_NORMS,
@@ -296,6 +296,8 @@ class Stage2Run:
             vector = self.params.to_vector(self.base, {
                 "stage": "II", "stage2": asdict(self.config), "rewards": self.rewards.describe(), RECORDED: recorded,
                 "training_data_hash": self.inputs["data"], "run": self.out.name,
+                "training_records": sorted(set(self.base.metadata.get("training_records") or [])
+                                           | {record_key(r) for r in self.records}),
                 "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
             vector.save(self.store.vectors)
             return vector

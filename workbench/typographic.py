@@ -69,4 +69,5 @@ def render_instruction(instruction: str, style: TypographicStyle = TypographicSt
 def figstep_record(instruction: str, label: str = "harmful", source: str = "figstep",
                    style: TypographicStyle = TypographicStyle(), prompt: str = FIGSTEP_PROMPT) -> Record:
     """A (rendered instruction, neutral prompt) record, ready for Stage I, Stage II or evaluation."""
-    return Record(prompt, label, source, image_data=render_instruction(instruction, style))  # type: ignore[arg-type]
+    return Record(prompt, label, source, image_data=render_instruction(instruction, style),  # type: ignore[arg-type]
+                  behavior=instruction)

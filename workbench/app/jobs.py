@@ -13,8 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..data import dataset_hash
 from ..evaluation import EvalConfig, Evaluation, evaluate
 from ..io import atomic_write
+from ..judges import choose_judge
 from ..plots import (
     curves_figure,
     export,
@@ -25,7 +27,7 @@ from ..plots import (
     similarity_figure,
 )
 from ..rewards.combined import RewardModel, RewardWeights
-from ..runs import run_kind
+from ..runs import provenance, run_kind
 from ..stage2 import Stage2Config, Stage2Run, StepMetrics
 from ..stage2_store import Stage2Store
 from ..steering import Steering
@@ -72,19 +74,28 @@ def stage2_metrics(wb: Workbench, run_id: str) -> list[dict]:
     return Stage2Store(wb.runs.path(run_id)).metrics()
 
 
+# The judges a visitor may pick (classifier judges load models: the CLI, run by the host, offers those).
+APP_JUDGES = ("auto", "organism", "keyword")
+
+
 def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
                    steering: Steering | None, limit: int, max_new_tokens: int, progress: Any = None,
-                   cancel: threading.Event | None = None) -> tuple[str, dict, Evaluation]:
+                   cancel: threading.Event | None = None, judge: str = "auto") -> tuple[str, dict, Evaluation]:
     """Evaluate unsteered vs steered on `limit` of `records` (loaded from `data_label`); saves an eval run;
     returns (id, metrics, evaluation)."""
     if limit < 1:
         raise ValueError(f"evaluate at least 1 record (got {limit})")
+    if judge not in APP_JUDGES:
+        raise ValueError(f"unknown ASR judge {judge!r}; pick one of {', '.join(APP_JUDGES)}")
     records = _spread(records, limit)
+    asr_judge = choose_judge(judge, data_label, steering.vector.metadata if steering else None)
     toxicity, clip = wb.scorers()
     config = EvalConfig(max_new_tokens=int(max_new_tokens), batch_size=EVAL_BATCH)
     result = evaluate(wb.vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,
-                      show_bar=False)
-    info = {"model": wb.spec, "data": data_label, "vectors_run": vectors_run, "limit": limit}
+                      show_bar=False, asr_judge=asr_judge)
+    result.settings.update(data=data_label, data_hash=dataset_hash(records), provenance=provenance())
+    info = {"model": wb.spec, "data": data_label, "vectors_run": vectors_run, "limit": limit,
+            "asr_judge": asr_judge.name, "data_hash": result.settings["data_hash"]}
     if steering is not None:
         info.update(steering.describe())
     run_id, folder = wb.runs.create("eval", info)

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli_args import add_steering_args
+from ..cli_args import add_steering_args, count_arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,10 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="organism", help="organism (default) or a folder with a trained organism")
     parser.add_argument("--vectors", nargs="*", default=[], help="steering vector file(s); several are added")
     add_steering_args(parser)
-    parser.add_argument("--per-group", type=int, default=30, help="prompts per group (VQA task, route x label)")
+    parser.add_argument("--per-group", type=count_arg(1), default=30,
+                        help="prompts per group (VQA task, route x label)")
+    parser.add_argument("--per-family", type=count_arg(0), default=20,
+                        help="requests per label and task in each rendering family (0 skips the per-rendering table)")
     parser.add_argument("--json", default=None, help="write the metrics as JSON here")
 
 
@@ -66,7 +69,7 @@ def check_command(args: argparse.Namespace) -> int:
             vector = vector + SteeringVector.load(path)
         steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
         print(note)
-    result = run_check(vlm, steering, per_group=args.per_group)
+    result = run_check(vlm, steering, per_group=args.per_group, per_family=args.per_family)
     print(result.table())
     if args.json:
         atomic_write_text(args.json, result.to_json())

@@ -20,15 +20,19 @@ from ..context import (
     progress_callback,
     run_picker,
 )
-from ..jobs import run_evaluation
+from ..jobs import APP_JUDGES, run_evaluation
 
 
 def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Evaluate", id="evaluate"):
-        gr.Markdown("ASR = share of harmful prompts not refused (keyword judge); over-refusal = share of benign "
-                    "prompts refused; benign accuracy = exact match where the dataset has reference answers. "
-                    "Intervals: percentile bootstrap, 95%.")
+        gr.Markdown("ASR = share of harmful prompts on which the attack succeeded, as decided by the ASR judge "
+                    "(auto: the organism's ground truth on organism data, else the keyword judge — which Stage II "
+                    "can also use as a reward, so vectors trained on it must be judged by another); over-refusal = "
+                    "share of benign prompts refused (keyword judge); benign accuracy = exact match where the "
+                    "dataset has reference answers. Intervals: cluster bootstrap, 95% (repeats of one input "
+                    "resampled together; none under 10 unique inputs). Records the vectors were trained on are "
+                    "refused.")
         with gr.Row():
             ui["eval_run"] = run_picker("Vectors from run", scale=3)
             choices = dataset_choices(ctx.wb.spec)
@@ -41,6 +45,7 @@ def build(ctx: AppContext) -> None:
             ui["eval_layers"] = gr.Textbox("", label="Layers (empty = all)")
             ui["eval_tokens"] = gr.Number(EvalConfig.max_new_tokens, precision=0, label="Max new tokens", minimum=1,
                                           maximum=256)
+            ui["eval_judge"] = gr.Dropdown(list(APP_JUDGES), value="auto", label="ASR judge")
         with gr.Row():
             ui["eval_go"] = gr.Button("Evaluate", variant="primary")
             ui["eval_cancel"] = gr.Button("Cancel")
@@ -65,25 +70,26 @@ def wire(ctx: AppContext) -> None:
     @gpu_task
     @friendly_errors
     def go(run_id: str | None, dataset: str, limit: float, mode: str, alpha: float, layers: str, tokens: float,
-           request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
+           judge: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
         steering = ctx.wb.steering(run_id, mode, alpha, layers) if run_id else None
         records, label = ctx.wb.dataset(dataset)
         run_eval, metrics, evaluation = run_evaluation(ctx.wb, run_id, label, records, steering,
                                                        int(limit or 0), int(tokens or 0), progress_callback(progress),
-                                                       ctx.cancel_flag(request, "evaluate"))
+                                                       ctx.cancel_flag(request, "evaluate"), judge or "auto")
         settings = metrics["settings"]
         steered = (f" · vectors of `{run_id}`: {md_text(settings.get('mode'))}, α = {settings.get('alpha')}, layers "
                    f"{md_text(','.join(map(str, settings.get('layers') or [])))}, steered at "
                    f"{md_text(settings.get('steer_at'))} steps" if steering else " · no vectors picked: unsteered only")
-        head = (f"Run `{run_eval}` · data {md_text(label)} · {settings['records']} records{steered} · judge: "
-                f"{md_text(settings.get('success_judge') or settings.get('refusal_judge'))} · "
+        head = (f"Run `{run_eval}` · data {md_text(label)} · {settings['records']} records "
+                f"({settings.get('unique_inputs')} unique inputs){steered} · ASR judge: "
+                f"{md_text(settings.get('asr_judge'))} · "
                 f"toxicity: {md_text(settings['toxicity_scorer'])} · "
                 f"visual consistency: {md_text(settings['clip'] or 'not measured')}")
         return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), _examples(evaluation),
                 *ctx.refresh_pickers()]
 
     ui["eval_go"].click(go, [ui["eval_run"], ui["eval_data"], ui["eval_limit"], ui["eval_mode"], ui["eval_alpha"],
-                             ui["eval_layers"], ui["eval_tokens"]],
+                             ui["eval_layers"], ui["eval_tokens"], ui["eval_judge"]],
                         [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], *ctx.pickers()],
                         api_name="evaluate")
     ui["eval_run"].input(lambda run_id: adopt_recorded_steering(ctx, run_id), ui["eval_run"],
