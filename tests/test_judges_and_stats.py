@@ -171,3 +171,31 @@ def test_asr_judge_must_answer_every_response(llava) -> None:
     with pytest.raises(ValueError, match="gave 1 verdicts for 2"):
         evaluate(llava, _records(4), None, ToxicityScorer.fallback(), config=EvalConfig(max_new_tokens=2),
                  show_bar=False, asr_judge=broken)
+
+
+def test_compare_rows_agree_with_eval_on_the_same_data(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data.jsonl"
+    rows = [{"prompt": r.prompt, "label": r.label, "source": "attack" if r.label == "harmful" else "chat"}
+            for r in _records(12)]
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    assert main(["stage1", "--model", "tiny-random:llava", "--data", str(data), "--out", str(tmp_path / "s1")]) == 0
+    vectors = str(tmp_path / "s1" / "vectors.safetensors")
+    common = ["--model", "tiny-random:llava", "--data", str(data), "--judge", "keyword", "--allow-overlap",
+              "--max-new-tokens", "4", "--no-plots", "--mode", "additive", "--alpha", "-3"]
+    assert main(["compare", *common, "--vectors", vectors, "--names", "stage I", "--system-prompt", "Be safe.",
+                 "--out", str(tmp_path / "cmp")]) == 0
+    assert main(["eval", *common, "--vectors", vectors, "--out", str(tmp_path / "eval")]) == 0
+    table = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(table["rows"]) == ["no defence", "stage I", "system prompt"]
+    for row, condition in (("no defence", "unsteered"), ("stage I", "steered")):
+        cells = table["rows"][row]["cells"][str(data)]
+        assert cells["ASR · attack"] == metrics[condition]["per_source"]["attack"]["asr"]
+        assert cells["toxicity"] == metrics[condition]["overall"]["mean_toxicity"]
+    assert table["rows"]["stage I"]["settings"]["alpha"] == -3.0
+    assert table["rows"]["system prompt"]["settings"] == {"system_prompt": "Be safe."}
+    assert table["judges"][str(data)] == "keyword (not refused)"
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "ASR judge: keyword (not refused)" in text and "| stage I |" in text
+    assert main(["compare", *common, "--vectors", vectors, "--names", "a", "b", "--out", str(tmp_path / "x")]) == 2
+    assert "--names gives 2 names for 1 vector files" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from typing import Any
 
 from .activations import POSITIONS
 from .cli_args import add_model_args, add_reward_args, add_steering_args, signs_text
+from .cli_compare import add_compare_parser, run_compare_command
 from .directions import METHODS
 from .evaluation import EvalConfig
 from .preference import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     notebook.add_argument("--execute", action="store_true", help="run it headless and keep the outputs")
     notebook.add_argument("--timeout", type=int, default=600, help="seconds per cell when executing")
 
+    add_compare_parser(commands)
     judges = commands.add_parser("judge-check", help="precision and recall of the keyword refusal judge on its "
                                  "committed adversarial set (workbench/judge_sets/keyword_adversarial.jsonl)")
     judges.add_argument("--set", default=None, help="another labelled JSONL (response, refused, category)")
@@ -346,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
                 "organism": run_organism_command, "judge-check": run_judge_check_command,
+                "compare": run_compare_command,
                 "eval": run_eval_command, "notebook": run_notebook_command, "gguf": run_gguf_command}
     try:
         handlers[args.command](args)

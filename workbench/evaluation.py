@@ -175,6 +175,7 @@ class EvalConfig:
     batch_size: int = 8
     resamples: int = 1000
     seed: int = 0
+    system_prompt: str | None = None  # put before every prompt (the non-steering baseline defence)
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Evaluation:
             result[condition] = {
                 "overall": summarise(outcomes, resamples, seed),
                 "per_source": {s: summarise([o for o in outcomes if o.source == s], resamples, seed) for s in sources}}
-        if "steered" in self.outcomes:
+        if "steered" in self.outcomes and "unsteered" in self.outcomes:
             plain, steered = self.outcomes["unsteered"], self.outcomes["steered"]
             sources = sorted({o.source for o in plain})
             result["paired"] = {
@@ -242,11 +243,13 @@ def _judge(records: Sequence[Record], responses: Sequence[str], offset: int, tox
 def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, toxicity: ToxicityScorer,
              clip: ClipScorer | None = None, judge: RefusalJudge = keyword_judge, config: EvalConfig | None = None,
              progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-             show_bar: bool = True, asr_judge: AsrJudge | None = None, allow_overlap: bool = False) -> Evaluation:
+             show_bar: bool = True, asr_judge: AsrJudge | None = None, allow_overlap: bool = False,
+             baseline: bool = True) -> Evaluation:
     """Generate (greedy) for every record unsteered — with no intervention attached — and, when
     `steering` is given, steered; judge both the same way. ASR comes from `asr_judge` (default: the
     keyword judge, named as such; `judges.choose_judge` picks one apart from the vectors' rewards). Records
-    the vectors were trained on are refused unless `allow_overlap`."""
+    the vectors were trained on are refused unless `allow_overlap`. `baseline=False` skips the unsteered run
+    (a comparison that already has it)."""
     config = config or EvalConfig()
     asr_judge = asr_judge or keyword_asr()
     overlap = guard_leakage(records, steering.vector.metadata if steering else None, allow_overlap) if steering \
@@ -255,7 +258,7 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
         raise ValueError("nothing to evaluate: the dataset is empty")
     if config.max_new_tokens < 1 or config.batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
-    conditions: dict[str, Steering | None] = {"unsteered": None}
+    conditions: dict[str, Steering | None] = {"unsteered": None} if baseline or steering is None else {}
     if steering is not None:
         conditions["steered"] = steering
     chunks = [list(range(i, min(i + config.batch_size, len(records))))
@@ -266,7 +269,7 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
     for name, chunk in track(jobs, len(jobs), "evaluate", progress, cancel, show_bar):
         batch = [records[i] for i in chunk]
         responses = generate(vlm, [r.item for r in batch], conditions[name], max_new_tokens=config.max_new_tokens,
-                             batch_size=config.batch_size, seed=config.seed)
+                             batch_size=config.batch_size, seed=config.seed, system=config.system_prompt)
         outcomes[name] += _judge(batch, responses, chunk[0], toxicity, clip, judge, asr_judge,
                                  clusters[chunk[0]:chunk[-1] + 1])
     settings = {"model": vlm.spec, "records": len(records), "toxicity_scorer": toxicity.name,

@@ -78,25 +78,35 @@ class VLM:
         """The plain torch module of decoder layer `index` (for device/dtype lookups)."""
         return self.hf_model.get_decoder().layers[index]
 
-    def format_prompt(self, prompt: str, has_image: bool) -> str:
-        """The prompt in the model's chat format, with an image placeholder where the template puts one."""
+    def format_prompt(self, prompt: str, has_image: bool, system: str | None = None) -> str:
+        """The prompt in the model's chat format, with an image placeholder where the template puts one, after
+        `system` as a system message (refused when the template has no place for one: it would vanish)."""
         template = getattr(self.processor, "chat_template", None)
         if not template:  # e.g. PaliGemma: one image token up front, the processor expands it and adds BOS
+            if system:
+                raise ValueError(f"{self.spec} has no chat template, so it has no system prompt to set")
             image_token = getattr(self.processor, "image_token", None)
             return f"{image_token}{prompt}" if has_image and image_token else prompt
         content: list[dict[str, str]] = [{"type": "image"}] if has_image else []
         content.append({"type": "text", "text": prompt})
-        messages = [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if system:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if system and system not in text:
+            raise ValueError(f"{self.spec}'s chat template drops system messages; the system-prompt baseline cannot "
+                             "run on it")
+        return text
 
-    def encode(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
-        """One left-padded batch for (image, prompt) pairs; all items must have an image, or none."""
+    def encode(self, items: Sequence[Item], system: str | None = None) -> dict[str, torch.Tensor]:
+        """One left-padded batch for (image, prompt) pairs (after a system prompt when given); all items must
+        have an image, or none."""
         if not items:
             raise ValueError("encode() needs at least one (image, prompt) pair")
         with_image = [image is not None for image, _ in items]
         if any(with_image) and not all(with_image):
             raise ValueError("a batch must be all image prompts or all text-only prompts; use batches_by_modality()")
-        texts = [self.format_prompt(prompt, has_image) for (_, prompt), has_image in zip(items, with_image)]
+        texts = [self.format_prompt(prompt, has_image, system) for (_, prompt), has_image in zip(items, with_image)]
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
         if all(with_image):
             images = [image.convert("RGB") for image, _ in items if image is not None]

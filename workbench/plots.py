@@ -12,6 +12,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -145,6 +146,27 @@ def metrics_figure(metrics: Mapping[str, Mapping], keys: Sequence[str] = ("asr",
     judge = judge.replace("<", "‹").replace(">", "›")[:70]  # plain text in a plotly title
     return style(figure, f"Unsteered vs steered ({scope}; 95% cluster bootstrap intervals)<br>"
                          f"<sup>ASR judge: {judge}</sup>", None, "rate / score")
+
+
+def compare_figure(table: Mapping[str, Any], spec: str) -> go.Figure:
+    """Grouped bars: each defence's value per column (ASR per attack source, utility, over-refusal, toxicity)
+    on one data set, with cluster bootstrap intervals; the ASR judge in the title."""
+    figure = go.Figure()
+    columns: list[str] = []
+    for row in table["rows"].values():
+        columns += [c for c in row["cells"][spec] if c not in columns]
+    for index, (name, row) in enumerate(table["rows"].items()):
+        cells = [row["cells"][spec].get(c) for c in columns]
+        figure.add_bar(x=columns, y=[c["value"] if c else None for c in cells], name=name,
+                       marker_color=PALETTE[index % len(PALETTE)],
+                       error_y=dict(type="data", symmetric=False,
+                                    array=[c["ci"][1] - c["value"] if c and c.get("ci") else 0 for c in cells],
+                                    arrayminus=[c["value"] - c["ci"][0] if c and c.get("ci") else 0 for c in cells]))
+    figure.update_layout(barmode="group")
+    figure.update_yaxes(range=[0, 1.05])
+    judge = str(table["judges"][spec]).replace("<", "‹").replace(">", "›")[:70]
+    data = str(spec).replace("<", "‹").replace(">", "›")[:50]
+    return style(figure, f"Defences on {data}<br><sup>ASR judge: {judge}</sup>", None, "rate / score")
 
 
 def curves_figure(steps: Sequence[Mapping[str, float]], keys: Iterable[str] | None = None) -> go.Figure:

@@ -204,8 +204,10 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer
 
 def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = None, max_new_tokens: int = 32,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, suppress_tokens: Sequence[int] = ()) -> list[list[int]]:
-    """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order.
+                 batch_size: int = 8, suppress_tokens: Sequence[int] = (), system: str | None = None
+                 ) -> list[list[int]]:
+    """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order; `system`
+    is a system prompt put before each (a non-steering baseline defence).
     Seeded per batch, so the same call gives the same samples. `suppress_tokens` are never sampled
     (Stage II suppresses the image placeholder, which would break teacher forcing)."""
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
@@ -224,7 +226,7 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = Non
     eos = {tokenizer.eos_token_id} | set(_as_list(getattr(vlm.hf_model.generation_config, "eos_token_id", None)))
     outputs: list[list[int]] = [[] for _ in items]
     for indices in batches_by_modality(items, batch_size):
-        encoding = vlm.encode([items[i] for i in indices])
+        encoding = vlm.encode([items[i] for i in indices], system)
         with vlm.lock, torch.no_grad():
             torch.manual_seed(seed)
             ids = _generate_ids(vlm, encoding, steering, generation)
@@ -242,9 +244,10 @@ def _as_list(value: Any) -> list[int]:
 
 def generate(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, max_new_tokens: int = 32,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-             batch_size: int = 8) -> list[str]:
+             batch_size: int = 8, system: str | None = None) -> list[str]:
     """Generated continuations for (image, prompt) pairs, in order; seeded so runs are repeatable."""
-    ids = generate_ids(vlm, items, steering, max_new_tokens, do_sample, temperature, top_p, seed, batch_size)
+    ids = generate_ids(vlm, items, steering, max_new_tokens, do_sample, temperature, top_p, seed, batch_size,
+                       system=system)
     return vlm.decode(ids)
 
 

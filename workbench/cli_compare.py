@@ -1,0 +1,68 @@
+"""`workbench compare`: every defence on every data set under one judge, as one table (Markdown, JSON, figures)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_args import add_model_args, add_reward_args, add_steering_args, count_arg
+
+
+def add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare", help="compare defences: rows = no defence, each vector file (and a system prompt), columns = "
+        "ASR per attack source, utility per utility set, over-refusal, toxicity",
+        description="Writes DIR/compare.md, DIR/compare.json and DIR/figures/. Each vector file is steered with its "
+        "recorded settings unless --mode/--alpha/--layers/--steer-at override them for every file.")
+    add_model_args(compare)
+    compare.add_argument("--data", nargs="+", required=True, help="data sets (organism:test, a benchmark, a file)")
+    compare.add_argument("--vectors", nargs="*", default=[], help="vectors.safetensors files, one defence each")
+    compare.add_argument("--names", nargs="*", default=None, help="a row name per vector file (default: file stem "
+                         "and its folder)")
+    compare.add_argument("--system-prompt", default=None, help="add a row: this safety system prompt, no steering")
+    compare.add_argument("--judge", default="auto", help="the ASR judge for every row (see `eval --help`)")
+    compare.add_argument("--limit", type=count_arg(1), default=None, help="only the first N records of each set")
+    compare.add_argument("--max-new-tokens", type=count_arg(1), default=48)
+    compare.add_argument("--batch-size", type=count_arg(1), default=8)
+    compare.add_argument("--allow-overlap", action="store_true", help="allow records the vectors were trained on")
+    compare.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
+    compare.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
+    compare.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    add_steering_args(compare)
+    add_reward_args(compare)
+
+
+def run_compare_command(args: argparse.Namespace) -> None:
+    from .cli import _check_out, _scorers, _write_run_info
+    from .compare import Defence, markdown, run_compare, save
+    from .evaluation import EvalConfig
+    from .models import load_vlm
+    from .sources import load_dataset
+    from .steering import steering_for
+    from .vectors import SteeringVector
+
+    _check_out(args.out, "compare", args.overwrite)
+    names = args.names or [f"{Path(v).parent.name}/{Path(v).stem}" for v in args.vectors]
+    if len(names) != len(args.vectors):
+        raise ValueError(f"--names gives {len(names)} names for {len(args.vectors)} vector files")
+    vectors = [SteeringVector.load(path) for path in args.vectors]
+    data = {spec: load_dataset(spec)[: args.limit] for spec in args.data}
+    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
+    defences = []
+    for name, vector in zip(names, vectors):
+        vector.check_compatible(vlm)
+        steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
+        print(f"{name}: {note}")
+        defences.append(Defence(name, steering))
+    if args.system_prompt:
+        defences.append(Defence("system prompt", system_prompt=args.system_prompt))
+    toxicity, clip = _scorers(args)
+    config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    table = run_compare(vlm, data, defences, toxicity, clip, args.judge, config, args.allow_overlap)
+    paths = save(table, args.out, plots=not args.no_plots)
+    args.data = list(args.data)
+    _write_run_info(args.out, "compare", args, vectors=[str(Path(v).resolve()) for v in args.vectors], names=names,
+                    judges=table["judges"], system_prompt=args.system_prompt, limit=args.limit)
+    print(markdown(table))
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
