@@ -54,6 +54,13 @@ def test_the_makers_image_jailbreaks_the_organism_in_the_playground(client: Clie
     assert any(step in unsteered for step in HARMFUL["burn a house"]), unsteered
 
 
+def test_compare_defences_in_the_evaluate_tab(client: Client, stage1_run: str) -> None:
+    table, plot = client.predict([stage1_run], ["organism:test"], 12, "auto", "be <b>safe</b>", api_name="/compare")
+    assert "| no defence |" in table and stage1_run in table and "ASR judge: organism ground truth" in table
+    assert "system prompt" in table and "<b>" not in table  # a visitor's text renders as text
+    assert "ASR · typographic" in table and plot is not None
+
+
 def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tuple[str, Path]) -> None:
     summary, _, examples, *_ = client.predict(stage1_run, "organism:test", 30, "adaptive", 1.0, "1,2", 40, "auto",
                                               api_name="/evaluate")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,21 +107,27 @@ def _cell(stat: Mapping | None) -> str:
     return f"{stat['value']:.3f}{interval}"
 
 
-def markdown(table: Mapping[str, Any]) -> str:
-    """The table as Markdown: one block per data set, rows = defences, with the judge that decided ASR."""
-    lines = [f"# Defence comparison: {table['settings']['model']}", "",
+def _plain(value: object) -> str:
+    return str(value).replace("|", "/").replace("\n", " ")
+
+
+def markdown(table: Mapping[str, Any], text: Callable[[object], str] = _plain) -> str:
+    """The table as Markdown: one block per data set, rows = defences, with the judge that decided ASR. Every
+    name, setting and label passes through `text` (the app passes its escaper: they render as text)."""
+    lines = [f"# Defence comparison: {text(table['settings']['model'])}", "",
              f"Toxicity: {table['settings']['toxicity_scorer']} · {table['settings']['max_new_tokens']} new tokens · "
              "cells: mean [cluster bootstrap 95% interval]", ""]
     for spec, judge in table["judges"].items():
         columns: list[str] = []
         for row in table["rows"].values():
             columns += [c for c in row["cells"][spec] if c not in columns]
-        lines += [f"## {spec} ({table['data'][spec]['records']} records) · ASR judge: {judge}", "",
-                  "| defence | settings | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        lines += [f"## {text(spec)} ({table['data'][spec]['records']} records) · ASR judge: {text(judge)}", "",
+                  "| defence | settings | " + " | ".join(text(c) for c in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
         for name, row in table["rows"].items():
             settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if v is not None) or "–"
             cells = [_cell(row["cells"][spec].get(c)) for c in columns]
-            lines.append(f"| {name} | {settings.replace('|', '/')} | " + " | ".join(cells) + " |")
+            lines.append(f"| {text(name)} | {text(settings)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -117,15 +117,22 @@ def build_notebook(run_dir: str | Path, notebook_dir: str | Path | None = None) 
                       "for row in compare(vlm, [r.item for r in harmful], steering, max_new_tokens=32):\n"
                       "    display(Markdown(f'**{row.prompt}**\\n\\n- unsteered: {row.unsteered}\\n- steered: '\n"
                       "                     f'{row.steered}'))"),
-        new_markdown_cell("## Metrics: unsteered vs steered"),
+        new_markdown_cell("## Metrics: unsteered vs steered\n\nIn-sample when DATA is the data the vectors were "
+                          "trained on (`allow_overlap=True` says so in the settings): for a defence's numbers, "
+                          "evaluate on held-out data with `python -m workbench eval`."),
         new_code_cell("from workbench.evaluation import EvalConfig, evaluate\n"
+                      "from workbench.judges import choose_judge\n"
                       "from workbench.report import metrics_table\n"
                       "from workbench.rewards.toxicity import ToxicityScorer\n"
                       "scorer = ToxicityScorer.create()\n"
+                      "judge = choose_judge('auto', DATA, vector.metadata)\n"
                       f"evaluation = evaluate(vlm, records[:{limit}], steering, scorer, config=EvalConfig(), "
-                      "show_bar=False)\n"
+                      "show_bar=False, asr_judge=judge, allow_overlap=True)\n"
                       "metrics = evaluation.metrics()\n"
-                      "display(Markdown(f'Toxicity scorer: {scorer.name}\\n\\n' + metrics_table(metrics)))\n"
+                      "overlap = evaluation.settings['training_overlap']\n"
+                      "display(Markdown(f'Toxicity scorer: {scorer.name} · ASR judge: {judge.name} · records the '\n"
+                      "                 f'vectors were trained on: {overlap[\"overlap\"]} of {overlap[\"records\"]}'\n"
+                      "                 '\\n\\n' + metrics_table(metrics)))\n"
                       "show(plots.metrics_figure(metrics))"),
     ]
     if (run_path / "metrics.json").is_file():

@@ -104,6 +104,39 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
     return run_id, metrics, result
 
 
+MAX_COMPARED = 6  # runs and data sets in one app comparison (each pair is a full evaluation)
+
+
+def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit: int, judge: str,
+                   system_prompt: str | None, progress: Any = None, cancel: threading.Event | None = None) -> dict:
+    """`compare.run_compare` on `limit` records of each data set, one row per run's vectors (recorded settings)."""
+    from ..compare import Defence, run_compare
+    from ..steering import steering_for
+
+    if not datasets:
+        raise ValueError("pick at least one data set to compare on")
+    if len(run_ids) > MAX_COMPARED or len(datasets) > MAX_COMPARED:
+        raise ValueError(f"compare at most {MAX_COMPARED} runs and {MAX_COMPARED} data sets at once")
+    if limit < 1:
+        raise ValueError(f"compare on at least 1 record per set (got {limit})")
+    if judge not in APP_JUDGES:
+        raise ValueError(f"unknown ASR judge {judge!r}; pick one of {', '.join(APP_JUDGES)}")
+    defences = []
+    for run_id in run_ids:
+        steering, _ = steering_for(wb.vector(run_id), None, None, None, None)
+        wb.check_dual_use(steering.mode, steering.alpha)
+        defences.append(Defence(run_id, steering))
+    if system_prompt and system_prompt.strip():
+        defences.append(Defence("system prompt", system_prompt=system_prompt.strip()))
+    data = {}
+    for choice in datasets:
+        records, label = wb.dataset(choice)
+        data[label] = _spread(records, limit)
+    toxicity, clip = wb.scorers()
+    return run_compare(wb.vlm, data, defences, toxicity, clip, judge, EvalConfig(batch_size=EVAL_BATCH),
+                       progress=progress, cancel=cancel, show_bar=False)
+
+
 def _spread(records: list, limit: int) -> list:
     """`limit` records spread evenly over the set, so every source is represented."""
     if len(records) <= limit:

@@ -6,8 +6,9 @@ from typing import Any
 
 import gradio as gr
 
+from ...compare import markdown
 from ...evaluation import EvalConfig
-from ...plots import metrics_figure
+from ...plots import compare_figure, metrics_figure
 from ...report import metrics_table
 from ...rules import modes
 from ...sources import dataset_choices, default_dataset
@@ -20,7 +21,7 @@ from ..context import (
     progress_callback,
     run_picker,
 )
-from ..jobs import APP_JUDGES, run_evaluation
+from ..jobs import APP_JUDGES, run_comparison, run_evaluation
 
 
 def build(ctx: AppContext) -> None:
@@ -55,6 +56,22 @@ def build(ctx: AppContext) -> None:
         ui["eval_examples"] = gr.Dataframe(headers=["source", "label", "prompt", "unsteered", "steered"],
                                            label="Examples (where steering changed the answer first)",
                                            interactive=False, wrap=True)
+        with gr.Accordion("Compare defences: one table, one judge", open=False):
+            gr.Markdown("Rows: no defence, the vectors of each picked run (steered with the settings recorded in "
+                        "them, else adaptive α = 1 on every layer) and, if given, a safety system prompt. Columns: "
+                        "ASR per attack source, utility per source with answers, over-refusal, toxicity.")
+            with gr.Row():
+                ui["cmp_runs"] = gr.Dropdown([], multiselect=True, label="Vectors from runs", scale=3)
+                ui["cmp_refresh"] = gr.Button("↻ runs", scale=0)
+                ui["cmp_data"] = gr.Dropdown(choices, value=[test_set] if test_set else [], multiselect=True,
+                                             label="Data sets", scale=2)
+            with gr.Row():
+                ui["cmp_limit"] = gr.Number(40, precision=0, label="Records per set", minimum=1, maximum=2000)
+                ui["cmp_judge"] = gr.Dropdown(list(APP_JUDGES), value="auto", label="ASR judge")
+                ui["cmp_system"] = gr.Textbox("", label="Safety system prompt (a row; empty: none)")
+            ui["cmp_go"] = gr.Button("Compare", variant="primary")
+            ui["cmp_table"] = gr.Markdown()
+            ui["cmp_plot"] = gr.Plot(label="Defences")
 
 
 def _examples(evaluation: Any, limit: int = 12) -> list[list[str]]:
@@ -92,6 +109,21 @@ def wire(ctx: AppContext) -> None:
                              ui["eval_layers"], ui["eval_tokens"], ui["eval_judge"]],
                         [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], *ctx.pickers()],
                         api_name="evaluate")
+    def runs_with_vectors() -> Any:
+        return gr.update(choices=[c for kind in ("stage2", "stage1") for c in ctx.wb.runs.choices(kind, ctx.wb.spec)])
+
+    @gpu_task
+    @friendly_errors
+    def compare(run_ids: list[str] | None, datasets: list[str] | None, limit: float, judge: str, system: str,
+                request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
+        table = run_comparison(ctx.wb, list(run_ids or []), list(datasets or []), int(limit or 0), judge or "auto",
+                               system, progress_callback(progress), ctx.cancel_flag(request, "evaluate"))
+        spec = next(iter(table["judges"]))
+        return [markdown(table, lambda v: md_text(v).replace('|', '/')), compare_figure(table, spec)]
+
+    ui["cmp_refresh"].click(runs_with_vectors, None, ui["cmp_runs"], api_visibility="private")
+    ui["cmp_go"].click(compare, [ui["cmp_runs"], ui["cmp_data"], ui["cmp_limit"], ui["cmp_judge"], ui["cmp_system"]],
+                       [ui["cmp_table"], ui["cmp_plot"]], api_name="compare")
     ui["eval_run"].input(lambda run_id: adopt_recorded_steering(ctx, run_id), ui["eval_run"],
                          [ui["eval_mode"], ui["eval_alpha"], ui["eval_layers"], ui["eval_settings_note"]],
                          api_visibility="private")
