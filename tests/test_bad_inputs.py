@@ -314,3 +314,21 @@ def test_cli_bad_inputs_exit_2_with_a_message(tmp_path: Path, small_set: Path,
     with pytest.raises(SystemExit):
         main(["steer", *model, "--vectors", vectors, "--prompt", "hi", "--layers", "one"])
     assert "comma-separated layer numbers" in capsys.readouterr().err
+
+
+def test_an_unreachable_hub_id_fails_in_seconds_with_what_to_do(monkeypatch) -> None:
+    """Offline, the hub client retried each file for about 2.5 minutes; a one-connection probe answers at once."""
+    import socket
+    import time
+
+    from workbench.models import load_vlm
+
+    def unreachable(*args, **kwargs):
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="hub .* cannot be reached .* give a local folder"):
+        load_vlm("someone/no-such-model")
+    assert time.monotonic() - start < 5

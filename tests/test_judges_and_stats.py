@@ -199,3 +199,14 @@ def test_compare_rows_agree_with_eval_on_the_same_data(tmp_path: Path, capsys) -
     assert "ASR judge: keyword (not refused)" in text and "| stage I |" in text
     assert main(["compare", *common, "--vectors", vectors, "--names", "a", "b", "--out", str(tmp_path / "x")]) == 2
     assert "--names gives 2 names for 1 vector files" in capsys.readouterr().err
+
+
+def test_eval_limit_evaluates_exactly_that_many_records(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": r.prompt, "label": r.label}) for r in _records(8)) + "\n")
+    assert main(["eval", "--model", "tiny-random:llava", "--data", str(data), "--limit", "3", "--max-new-tokens", "2",
+                 "--no-plots", "--out", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    lines = (tmp_path / "e" / "generations.jsonl").read_text().splitlines()
+    assert metrics["settings"]["records"] == 3 and len(lines) == 3  # unsteered only: no vectors given
+    assert [json.loads(line)["prompt"] for line in lines] == [r.prompt for r in _records(3)]

@@ -187,3 +187,30 @@ def test_safe_response_replaces_one_sample_of_each_harmful_prompt(tmp_path) -> N
     for p, record in enumerate(records):
         last = decoded[p * k + k - 1]
         assert (last == "sorry , i cannot help with that .") == (record.label == "harmful")
+
+
+def test_fixed_strength_keeps_each_layers_strength_and_moves_only_directions(tmp_path) -> None:
+    run = _run(tmp_path, steps=2, train_strength=False, objective="grpo")
+    start = run.params.log_strength.detach().clone()
+    vector = run.run(show_bar=False)
+    assert torch.equal(run.params.log_strength.detach(), start)
+    assert all(abs(abs(scale) - 1.0) < 1e-6 for scale in vector.scales.values())  # the starting strength
+    moving = _run(tmp_path / "moving", steps=2, objective="grpo")
+    moving.run(show_bar=False)
+    assert not torch.equal(moving.params.log_strength.detach(), start)  # without the flag, strengths train
+
+
+def test_dpo_against_the_unsteered_reference_starts_away_from_log_2(tmp_path) -> None:
+    """Against its own frozen start (the default) the first DPO step compares the policy with itself: every
+    pair's margin is 0 and the loss is exactly log 2. Against the unsteered model it is not."""
+    import math
+
+    initial = _run(tmp_path / "initial", steps=1, objective="dpo")
+    initial.run(show_bar=False)
+    unsteered = _run(tmp_path / "unsteered", steps=1, objective="dpo", reference="unsteered")
+    unsteered.run(show_bar=False)
+    first = [json.loads((tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()[0])
+             for name in ("initial", "unsteered")]
+    assert first[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert first[1]["loss"] != pytest.approx(math.log(2), abs=1e-3)
+    assert json.loads((tmp_path / "unsteered" / "run" / "config.json").read_text())["reference"] == "unsteered"

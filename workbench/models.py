@@ -211,11 +211,13 @@ def load_vlm(spec: str, device: str | None = None, dtype: str | torch.dtype | No
     if spec == "organism" and not ORGANISM_DIR.exists():
         raise FileNotFoundError(f"the organism model is not in {ORGANISM_DIR}; train it with "
                                 "`python -m workbench.organism train` or load another model")
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in path:
         raise FileNotFoundError(f"{spec!r} is neither a local folder, 'organism' nor tiny-random:<arch> "
                                 f"({', '.join(TINY_ARCHS)}), and the hub is offline")
+    if not os.path.isdir(path):
+        _check_hub_reachable(spec)
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code)
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
@@ -226,6 +228,30 @@ def load_vlm(spec: str, device: str | None = None, dtype: str | torch.dtype | No
     if device != "auto":
         model = model.to(_resolve_device(device))
     return wrap(spec, model, processor)
+
+
+HUB_PROBE_SECONDS = 10.0
+
+
+def _check_hub_reachable(repo_id: str) -> None:
+    """Fail in seconds, not minutes, when a hub id is neither cached nor reachable: without this the hub client
+    retries each file it looks for (2.5 minutes measured offline) before saying so."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return  # the hub client itself then looks in the cache only, and fails at once
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # cached: let the hub client decide whether to refresh it
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as error:
+        raise FileNotFoundError(f"{repo_id!r} is not a local folder and the Hugging Face hub ({host}) cannot be "
+                                f"reached ({error.__class__.__name__}); give a local folder, organism or "
+                                "tiny-random:<arch>, or connect to the hub") from None
 
 
 def _resolve_device(device: str | None) -> torch.device:
