@@ -214,3 +214,16 @@ def test_dpo_against_the_unsteered_reference_starts_away_from_log_2(tmp_path) ->
     assert first[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert first[1]["loss"] != pytest.approx(math.log(2), abs=1e-3)
     assert json.loads((tmp_path / "unsteered" / "run" / "config.json").read_text())["reference"] == "unsteered"
+
+
+def test_stage2_curves_put_each_quantity_on_its_own_labelled_panel() -> None:
+    from workbench.plots import curves_figure, smooth
+
+    rows = [{"step": i, "loss": 1.0 / i, "reward": 0.1 * i, "toxicity": 0.5, "refusal_rate": None} for i in range(1, 6)]
+    figure = curves_figure(rows)
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles == ["objective loss", "mean reward", "mean toxicity"]  # no panel for a quantity never measured
+    assert len({trace.yaxis for trace in figure.data}) == 3 and figure.layout.xaxis3.title.text == "step"
+    assert figure.layout.xaxis.tickformat == "d"  # integer steps, not 1.5
+    smoothed = curves_figure(rows, smoothing=0.5)
+    assert len(smoothed.data) == 6 and smooth([1.0, None, 3.0], 0.5) == [1.0, None, 2.0]

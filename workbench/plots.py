@@ -169,13 +169,47 @@ def compare_figure(table: Mapping[str, Any], spec: str) -> go.Figure:
     return style(figure, f"Defences on {data}<br><sup>ASR judge: {judge}</sup>", None, "rate / score")
 
 
-def curves_figure(steps: Sequence[Mapping[str, float]], keys: Iterable[str] | None = None) -> go.Figure:
-    """Stage II training curves from metrics.jsonl rows: the loss, the reward and each reward term's mean."""
-    figure = go.Figure()
-    for index, key in enumerate(keys if keys is not None else ("loss", *reward_metrics())):
-        figure.add_scatter(x=[s["step"] for s in steps], y=[s.get(key) for s in steps], mode="lines", name=key,
-                           line=dict(color=PALETTE[index % len(PALETTE)], width=2.5))
-    return style(figure, "Stage II refinement", "step", "value")
+CURVE_LABELS = {"loss": "objective loss", "reward": "mean reward", "toxicity": "mean toxicity",
+                "visual_consistency": "visual consistency", "refusal_rate": "refusal rate (keyword judge)",
+                "fluency": "fluency (mean token log-prob)", "margin": "DPO margin"}
+
+
+def smooth(values: Sequence[float | None], weight: float) -> list[float | None]:
+    """An exponential moving average (0 = raw values), skipping gaps."""
+    out: list[float | None] = []
+    last: float | None = None
+    for value in values:
+        if value is not None:
+            last = value if last is None or weight <= 0 else weight * last + (1 - weight) * value
+        out.append(None if value is None else last)
+    return out
+
+
+def curves_figure(steps: Sequence[Mapping[str, float]], keys: Iterable[str] | None = None,
+                  smoothing: float = 0.0) -> go.Figure:
+    """Stage II training curves from metrics.jsonl rows, one panel per quantity (loss, reward, each reward
+    term's mean) on its own labelled axis, integer steps; `smoothing` in [0, 1) draws an EMA over the raw line."""
+    from plotly.subplots import make_subplots
+
+    shown = [k for k in (keys if keys is not None else ("loss", *reward_metrics()))
+             if any(s.get(k) is not None for s in steps)] or ["loss"]
+    figure = make_subplots(rows=len(shown), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                           subplot_titles=[CURVE_LABELS.get(k, k.replace("_", " ")) for k in shown])
+    x = [s["step"] for s in steps]
+    for row, key in enumerate(shown, start=1):
+        raw = [s.get(key) for s in steps]
+        colour = PALETTE[(row - 1) % len(PALETTE)]
+        figure.add_scatter(x=x, y=raw, mode="lines+markers" if len(x) < 30 else "lines", name=key,
+                           line=dict(color=colour, width=1 if smoothing > 0 else 2.5), opacity=0.45
+                           if smoothing > 0 else 1.0, showlegend=False, row=row, col=1)
+        if smoothing > 0:
+            figure.add_scatter(x=x, y=smooth(raw, smoothing), mode="lines", name=f"{key} (EMA {smoothing:g})",
+                               line=dict(color=colour, width=2.5), showlegend=False, row=row, col=1)
+    figure.update_xaxes(tickformat="d", dtick=max(1, len(x) // 10) if x else 1)
+    figure.update_xaxes(title_text="step", row=len(shown), col=1)
+    figure = style(figure, "Stage II refinement", None, None)
+    figure.update_layout(height=max(HEIGHT, 170 * len(shown)))
+    return figure
 
 
 _EXPORT_LOCK = threading.Lock()
