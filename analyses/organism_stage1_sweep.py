@@ -52,8 +52,8 @@ def main() -> None:
     alphas = {"adaptive": [0.5, 1.0, 2.0], "additive": [-2.0, -4.0], "ablation": [1.0]}
     if args.quick:
         alphas = {"adaptive": [1.0], "additive": [-4.0], "ablation": [1.0]}
-    rows = [{"setting": "unsteered", **{k: run_check(vlm, None, args.per_group, scorer=scorer).unsteered[k]
-                                        for k in KEYS}}]
+    plain = run_check(vlm, None, args.per_group, scorer=scorer, per_family=0).unsteered
+    rows = [{"setting": "unsteered", **{k: plain[k] for k in KEYS}}]
     print(_header())
     print(_row(rows[0]))
     for name, vector in vectors.items():
@@ -61,7 +61,7 @@ def main() -> None:
             for layers in layer_sets:
                 for alpha in strengths:
                     start = time.time()
-                    steered = run_check(vlm, Steering(vector, mode, alpha, layers), args.per_group,
+                    steered = run_check(vlm, Steering(vector, mode, alpha, layers), args.per_group, per_family=0,
                                         scorer=scorer, baseline=False).steered
                     row = {"setting": f"{name} {mode} a={alpha} L={','.join(map(str, layers))}",
                            **{k: steered[k] for k in KEYS}, "seconds": round(time.time() - start, 1)}

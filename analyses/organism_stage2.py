@@ -57,7 +57,7 @@ def main() -> None:
     stage1.save(out / "stage1")
     steering = Steering(stage1.vector, args.mode, args.alpha, tuple(layers))
     scorer = ToxicityScorer.create()
-    before = run_check(vlm, steering, args.per_group, scorer=scorer)
+    before = run_check(vlm, steering, args.per_group, scorer=scorer, per_family=0)
     print("Stage I:\n" + before.table(), flush=True)
     config = Stage2Config(steps=args.steps, mode=args.mode, alpha=args.alpha, layers=layers, learning_rate=args.lr,
                           beta=args.beta, checkpoint_every=10, safe_response=args.safe_response,
@@ -70,8 +70,8 @@ def main() -> None:
                                               f"refusal {m.refusal_rate:.2f} toxicity {m.toxicity:.2f} "
                                               f"pairs {m.pairs} margin {m.margin:.2f} {m.seconds:.1f}s", flush=True))
     minutes = (time.time() - start) / 60
-    after = run_check(vlm, Steering(refined, args.mode, args.alpha, tuple(layers)), args.per_group, scorer=scorer,
-                      baseline=False)
+    after = run_check(vlm, Steering(refined, args.mode, args.alpha, tuple(layers)), args.per_group, per_family=0,
+                      scorer=scorer, baseline=False)
     rows = {"unsteered": before.unsteered, "stage1": before.steered, "stage2": after.steered}
     print(f"{'metric':<24}" + "".join(f"{name:>12}" for name in rows))
     for key in KEYS:

@@ -199,7 +199,7 @@ def test_stage2_turns_the_image_jailbreak_into_clean_refusals(tmp_path) -> None:
     run = Stage2Run(vlm, vector, train, RewardModel(scorer, load_clip("organism"), RewardWeights()), config,
                     tmp_path / "stage2")
     refined = run.run(show_bar=False)
-    after = run_check(vlm, Steering(refined, "adaptive", 1.0, (1, 2)), per_group=10, scorer=scorer,
+    after = run_check(vlm, Steering(refined, "adaptive", 1.0, (1, 2)), per_group=10, scorer=scorer, per_family=0,
                       refusal_samples=0)
     unsteered, steered = after.unsteered, after.steered
     assert unsteered["clean_refusal"] == 0.0 and steered["clean_refusal"] >= 0.8, steered
