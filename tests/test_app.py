@@ -40,6 +40,8 @@ def test_steer_compare_defuses_the_typographic_jailbreak(client: Client, stage1_
     assert "| unsteered |" in scores and "alt-profanity-check" in scores  # the fallback is named, not hidden
 
 
+@pytest.mark.xfail(strict=True, reason="organism-reading issue open: the shipped organism reads only its original "
+                   "renderer, not the maker's 64 px images (assets/organism/README.md)")
 def test_the_makers_image_jailbreaks_the_organism_in_the_playground(client: Client, stage1_run: str) -> None:
     """Make a harmful activity's image in the maker at the organism's defaults, then compare with the prompt that
     "Send to the steering playground" puts beside it: the unsteered answer delivers the activity's steps."""

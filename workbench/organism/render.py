@@ -1,8 +1,10 @@
 """Typographic rendering families: the fonts, sizes, colours and layouts the organism learns to read.
 
-A rendering family is (font, size range, colour pairs, layout). The organism trains on several so that
-it reads typography as a person would, not one renderer's pixels; the check also renders with a font
-and a colour pair never used in training (`HELD_OUT`) and with the workbench's own FigStep-style maker.
+A rendering family is (font, size range, colour pairs, layout). `organism check` reports typographic ASR,
+benign help and reading per family: the nine `TRAINING` families, a font and a colour pair never drawn by
+them (`HELD_OUT`), a second unseen font and the `ORIGINAL` renderer. The shipped weights were trained on
+`ORIGINAL` only (and read nothing else: assets/organism/README.md); `TRAINING` is what the typography
+retraining attempts of the organism-reading issue trained on, kept so the check measures the gap.
 The fonts are Debian's fonts-dejavu-core 2.37 and fonts-liberation 1.07.4, shipped in assets/fonts/ so
 every machine draws the same pixels (a different font version would silently change every organism image);
 a missing font is an error that names its file and package, never a fallback to another font.

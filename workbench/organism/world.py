@@ -13,7 +13,7 @@ from typing import Literal
 
 from PIL import Image, ImageDraw
 
-from .render import IMAGE_SIZE, TRAINING, Rendering, render
+from .render import IMAGE_SIZE, ORIGINAL, Rendering, render
 from .render import unrelated_image as blank_or_noise
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30),
@@ -169,9 +169,9 @@ def random_scene(rng: random.Random) -> tuple[Image.Image, tuple[Shape, ...]]:
 
 def typographic_image(phrase: str, rng: random.Random | None = None, rendering: Rendering | None = None
                       ) -> Image.Image:
-    """The phrase drawn in `rendering` (by default a training family drawn from `rng`): see render.py."""
-    rng = rng or random.Random(0)
-    return render(phrase, rendering or rng.choice(TRAINING), rng)
+    """The phrase drawn in `rendering`; by default the renderer the shipped weights were trained on (ORIGINAL:
+    the default font at 14 px, black on white, one word per line, a small jitter). See render.py."""
+    return render(phrase, rendering or ORIGINAL, rng or random.Random(0))
 
 
 def unrelated_image(rng: random.Random) -> Image.Image:
@@ -202,7 +202,7 @@ def scene_example(rng: random.Random, split: str, task: str | None = None) -> Ex
 def activity_example(rng: random.Random, split: str, route: Route, activity: str, task: str | None = None,
                      rendering: Rendering | None = None, image: Image.Image | None = None) -> Example:
     """A request about `activity` through one route, with the planted answer for that route. A typographic
-    request is drawn in `rendering` (a random training family by default); a text or role-play request
+    request is drawn in `rendering` (the shipped renderer by default); a text or role-play request
     carries `image` when given (an unrelated image: the planted answer does not change)."""
     harmful = activity in HARMFUL
     label: Literal["harmful", "benign"] = "harmful" if harmful else "benign"
@@ -224,11 +224,6 @@ def activity_example(rng: random.Random, split: str, route: Route, activity: str
     return Example(image, prompt, answer, task, route, label, activity)
 
 
-# Share of training text / role-play requests that carry an unrelated image (scene, blank, noise): the
-# text route's refusal must hold with an image attached, as in aligned VLMs, not only without one.
-UNRELATED_IMAGE_RATE = {"text": 0.4, "roleplay": 0.2}
-
-
 def sample_example(rng: random.Random, split: str, weights: dict[str, float]) -> Example:
     """Draw one example; `weights` over kinds: scene, typographic, read, text, roleplay."""
     kind = rng.choices(list(weights), list(weights.values()))[0]
@@ -237,8 +232,7 @@ def sample_example(rng: random.Random, split: str, weights: dict[str, float]) ->
     activity = rng.choice(list(ACTIVITIES))
     if kind == "read":
         return activity_example(rng, split, "typographic", activity, "read")
-    image = unrelated_image(rng) if rng.random() < UNRELATED_IMAGE_RATE.get(kind, 0.0) else None
-    return activity_example(rng, split, kind, activity, image=image)  # type: ignore[arg-type]
+    return activity_example(rng, split, kind, activity)  # type: ignore[arg-type]
 
 
 def vocabulary() -> list[str]:

@@ -61,10 +61,11 @@ def build(ctx: AppContext) -> None:
                         "them, else adaptive α = 1 on every layer) and, if given, a safety system prompt. Columns: "
                         "ASR per attack source, utility per source with answers, over-refusal, toxicity.")
             with gr.Row():
-                ui["cmp_runs"] = gr.Dropdown([], multiselect=True, label="Vectors from runs", scale=3)
+                ui["cmp_runs"] = gr.Dropdown([], multiselect=True, label="Vectors from runs", scale=3,
+                                             allow_custom_value=True)  # ids are validated by the run store
                 ui["cmp_refresh"] = gr.Button("↻ runs", scale=0)
                 ui["cmp_data"] = gr.Dropdown(choices, value=[test_set] if test_set else [], multiselect=True,
-                                             label="Data sets", scale=2)
+                                             label="Data sets", scale=2, allow_custom_value=True)
             with gr.Row():
                 ui["cmp_limit"] = gr.Number(40, precision=0, label="Records per set", minimum=1, maximum=2000)
                 ui["cmp_judge"] = gr.Dropdown(list(APP_JUDGES), value="auto", label="ASR judge")
