@@ -171,7 +171,7 @@ def compare_figure(table: Mapping[str, Any], spec: str) -> go.Figure:
 
 CURVE_LABELS = {"loss": "objective loss", "reward": "mean reward", "toxicity": "mean toxicity",
                 "visual_consistency": "visual consistency", "refusal_rate": "refusal rate (keyword judge)",
-                "fluency": "fluency (mean token log-prob)", "margin": "DPO margin"}
+                "fluency": "fluency (exp of mean token log-prob, unsteered model)", "margin": "DPO margin"}
 
 
 def smooth(values: Sequence[float | None], weight: float) -> list[float | None]:
