@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from .activations import POSITIONS
 from .cli_args import add_model_args, add_reward_args, add_steering_args, signs_text
+from .cli_common import check_out, scorers, write_run_info_for
 from .cli_compare import add_compare_parser, run_compare_command
 from .directions import METHODS
 from .evaluation import EvalConfig
@@ -17,22 +17,6 @@ from .stage2 import REFERENCES, Stage2Config
 
 S2 = Stage2Config()  # the CLI's Stage II defaults are the library's
 EVAL = EvalConfig()
-
-
-def _scorers(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable)."""
-    from .rewards.toxicity import ToxicityScorer
-    from .rewards.visual import default_clip_spec, load_clip
-
-    toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
-    print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
-    clip_spec = args.clip or default_clip_spec(args.model)
-    try:
-        clip = load_clip(clip_spec)
-    except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
-        print(f"warning: no visual-consistency score ({clip_spec}: {error})", file=sys.stderr)
-        clip = None
-    return toxicity, clip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +143,7 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     from .stage2 import Stage2Run
     from .vectors import SteeringVector
 
-    _check_out(args.out, "stage2", overwrite=False, resume=args.resume)
+    check_out(args.out, "stage2", overwrite=False, resume=args.resume)
     config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
                           temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
                           learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
@@ -170,46 +154,12 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     vector = SteeringVector.load(args.vectors)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
-    toxicity, clip = _scorers(args)
+    toxicity, clip = scorers(args)
     print(f"device: {vlm.input_device}, dtype: {vlm.dtype}")
     run = Stage2Run(vlm, vector, records, RewardModel(toxicity, clip, RewardWeights()), config, args.out, args.resume)
     run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.4f} reward {m.reward:.3f} "
                                     f"toxicity {m.toxicity:.3f} refusal {m.refusal_rate:.2f} pairs {m.pairs}"))
     print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
-
-
-def _check_out(out: str, kind: str, overwrite: bool, resume: bool = False) -> None:
-    """Before any work: --out must be a new or empty folder (or --overwrite); a Stage II --resume needs a
-    Stage II run there. Nothing another command made is replaced by accident."""
-    import json
-
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
-    made_by = None
-    if (path / "run.json").is_file():
-        try:
-            made_by = json.loads((path / "run.json").read_text(encoding="utf-8")).get("kind")
-        except (json.JSONDecodeError, AttributeError):
-            made_by = "unknown"
-    elif (path / "config.json").is_file() and (path / "metrics.jsonl").exists():
-        made_by = "stage2"
-    if resume:
-        if made_by != "stage2" or not (path / "checkpoint.safetensors").is_file():
-            raise ValueError(f"--resume: {out} holds no Stage II checkpoint to continue; drop --resume to start a "
-                             "new run there")
-        return
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        what = f"a {made_by} run" if made_by else "files"
-        raise FileExistsError(f"--out {out} already holds {what}; choose a new folder"
-                              + ("" if kind == "stage2" else " or pass --overwrite") + " (nothing was changed)")
-
-
-def _write_run_info(out: str, kind: str, args: argparse.Namespace, **settings: object) -> None:
-    """run.json: what made this folder, so `notebook --run` can reproduce it."""
-    from .runs import write_run_info
-
-    write_run_info(Path(out), {"kind": kind, "model": args.model, "data": args.data, **settings})
 
 
 def run_eval_command(args: argparse.Namespace) -> None:
@@ -223,7 +173,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     from .steering import steering_for
     from .vectors import SteeringVector
 
-    _check_out(args.out, "eval", args.overwrite)
+    check_out(args.out, "eval", args.overwrite)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     vector = SteeringVector.load(args.vectors) if args.vectors else None
@@ -237,14 +187,14 @@ def run_eval_command(args: argparse.Namespace) -> None:
     judge = choose_judge(f"harmbench:{args.harmbench}" if args.harmbench else args.judge, args.data,
                          vector.metadata if vector is not None else None)
     print(f"ASR judge: {judge.name}")
-    toxicity, clip = _scorers(args)
+    toxicity, clip = scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     result = evaluate(vlm, records, steering, toxicity, clip, config=config, asr_judge=judge,
                       allow_overlap=args.allow_overlap)
     result.settings.update(data=args.data, data_hash=dataset_hash(records), provenance=provenance())
     metrics = result.metrics(config.resamples, config.seed)
     paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
-    _write_run_info(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
+    write_run_info_for(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
                     **(steering.describe() if steering else {}), limit=args.limit, asr_judge=judge.name,
                     data_hash=result.settings["data_hash"], toxicity_scorer=toxicity.name,
                     clip=clip.name if clip else None)
@@ -300,12 +250,12 @@ def run_stage1_command(args: argparse.Namespace) -> None:
     from .sources import load_dataset
     from .stage1 import run_stage1
 
-    _check_out(args.out, "stage1", args.overwrite)
+    check_out(args.out, "stage1", args.overwrite)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     result = run_stage1(vlm, records, args.position, args.method, args.batch_size)
     paths = result.save(args.out)
-    _write_run_info(args.out, "stage1", args, position=args.position, method=args.method)
+    write_run_info_for(args.out, "stage1", args, position=args.position, method=args.method)
     print(result.scores_csv())
     print(f"layers: {result.verdict()}")
     for name, path in paths.items():

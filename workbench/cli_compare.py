@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .cli_args import add_model_args, add_reward_args, add_steering_args, count_arg
+from .cli_common import check_out, scorers, write_run_info_for
 
 
 def add_compare_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +34,6 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_compare_command(args: argparse.Namespace) -> None:
-    from .cli import _check_out, _scorers, _write_run_info
     from .compare import Defence, markdown, run_compare, save
     from .evaluation import EvalConfig
     from .models import load_vlm
@@ -41,7 +41,7 @@ def run_compare_command(args: argparse.Namespace) -> None:
     from .steering import steering_for
     from .vectors import SteeringVector
 
-    _check_out(args.out, "compare", args.overwrite)
+    check_out(args.out, "compare", args.overwrite)
     names = args.names or [f"{Path(v).parent.name}/{Path(v).stem}" for v in args.vectors]
     if len(names) != len(args.vectors):
         raise ValueError(f"--names gives {len(names)} names for {len(args.vectors)} vector files")
@@ -56,12 +56,12 @@ def run_compare_command(args: argparse.Namespace) -> None:
         defences.append(Defence(name, steering))
     if args.system_prompt:
         defences.append(Defence("system prompt", system_prompt=args.system_prompt))
-    toxicity, clip = _scorers(args)
+    toxicity, clip = scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     table = run_compare(vlm, data, defences, toxicity, clip, args.judge, config, args.allow_overlap)
     paths = save(table, args.out, plots=not args.no_plots)
     args.data = list(args.data)
-    _write_run_info(args.out, "compare", args, vectors=[str(Path(v).resolve()) for v in args.vectors], names=names,
+    write_run_info_for(args.out, "compare", args, vectors=[str(Path(v).resolve()) for v in args.vectors], names=names,
                     judges=table["judges"], system_prompt=args.system_prompt, limit=args.limit)
     print(markdown(table))
     for name, path in paths.items():
