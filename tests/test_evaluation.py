@@ -99,12 +99,13 @@ def test_eval_cli_writes_metrics_for_both_conditions(tmp_path: Path, capsys: pyt
     out = tmp_path / "eval"
     code = main(["eval", "--model", "tiny-random:llava", "--vectors", str(tmp_path / "s1" / "vectors.safetensors"),
                  "--data", str(data), "--out", str(out), "--mode", "additive", "--alpha", "40", "--max-new-tokens",
-                 "6", "--no-plots", "--clip", str(tmp_path / "no-such-clip")])
+                 "6", "--no-plots", "--clip", str(tmp_path / "no-such-clip"), "--allow-overlap"])  # in-sample, said so
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["unsteered"]["overall"]["benign_accuracy"]["n"] == 4
     assert metrics["steered"]["overall"]["refusal_rate"]["n"] == metrics["unsteered"]["overall"]["refusal_rate"]["n"]
     assert (metrics["settings"]["mode"], metrics["settings"]["alpha"]) == ("additive", 40.0)
+    assert metrics["settings"]["training_overlap"]["overlap"] == metrics["settings"]["records"]
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     by = {(r["condition"], r["index"]): r["response"] for r in rows}
     assert any(by[("steered", i)] != by[("unsteered", i)] for _, i in by)  # the vectors were applied
