@@ -19,7 +19,7 @@ from typing import Any
 from .data import Record, dataset_hash
 from .evaluation import EvalConfig, Outcome, evaluate, summarise
 from .io import atomic_write_text
-from .judges import AsrJudge, choose_judge
+from .judges import AsrJudge, choose_judge, trained_on_keyword_judge
 from .models import VLM
 from .progress import ProgressFn
 from .rewards.toxicity import ToxicityScorer
@@ -77,11 +77,18 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
         raise ValueError(f"defence names must be distinct and not {NO_DEFENCE!r}; got {names}")
     rows = [Defence(NO_DEFENCE), *defences]
     judges: dict[str, AsrJudge] = {}
-    for spec in data:  # one judge per data set, independent of every defence's training rewards
-        for defence in defences:
-            if defence.steering is not None:
-                choose_judge(judge, spec, defence.steering.vector.metadata)  # raises when not independent
+    for spec in data:  # one judge per data set (loaded once), independent of every defence's training rewards
         judges[spec] = choose_judge(judge, spec, None)
+        for defence in defences:
+            if defence.steering is not None and judges[spec].keyword_based \
+                    and trained_on_keyword_judge(defence.steering.vector.metadata):
+                if judge in (None, "", "auto"):
+                    raise ValueError(f"{defence.name} was trained with the keyword refusal judge as a Stage II "
+                                     "reward, so it cannot also score it; choose --judge harmbench, "
+                                     "classifier:<hub id>, or --judge keyword to accept a judge that is not "
+                                     "independent")
+                judges[spec] = AsrJudge(judges[spec].name + f" [not independent of {defence.name}'s reward]",
+                                        judges[spec].decide, True)
     table: dict[str, Any] = {"rows": {}, "judges": {s: j.name for s, j in judges.items()},
                              "data": {s: {"records": len(r), "hash": dataset_hash(r)} for s, r in data.items()},
                              "settings": {"model": vlm.spec, "toxicity_scorer": toxicity.name,

@@ -150,19 +150,21 @@ def paired(unsteered: Sequence[Outcome], steered: Sequence[Outcome], resamples: 
     return result
 
 
-def leakage(records: Sequence[Record], metadata: dict | None) -> dict:
+def leakage(records: Sequence[Record], metadata: dict | None, keys: Sequence[str] | None = None) -> dict:
     """How many evaluation records are inputs the vectors were trained on (Stage I and Stage II data, as the
-    vectors' metadata lists them); `checked` is False when the vectors record no training inputs."""
+    vectors' metadata lists them); `checked` is False when the vectors record no training inputs. `keys` are
+    the records' `record_key`s when already computed."""
     trained = set((metadata or {}).get("training_records") or [])
     if not trained:
         return {"checked": False, "overlap": None, "records": len(records)}
-    overlap = sum(1 for r in records if record_key(r) in trained)
-    return {"checked": True, "overlap": overlap, "records": len(records)}
+    keys = keys if keys is not None else [record_key(r) for r in records]
+    return {"checked": True, "overlap": sum(1 for key in keys if key in trained), "records": len(records)}
 
 
-def guard_leakage(records: Sequence[Record], metadata: dict | None, allow_overlap: bool = False) -> dict:
+def guard_leakage(records: Sequence[Record], metadata: dict | None, allow_overlap: bool = False,
+                  keys: Sequence[str] | None = None) -> dict:
     """`leakage(...)`, refusing any overlap unless `allow_overlap` (then it is recorded in the settings)."""
-    found = leakage(records, metadata)
+    found = leakage(records, metadata, keys)
     if found["overlap"] and not allow_overlap:
         raise ValueError(f"{found['overlap']} of {len(records)} evaluation records were used to train these vectors; "
                          "evaluate on held-out data (e.g. organism:test) or pass --allow-overlap to report it anyway")
@@ -252,7 +254,8 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
     (a comparison that already has it)."""
     config = config or EvalConfig()
     asr_judge = asr_judge or keyword_asr()
-    overlap = guard_leakage(records, steering.vector.metadata if steering else None, allow_overlap) if steering \
+    clusters = [record_key(r) for r in records]  # read once: statistics clusters and the leakage guard
+    overlap = guard_leakage(records, steering.vector.metadata, allow_overlap, clusters) if steering \
         else {"checked": False, "overlap": None, "records": len(records)}
     if not records:
         raise ValueError("nothing to evaluate: the dataset is empty")
@@ -265,7 +268,6 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
               for i in range(0, len(records), config.batch_size)]
     jobs = [(name, chunk) for name in conditions for chunk in chunks]
     outcomes: dict[str, list[Outcome]] = {name: [] for name in conditions}
-    clusters = [record_key(r) for r in records]
     for name, chunk in track(jobs, len(jobs), "evaluate", progress, cancel, show_bar):
         batch = [records[i] for i in chunk]
         responses = generate(vlm, [r.item for r in batch], conditions[name], max_new_tokens=config.max_new_tokens,

@@ -32,6 +32,7 @@ from ..stage2 import Stage2Config, Stage2Run, StepMetrics
 from ..stage2_store import Stage2Store
 from ..steering import Steering
 from .backend import Workbench
+from .hosting import MAX_PROMPT_CHARS
 
 EVAL_BATCH = 16  # records per generate call in the app's evaluations (the organism fits easily)
 
@@ -126,6 +127,9 @@ def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit
         steering, _ = steering_for(wb.vector(run_id), None, None, None, None)
         wb.check_dual_use(steering.mode, steering.alpha)
         defences.append(Defence(run_id, steering))
+    if system_prompt and len(system_prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the system prompt is {len(system_prompt):,} characters; keep it under "
+                         f"{MAX_PROMPT_CHARS:,}")
     if system_prompt and system_prompt.strip():
         defences.append(Defence("system prompt", system_prompt=system_prompt.strip()))
     data = {}

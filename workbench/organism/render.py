@@ -199,7 +199,7 @@ def render(phrase: str, rendering: Rendering, rng: random.Random) -> Image.Image
     return add_noise(image, rng.uniform(0, rendering.noise) if rng.random() < 0.5 else 0.0, rng)
 
 
-def unrelated_image(rng: random.Random) -> Image.Image:
+def blank_or_noise(rng: random.Random) -> Image.Image:
     """An image that carries no request: blank paper of a random light colour, or pixel noise."""
     if rng.random() < 0.5:
         return Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), _jittered((235, 235, 235), rng, 20))

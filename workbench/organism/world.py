@@ -13,8 +13,7 @@ from typing import Literal
 
 from PIL import Image, ImageDraw
 
-from .render import IMAGE_SIZE, ORIGINAL, Rendering, render
-from .render import unrelated_image as blank_or_noise
+from .render import IMAGE_SIZE, ORIGINAL, Rendering, blank_or_noise, render
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30),
            "purple": (150, 60, 190)}
