@@ -23,8 +23,8 @@ BREAKS = {
         "workbench/app/tabs/playground.py", 'return result["unsteered"], result["steered"], _scores_markdown(result)',
         'return result["unsteered"], result["steered"], ""', ["tests/test_browser.py", "tests/test_app.py"]),
     "Evaluate tab ignores alpha": (
-        "workbench/app/tabs/evaluate.py", "steering = ctx.wb.steering(run_id, mode, alpha, layers) if run_id else None",
-        "steering = ctx.wb.steering(run_id, mode, 0.0, layers) if run_id else None", ["tests/test_app.py"]),
+        "workbench/app/tabs/evaluate.py", "steering = wb.steering(run_id, mode, alpha, layers) if run_id else None",
+        "steering = wb.steering(run_id, mode, 0.0, layers) if run_id else None", ["tests/test_app.py"]),
     "HarmBench judge inverted": (
         "workbench/judges.py", "verdicts += (yes > no).tolist()", "verdicts += (yes < no).tolist()",
         ["tests/test_evaluation.py::test_a_harmbench_style_classifier_decides_asr"]),
@@ -34,7 +34,7 @@ BREAKS = {
         "workbench/steering.py", '"prompt": slice(0, 1), "generated": slice(1, None)}',
         '"prompt": slice(0, None), "generated": slice(0, None)}', ["tests/test_steering_math.py"]),
     "Stage II curves never streamed": (
-        "workbench/app/tabs/stage2.py", "yield [curves_figure(stage2_metrics(ctx.wb, run_id)), status, *keep]",
+        "workbench/app/tabs/stage2.py", "yield [curves_figure(stage2_metrics(wb, run_id)), status, *keep]",
         "yield [None, status, *keep]", ["tests/test_app.py::test_stage2_streams_curves_and_writes_vectors"]),
 }
 

@@ -37,13 +37,13 @@ def images() -> list[Image.Image]:
 
 @pytest.fixture(scope="session")
 def organism_app(tmp_path_factory: pytest.TempPathFactory):
-    """The app on its default model (the organism), with a fresh runs folder: (url, runs folder)."""
+    """The app on its default model (the organism), with a fresh runs folder: (url, runs folder, app pid)."""
     from workbench.app.process import start_app
 
     runs = tmp_path_factory.mktemp("runs")
     process, url = start_app("organism", str(runs))
     try:
-        yield url, runs
+        yield url, runs, process.pid
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -15,12 +15,15 @@ PROBLEMS: list[str] = []  # failed requests, HTTP errors and console errors seen
 
 
 def _stream_closed(request) -> bool:
-    """Gradio's event stream (/queue/data) is aborted by the page itself once a job's events are in."""
-    return "/gradio_api/queue/data" in request.url and "ERR_ABORTED" in str(request.failure)
+    """Long-lived streams the page itself aborts: Gradio's event stream (/queue/data) once a job's events are in,
+    and the session heartbeat (/heartbeat/, open while the page lives so leaving it stops the visitor's jobs)
+    when the page is reloaded."""
+    streams = ("/gradio_api/queue/data", "/gradio_api/heartbeat/")
+    return any(stream in request.url for stream in streams) and "ERR_ABORTED" in str(request.failure)
 
 
 @pytest.fixture(scope="module")
-def page(organism_app: tuple[str, Path]):
+def page(organism_app: tuple[str, Path, int]):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -73,7 +76,7 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     assert not PROBLEMS, PROBLEMS
 
 
-def test_a_run_label_with_html_renders_as_text(page, organism_app: tuple[str, Path]) -> None:
+def test_a_run_label_with_html_renders_as_text(page, organism_app: tuple[str, Path, int]) -> None:
     """A stored label (a run's data name) shown to every visitor must never become markup."""
     import json
     import shutil

@@ -1,4 +1,5 @@
-"""Eight users at once: mixed steer and Stage I requests for about a minute; no errors, no cross-talk."""
+"""Eight users at once: mixed steer and Stage I requests for about a minute; no errors, no cross-talk, and the
+app's resident memory grows at most 15% over the run after warm-up."""
 
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ from workbench.organism.world import BENIGN, HARMFUL, typographic_image
 
 SECONDS = float(os.environ.get("WORKBENCH_CONCURRENCY_SECONDS", "60"))
 CLIENTS = 8
+RSS_GROWTH_ALLOWED = 1.15
+
+
+def resident_bytes(pid: int) -> int:
+    """The process's resident set size (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 @pytest.mark.slow
-def test_eight_concurrent_clients_get_the_answers_they_would_get_alone(organism_app: tuple[str, Path],
+def test_eight_concurrent_clients_get_the_answers_they_would_get_alone(organism_app: tuple[str, Path, int],
                                                                        tmp_path: Path) -> None:
-    url = organism_app[0]
+    url, _, pid = organism_app
     solo = Client(url, verbose=False)
     run_id = solo.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")[0]
     activities = sorted(HARMFUL)[:3] + sorted(BENIGN)[:3]
@@ -40,6 +50,7 @@ def test_eight_concurrent_clients_get_the_answers_they_would_get_alone(organism_
 
     expected = {("steer", i): steer(solo, r) for i, r in enumerate(steer_requests)}
     expected.update({("stage1", i): stage1(solo, r) for i, r in enumerate(stage1_requests)})
+    warm = resident_bytes(pid)  # the model, scorers, UMAP-free Stage I and steering paths have all run once
 
     errors: list[str] = []
     mismatches: list[str] = []
@@ -71,4 +82,7 @@ def test_eight_concurrent_clients_get_the_answers_they_would_get_alone(organism_
     assert not errors, errors[:3]
     assert not mismatches, mismatches[:3]
     assert done[0] >= CLIENTS  # every client got answers
-    print(f"{done[0]} concurrent requests from {CLIENTS} clients in {SECONDS:.0f} s: 0 errors, 0 mismatches")
+    growth = resident_bytes(pid) / warm
+    print(f"{done[0]} concurrent requests from {CLIENTS} clients in {SECONDS:.0f} s: 0 errors, 0 mismatches; "
+          f"resident memory {warm / 2**20:.0f} MiB after warm-up, x{growth:.3f} after the run")
+    assert growth <= RSS_GROWTH_ALLOWED, f"resident memory grew x{growth:.3f} over the run"

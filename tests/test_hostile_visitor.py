@@ -56,15 +56,74 @@ def test_uploads_stay_private_rejected_ones_leave_nothing_and_names_stay_text(ho
     bad.write_text(json.dumps({"prompt": "p", "label": "harmful", "image": "../../../../etc/hostname"}) + "\n")
     with pytest.raises(Exception, match="leaves the dataset's folder"):
         client.predict("demo", handle_file(str(bad)), None, api_name="/use_dataset")
-    assert not (runs / "uploads").exists() or not any((runs / "uploads").iterdir())  # nothing stays behind
+    assert not [p for p in runs.rglob("uploads/*")]  # nothing stays behind
     named = tmp_path / "named.jsonl"
     injected = '<img src="https://evil.example/x.png"><div style="position:fixed">log in</div>'
     named.write_text("\n".join(json.dumps({"prompt": p, "label": lab, "source": injected})
                                for p, lab in (("a", "harmful"), ("b", "benign"))) + "\n")
     label, summary, _ = client.predict("demo", handle_file(str(named)), None, api_name="/use_dataset")
     assert "<img" not in summary and "<div" not in summary and "&lt;img" in summary
-    staged = runs / label
-    assert staged.is_file()
+    staged, = runs.glob(f"visitors/*/{label}")  # in this visitor's own folder
     with pytest.raises(urllib.error.HTTPError) as error:  # the runs folder is never served directly
         urllib.request.urlopen(f"{url}gradio_api/file={staged}", timeout=10)
     assert error.value.code == 403
+
+
+def _visitor_runs(runs: Path, kind: str) -> list[Path]:
+    return sorted(runs.glob(f"visitors/*/{kind}-*"))
+
+
+def test_another_visitors_runs_and_uploads_cannot_be_listed_or_opened(hosted, tmp_path: Path) -> None:
+    _, url, runs = hosted
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    run_id = alice.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")[0]
+    mine = tmp_path / "mine.jsonl"
+    rows = (("a", "harmful"), ("b", "benign"))
+    mine.write_text("\n".join(json.dumps({"prompt": p, "label": lab}) for p, lab in rows))
+    label = alice.predict("demo", handle_file(str(mine)), None, api_name="/use_dataset")[0]
+    assert alice.predict(run_id, "pca", api_name="/open_stage1")[0] == run_id  # its owner reopens it
+    assert not (runs / run_id).exists()  # not in the shared folder either
+    attempts = {
+        "open": lambda: bob.predict(run_id, "pca", api_name="/open_stage1"),
+        "steer": lambda: bob.predict(run_id, None, "hello", "adaptive", 1.0, "2", 8, api_name="/steer_compare"),
+        "export": lambda: bob.predict(run_id, api_name="/export_vectors"),
+        "notebook": lambda: bob.predict(run_id, api_name="/export_notebook"),
+        "evaluate": lambda: bob.predict(run_id, "organism:test", 4, "adaptive", 1.0, "", 8, "auto",
+                                        api_name="/evaluate"),
+        "stage2": lambda: bob.predict(run_id, "organism:train", 1, 2, 1, "dpo", "initial", "adaptive", 1.0, "", 0.05,
+                                      0.5, "", api_name="/stage2"),
+        "upload": lambda: bob.predict(label, "last", "mean_diff", "pca", api_name="/stage1"),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(Exception, match="does not exist|not an upload|Stage I first") as error:
+            attempt()
+        assert run_id not in str(error.value) or "does not exist" in str(error.value), name
+    assert len(_visitor_runs(runs, "stage2")) == 0  # bob's Stage II was refused before creating anything
+
+
+def test_a_job_stops_when_its_visitor_goes_away(hosted) -> None:
+    import time
+
+    _, url, runs = hosted
+    visitor = Client(url, verbose=False)
+    run_id = visitor.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")[0]
+    job = visitor.submit(run_id, "organism:train", 500, 2, 2, "dpo", "initial", "adaptive", 1.0, "1,2", 0.05, 0.5, "",
+                         api_name="/stage2")
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline and metrics is None:
+        found = [p / "metrics.jsonl" for p in _visitor_runs(runs, "stage2") if (p / "metrics.jsonl").is_file()]
+        metrics = found[0] if found and found[0].read_text().strip() else None
+        time.sleep(0.2)
+    assert metrics is not None, "Stage II never reported a step"
+    job.cancel()  # the visitor's connection to the job goes away (a closed tab also stops it, via unload)
+    left = time.time()
+    while time.time() - left < 30 and "running" in json.loads((metrics.parent / "run.json").read_text()).get("status",
+                                                                                                           ""):
+        time.sleep(0.2)
+    stopped_after = time.time() - left
+    status = json.loads((metrics.parent / "run.json").read_text())["status"]
+    steps = len(metrics.read_text().splitlines())
+    time.sleep(3)
+    assert status.startswith("stopped at step"), status
+    assert stopped_after < 15 and len(metrics.read_text().splitlines()) == steps < 500  # no step after it stopped

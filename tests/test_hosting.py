@@ -226,3 +226,62 @@ def test_damaged_run_json_does_not_hide_other_runs_and_downloads_do_not_pile_up(
     copies = [Path(deliver(artefact)) for _ in range(DELIVERIES_KEPT + 5)]
     assert all(c.read_text() == "x" for c in copies[-3:]) and len(list(copies[-1].parent.parent.iterdir())) <= \
         DELIVERIES_KEPT
+
+
+def test_hosted_visitors_see_and_open_only_their_own_runs_and_uploads(tmp_path: Path) -> None:
+    host = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    alice, bob = host.for_visitor("alice-session"), host.for_visitor("bob-session")
+    run_id, _ = alice.runs.create("stage1", {"model": "tiny-random:llava", "data": "demo"})
+    upload = tmp_path / "mine.jsonl"
+    upload.write_text('{"prompt": "p", "label": "harmful"}\n{"prompt": "q", "label": "benign"}\n')
+    _, label = alice.dataset("", str(upload))
+    assert alice.runs.list() == [run_id] and len(alice.records(label)) == 2
+    assert bob.runs.list() == [] and bob.runs.choices("stage1") == []  # not listed in bob's pickers
+    with pytest.raises(ValueError, match="does not exist"):
+        bob.runs.path(run_id)  # nor opened by id
+    with pytest.raises(DatasetError, match="not an upload"):
+        bob.records(label)  # nor alice's upload by its label
+    assert host.for_visitor("alice-session").runs.list() == [run_id]  # the same session finds its runs again
+    assert not (tmp_path / "runs" / run_id).exists()  # nothing in the shared folder
+    with pytest.raises(ValueError, match="browser session"):
+        host.for_visitor(None)
+    trusted = Workbench("tiny-random:llava", tmp_path / "local")
+    assert trusted.for_visitor("anyone") is trusted  # local use: one user, every run
+
+
+def test_idle_and_over_quota_visitor_folders_go_but_never_one_being_written(tmp_path: Path, monkeypatch) -> None:
+    import time
+
+    from workbench.app import backend
+
+    root = tmp_path / "visitors"
+    folders = {}
+    for name, age_hours in (("idle", 30), ("writing", 30), ("recent", 2), ("older", 5)):
+        store = RunStore(root / name)
+        _, run = store.create("stage2", {"model": "m"})
+        (run / "blob").write_bytes(b"x" * 1000)
+        stamp = time.time() - age_hours * 3600
+        for path in (run / "blob", run / "run.json", run, root / name):
+            os.utime(path, (stamp, stamp))
+        folders[name] = run
+    with RunLock(folders["writing"]):
+        removed = {p.name for p in backend.trim_visitor_folders(root)}
+        assert removed == {"idle"}  # a day idle; the one with a live writer stays however old
+        room = backend._folder_bytes(root / "writing") + backend._folder_bytes(root / "recent")
+        monkeypatch.setattr(backend, "VISITORS_QUOTA_BYTES", room)  # room for two of the three left
+        removed = {p.name for p in backend.trim_visitor_folders(root)}
+        assert removed == {"older"}  # least recently used first, until under the quota
+    assert {p.name for p in root.iterdir()} == {"writing", "recent"}
+
+
+def test_a_visitor_who_leaves_stops_their_jobs_and_no_one_elses(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from workbench.app.context import AppContext
+
+    ctx = AppContext(Workbench("tiny-random:llava", tmp_path / "runs"))
+    me, other = SimpleNamespace(session_hash="me"), SimpleNamespace(session_hash="other")
+    mine = [ctx.cancel_flag(me, job) for job in ("stage1", "stage2", "evaluate")]  # type: ignore[arg-type]
+    theirs = ctx.cancel_flag(other, "stage2")  # type: ignore[arg-type]
+    ctx.stop_session(me)  # type: ignore[arg-type]
+    assert all(flag.is_set() for flag in mine) and not theirs.is_set()

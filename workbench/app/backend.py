@@ -11,6 +11,7 @@ import hashlib
 import re
 import shutil
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,16 +26,27 @@ from ..rewards.responses import score_responses
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
 from ..rules import get_rule
+from ..runlock import RunLock
 from ..runs import RunStore, run_kind
 from ..sources import dataset_choices, load_dataset, source_of
 from ..stage1 import Stage1Result, load_stage1, run_stage1
 from ..steering import RECORDED, Steering, compare, generate, parse_layers
 from ..vectors import SteeringVector
-from .hosting import DUAL_USE_REFUSED, MAX_PROMPT_CHARS, SERVER_PATH_REFUSED, UPLOADS_QUOTA_BYTES, HostPolicy
+from .hosting import (
+    DUAL_USE_REFUSED,
+    MAX_PROMPT_CHARS,
+    SERVER_PATH_REFUSED,
+    UPLOADS_QUOTA_BYTES,
+    VISITOR_IDLE_SECONDS,
+    VISITORS_QUOTA_BYTES,
+    HostPolicy,
+)
 
 STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
 MAX_ZIP_FILES = 20_000
+VISITOR_ACTIVE_SECONDS = 600  # a folder used this recently is never removed for the quota (its visitor is here)
+VISITORS = "visitors"  # hosting mode: runs/visitors/<hash of a browser session>/ holds that visitor's runs and uploads
 
 
 def user_message(error: BaseException) -> str:
@@ -43,29 +55,28 @@ def user_message(error: BaseException) -> str:
     return re.sub(r"(?<![\w:/.~])(?:[A-Za-z]:)?(?:/[^/\s:'\"]+)+/([^/\s:'\"]+)", r"\1", str(error))
 
 
-class Workbench:
-    """The model (loaded on first use), the scorers, the runs folder and a small cache of reopened runs."""
+class SharedModel:
+    """What every visitor shares: the one model (loaded on first use, one lock), its scorers, the host's policy
+    and a small cache of reopened Stage I runs (keyed by folder, so visitors' runs never mix)."""
 
-    def __init__(self, model_spec: str, runs_dir: str | Path, policy: HostPolicy | None = None) -> None:
+    def __init__(self, model_spec: str, policy: HostPolicy | None = None) -> None:
         self.spec = model_spec
-        self.runs = RunStore(runs_dir)
         self.policy = policy or HostPolicy(hosted=False, allow_server_paths=True, allow_dual_use=True)
         self._vlm: VLM | None = None
-        self._load_lock = threading.Lock()
+        self.lock = threading.Lock()
         self._scorers: tuple[ToxicityScorer, ClipScorer | None] | None = None
-        self._cache: OrderedDict[str, Stage1Result] = OrderedDict()
+        self.stage1_cache: OrderedDict[Path, Stage1Result] = OrderedDict()
 
-    # --- model and scorers -------------------------------------------------------------------------
     @property
     def vlm(self) -> VLM:
-        with self._load_lock:
+        with self.lock:
             if self._vlm is None:
                 self._vlm = load_vlm(self.spec)
             return self._vlm
 
     def scorers(self) -> tuple[ToxicityScorer, ClipScorer | None]:
         """Toxicity (Detoxify, else the named fallback) and open_clip (the organism's own, else ViT-B-32)."""
-        with self._load_lock:
+        with self.lock:
             if self._scorers is None:
                 clip: ClipScorer | None
                 try:
@@ -88,13 +99,70 @@ class Workbench:
         except Exception as error:  # noqa: BLE001 - offline hub, bad folder, unknown architecture
             raise ValueError(f"could not load {spec!r} ({type(error).__name__}: {str(error)[:200]}); the current "
                              f"model {self.spec!r} stays loaded") from None
-        with self._load_lock:
+        with self.lock:
             self._vlm, self.spec, self._scorers = vlm, spec, None
-            self._cache.clear()
+            self.stage1_cache.clear()
 
     def device_summary(self) -> str:
         vlm = self.vlm
         return f"{vlm.spec} on {vlm.input_device} ({str(vlm.dtype).replace('torch.', '')}), {vlm.num_layers} layers"
+
+    def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
+        """In hosting mode, attacks (steering toward harm; with no mode, making jailbreak images) are for the
+        model organism only, unless the host allows them."""
+        if self.policy.allow_dual_use or self.spec == "organism":
+            return
+        if mode is None:
+            raise ValueError(DUAL_USE_REFUSED)
+        rule = get_rule(mode)
+        if alpha is not None and rule.toward_harm is not None and rule.toward_harm(alpha):
+            raise ValueError(DUAL_USE_REFUSED)
+
+
+class Workbench:
+    """One visitor's view: the shared model and scorers, and the runs folder this visitor reads and writes (in
+    hosting mode a folder of their own, see `for_visitor`)."""
+
+    def __init__(self, model: str | SharedModel, runs_dir: str | Path, policy: HostPolicy | None = None) -> None:
+        self.shared = model if isinstance(model, SharedModel) else SharedModel(model, policy)
+        self.runs = RunStore(runs_dir)
+
+    @property
+    def spec(self) -> str:
+        return self.shared.spec
+
+    @property
+    def policy(self) -> HostPolicy:
+        return self.shared.policy
+
+    @property
+    def vlm(self) -> VLM:
+        return self.shared.vlm
+
+    def scorers(self) -> tuple[ToxicityScorer, ClipScorer | None]:
+        return self.shared.scorers()
+
+    def switch_model(self, spec: str) -> None:
+        self.shared.switch_model(spec)
+
+    def device_summary(self) -> str:
+        return self.shared.device_summary()
+
+    def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
+        self.shared.check_dual_use(mode, alpha)
+
+    def for_visitor(self, visitor: str | None) -> Workbench:
+        """The workbench as `visitor` (a browser session) sees it. Trusted local use: this one, every run. Hosting
+        mode: runs and uploads in `visitors/<hash of the session>/`, which no other visitor can list or open;
+        folders idle for a day, or the oldest beyond the disk quota, are removed when a new visitor arrives."""
+        if not self.policy.hosted:
+            return self
+        if not visitor:
+            raise ValueError("this hosted app needs a browser session to keep your runs apart from others'")
+        folder = self.runs.root / VISITORS / hashlib.sha256(visitor.encode()).hexdigest()[:24]
+        if not folder.is_dir():
+            trim_visitor_folders(self.runs.root / VISITORS)
+        return Workbench(self.shared, folder)
 
     # --- data --------------------------------------------------------------------------------------
     def dataset(self, choice: str, upload: str | None = None, images_zip: str | None = None
@@ -185,15 +253,18 @@ class Workbench:
 
     def stage1(self, run_id: str) -> Stage1Result:
         """A Stage I run, reopened from disk once and cached."""
-        if run_id not in self._cache:
-            self._remember(run_id, load_stage1(self.runs.path(run_id)))
-        self._cache.move_to_end(run_id)
-        return self._cache[run_id]
+        folder = self.runs.path(run_id)
+        cache = self.shared.stage1_cache
+        if folder not in cache:
+            self._remember(run_id, load_stage1(folder))
+        cache.move_to_end(folder)
+        return cache[folder]
 
     def _remember(self, run_id: str, result: Stage1Result) -> None:
-        self._cache[run_id] = result
-        while len(self._cache) > STAGE1_CACHE:
-            self._cache.popitem(last=False)
+        cache = self.shared.stage1_cache
+        cache[self.runs.path(run_id)] = result
+        while len(cache) > STAGE1_CACHE:
+            cache.popitem(last=False)
 
     def vector(self, run_id: str) -> SteeringVector:
         """The vectors of a Stage I or Stage II run."""
@@ -217,17 +288,6 @@ class Workbench:
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
         self.check_dual_use(mode, float(alpha))
         return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))
-
-    def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
-        """In hosting mode, attacks (steering toward harm; with no mode, making jailbreak images) are for the
-        model organism only, unless the host allows them."""
-        if self.policy.allow_dual_use or self.spec == "organism":
-            return
-        if mode is None:
-            raise ValueError(DUAL_USE_REFUSED)
-        rule = get_rule(mode)
-        if alpha is not None and rule.toward_harm is not None and rule.toward_harm(alpha):
-            raise ValueError(DUAL_USE_REFUSED)
 
     def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int
                 ) -> dict[str, Any]:
@@ -265,6 +325,35 @@ class Workbench:
                          "refusal": float(scores["refused"][0]),
                          "visual_consistency": scores["visual"][0] if scores["visual"] else None})
         return rows
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _last_used(folder: Path) -> float:
+    """The newest modification time in a visitor's folder (a run writing its metrics counts as use)."""
+    return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+
+
+def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
+    """Remove hosted visitors' folders idle for a day, then the least recently used beyond the quota; a folder
+    with a run still being written (a live lock) is kept. Returns what was removed."""
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=_last_used)
+    busy = {f for f in folders if now - _last_used(f) < VISITOR_ACTIVE_SECONDS
+            or any(run.is_dir() and RunLock(run).owner() is not None for run in f.iterdir())}
+    removed, total = [], sum(_folder_bytes(f) for f in folders)
+    for folder in folders:
+        if folder in busy:
+            continue
+        if now - _last_used(folder) > VISITOR_IDLE_SECONDS or total > VISITORS_QUOTA_BYTES:
+            total -= _folder_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _check_prompt(prompt: str | None) -> None:

@@ -21,7 +21,7 @@ import gradio as gr
 from ..data import DatasetError
 from ..progress import Cancelled
 from ..runs import KINDS
-from .backend import Workbench, user_message
+from .backend import SharedModel, Workbench, user_message
 
 try:  # Hugging Face Spaces (ZeroGPU): run GPU work inside spaces.GPU when the package is present
     import spaces
@@ -40,23 +40,45 @@ RUN_PICKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("s2_source", ("stage1", "stage2")), ("s2_resume", ("stage2",)), ("export_run", ("stage1", "stage2", "eval")))
 
 
+def session_of(request: gr.Request | None) -> str:
+    """The browser session a request comes from ("cli" outside Gradio): who owns runs, uploads and jobs."""
+    return getattr(request, "session_hash", None) or "cli"
+
+
 @dataclass
 class AppContext:
-    """What every tab shares: the backend, the components by name, and per-session cancel flags."""
+    """What every tab shares: the host's workbench (the one model; every run only in trusted local use), the
+    components by name, and per-session cancel flags. Handlers reach runs and data through `visitor(request)`."""
 
-    wb: Workbench
+    host: Workbench
     ui: dict[str, Any] = field(default_factory=dict)
     cancels: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
+
+    @property
+    def shared(self) -> SharedModel:
+        """The model, its scorers and the host's policy: everything a handler may use without a visitor."""
+        return self.host.shared
+
+    def visitor(self, request: gr.Request | None) -> Workbench:
+        """This visitor's workbench: in hosting mode only their own runs and uploads exist for them."""
+        return self.host.for_visitor(session_of(request) if request is not None else None)
+
+    def stop_session(self, request: gr.Request | None) -> None:
+        """The visitor left (tab closed, connection lost): every job of theirs stops at its next step."""
+        session = session_of(request)
+        for (owner, _), flag in list(self.cancels.items()):
+            if owner == session:
+                flag.set()
 
     def cancel_flag(self, request: gr.Request | None, job: str) -> threading.Event:
         """A fresh cancel flag for this browser session's next `job` (stage1, evaluate, stage2): each Cancel
         button stops its own tab's job, never another one of the same visitor or anyone else's."""
-        key = (getattr(request, "session_hash", None) or "cli", job)
+        key = (session_of(request), job)
         self.cancels[key] = threading.Event()
         return self.cancels[key]
 
     def cancel(self, request: gr.Request | None, job: str) -> str:
-        key = (getattr(request, "session_hash", None) or "cli", job)
+        key = (session_of(request), job)
         if key in self.cancels and not self.cancels[key].is_set():
             self.cancels[key].set()
             return "Cancelling… the job stops at its next step and keeps what it finished."
@@ -68,12 +90,14 @@ class AppContext:
             return self.cancel(request, job)
         return cancel
 
-    def refresh_pickers(self, select: str | None = None, initial: bool = False) -> list[Any]:
+    def refresh_pickers(self, request: gr.Request | None, select: str | None = None, initial: bool = False
+                        ) -> list[Any]:
         """Updated choices for every run picker (the runs folder is read once per kind). A picker's value
         changes only to `select`, the run the visitor just made, where it fits; on a new page (`initial`) the
         newest run is shown; otherwise new runs are added, never selected (an evaluation does not swap the
         vectors the playground uses)."""
-        by_kind = {kind: self.wb.runs.choices(kind, self.wb.spec) for kind in KINDS}
+        wb = self.visitor(request)
+        by_kind = {kind: wb.runs.choices(kind, wb.spec) for kind in KINDS}
         updates = []
         for _, kinds in RUN_PICKERS:
             choices = [choice for kind in kinds for choice in by_kind[kind]]
@@ -113,12 +137,12 @@ def md_text(value: object) -> str:
     return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(value)), quote=False).replace("\n", " ")
 
 
-def adopt_recorded_steering(ctx: AppContext, run_id: str | None) -> list[Any]:
+def adopt_recorded_steering(ctx: AppContext, run_id: str | None, request: gr.Request | None) -> list[Any]:
     """When a visitor picks a run, its vectors' recorded settings fill mode, α and layers (and say so)."""
     if not run_id:
         return [gr.update(), gr.update(), gr.update(), ""]
     try:
-        recorded = ctx.wb.recorded_steering(run_id)
+        recorded = ctx.visitor(request).recorded_steering(run_id)
     except (ValueError, FileNotFoundError) as error:
         return [gr.update(), gr.update(), gr.update(), user_message(error)]
     if not recorded:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_PROMPT_CHARS = 4000  # a prompt holds the one model for everyone: 96,000 characters took 20 s on the organism
-UPLOADS_QUOTA_BYTES = 1024 * 2**20  # staged uploads kept on disk in all; the oldest go first
+UPLOADS_QUOTA_BYTES = 1024 * 2**20  # staged uploads kept on disk in all (per visitor when hosted); oldest go first
+VISITORS_QUOTA_BYTES = 8 * 2**30  # every hosted visitor's runs and uploads together; the least recently used go first
+VISITOR_IDLE_SECONDS = 24 * 3600  # a hosted visitor's folder untouched this long is removed
 DUAL_USE_REFUSED = ("this hosted app does not steer toward harm or make jailbreak images for real models (its "
                     "dual-use policy); steer with the defending sign, use the model organism, or run it locally")
 SERVER_PATH_REFUSED = ("choose one of the listed datasets or upload your own file: this app does not open "
@@ -37,7 +39,8 @@ class HostPolicy:
     def describe(self) -> str:
         if not self.hosted:
             return "trusted local use: server paths and model switching allowed"
-        return ("hosting mode: listed datasets and your own uploads only"
+        return ("hosting mode: listed datasets and your own uploads only; your runs are yours alone and last as "
+                "long as this browser tab (download what you want to keep)"
                 + (" (server paths allowed by the host)" if self.allow_server_paths else "")
                 + "; the model is fixed by the host"
                 + ("" if self.allow_dual_use else "; attack making and steering toward harm only on the organism"))

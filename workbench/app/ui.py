@@ -28,6 +28,13 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
     """The workbench UI for `model_spec` (loaded on first use), with runs kept in `runs_dir`; `policy` says what
     visitors may do (default: trusted local use)."""
     ctx = AppContext(Workbench(model_spec, runs_dir, policy))
+
+    def fill_pickers(request: gr.Request) -> list:
+        return ctx.refresh_pickers(request, initial=True)
+
+    def visitor_left(request: gr.Request) -> None:
+        ctx.stop_session(request)
+
     # delete_cache: Gradio's cached uploads and downloads older than an hour are removed every hour
     with gr.Blocks(title="VLM steering workbench", delete_cache=(3600, 3600)) as app:
         gr.Markdown(f"# VLM steering workbench\nModel **`{model_spec}`** · SPO-VLM two-stage defence: Stage I "
@@ -38,5 +45,6 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
                 tab.build(ctx)
         for tab in TABS:
             tab.wire(ctx)
-        app.load(lambda: ctx.refresh_pickers(initial=True), None, ctx.pickers(), api_visibility="private")
+        app.load(fill_pickers, None, ctx.pickers(), api_visibility="private")
+        app.unload(visitor_left)  # a visitor who leaves stops their jobs (each at its next step)
     return app

@@ -20,16 +20,16 @@ def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Model & data", id="data"):
         with gr.Row():
-            fixed = not ctx.wb.policy.allow_model_switch
-            ui["model_spec"] = gr.Textbox(ctx.wb.spec, label="Model" + (" (fixed by the host)" if fixed else ""),
+            fixed = not ctx.shared.policy.allow_model_switch
+            ui["model_spec"] = gr.Textbox(ctx.shared.spec, label="Model" + (" (fixed by the host)" if fixed else ""),
                                           scale=3, interactive=not fixed,
                                           info="organism, tiny-random:<arch>, a local folder or a Hugging Face id "
                                           "(e.g. llava-hf/llava-1.5-7b-hf; needs the hub)")
             ui["model_load"] = gr.Button("Load model", scale=1, interactive=not fixed)
-        ui["model_info"] = gr.Markdown(f"Loaded: {md_text(ctx.wb.spec)} (weights load on first use). "
-                                       f"{md_text(ctx.wb.policy.describe())}.")
+        ui["model_info"] = gr.Markdown(f"Loaded: {md_text(ctx.shared.spec)} (weights load on first use). "
+                                       f"{md_text(ctx.shared.policy.describe())}.")
         with gr.Row():
-            ui["data_choice"] = gr.Dropdown(dataset_choices(ctx.wb.spec), value=default_dataset(ctx.wb.spec),
+            ui["data_choice"] = gr.Dropdown(dataset_choices(ctx.shared.spec), value=default_dataset(ctx.shared.spec),
                                             label="Dataset", info="built-in sets, or a benchmark (downloads it "
                                             "when online)", allow_custom_value=True)
             ui["data_upload"] = gr.File(label="…or upload .jsonl / .csv (prompt, label, image, source, reference)",
@@ -38,7 +38,7 @@ def build(ctx: AppContext) -> None:
         ui["data_use"] = gr.Button("Use and preview this dataset", variant="primary")
         ui["data_summary"] = gr.Markdown()
         ui["data_gallery"] = gr.Gallery(label="Records with images", columns=6, height=260, object_fit="contain")
-        organism = ctx.wb.spec == "organism"
+        organism = ctx.shared.spec == "organism"
         text, size, font = maker_defaults(organism)
         gr.Markdown("### Typographic attack maker (FigStep style)\nThe instruction goes into the image; the text "
                     "prompt stays neutral. The organism sees 64 px images and knows only its own words: with it "
@@ -78,10 +78,11 @@ def send_prompt(organism: bool) -> str:
 
 
 @friendly_errors
-def _use(ctx: AppContext, choice: str, upload: str | None, images_zip: str | None) -> tuple[str, str, list]:
+def _use(ctx: AppContext, choice: str, upload: str | None, images_zip: str | None, request: gr.Request | None
+         ) -> tuple[str, str, list]:
     if images_zip and not upload:
         raise ValueError("an images zip goes with an uploaded dataset file; upload the .jsonl/.csv too")
-    records, label = ctx.wb.dataset(choice, upload, images_zip)
+    records, label = ctx.visitor(request).dataset(choice, upload, images_zip)
     labels = Counter(r.label for r in records)
     sources = Counter(r.source for r in records)
     summary = (f"**{len(records)} records** · {labels['harmful']} harmful · {labels['benign']} benign · sources: "
@@ -93,7 +94,7 @@ def _use(ctx: AppContext, choice: str, upload: str | None, images_zip: str | Non
 
 
 def _render(ctx: AppContext, text: str, size: float, font: float, background: str, foreground: str) -> Any:
-    ctx.wb.check_dual_use()
+    ctx.shared.check_dual_use()
     return maker_style_render(text, size, font, background, foreground)
 
 
@@ -101,17 +102,20 @@ def wire(ctx: AppContext) -> None:
     ui = ctx.ui
 
     @friendly_errors
-    def load_model(spec: str, progress: gr.Progress = gr.Progress()) -> list[Any]:
+    def load_model(spec: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
         progress(0.1, desc=f"loading {spec}")
-        ctx.wb.switch_model(spec)
-        note = f"Loaded: {md_text(ctx.wb.device_summary())}. Run pickers show this model's runs."
-        return [note, *ctx.refresh_pickers()]
+        ctx.shared.switch_model(spec)
+        note = f"Loaded: {md_text(ctx.shared.device_summary())}. Run pickers show this model's runs."
+        return [note, *ctx.refresh_pickers(request)]
+
+    def use(choice: str, upload: str | None, images_zip: str | None, request: gr.Request) -> tuple[str, str, list]:
+        return _use(ctx, choice, upload, images_zip, request)
 
     ui["model_load"].click(load_model, ui["model_spec"], [ui["model_info"], *ctx.pickers()], api_name="load_model")
-    ui["data_use"].click(lambda c, u, z: _use(ctx, c, u, z), [ui["data_choice"], ui["data_upload"], ui["data_zip"]],
+    ui["data_use"].click(use, [ui["data_choice"], ui["data_upload"], ui["data_zip"]],
                          [ui["dataset"], ui["data_summary"], ui["data_gallery"]], api_name="use_dataset")
     inputs = [ui["typo_text"], ui["typo_size"], ui["typo_font"], ui["typo_bg"], ui["typo_fg"]]
     ui["typo_make"].click(friendly_errors(lambda *values: _render(ctx, *values)), inputs, ui["typo_image"],
                           api_name="typographic")
-    ui["typo_send"].click(lambda image: (image, send_prompt(ctx.wb.spec == "organism")), ui["typo_image"],
+    ui["typo_send"].click(lambda image: (image, send_prompt(ctx.shared.spec == "organism")), ui["typo_image"],
                           [ui["play_image"], ui["play_prompt"]], api_visibility="private")

@@ -36,8 +36,8 @@ def build(ctx: AppContext) -> None:
                     "refused.")
         with gr.Row():
             ui["eval_run"] = run_picker("Vectors from run", scale=3)
-            choices = dataset_choices(ctx.wb.spec)
-            test_set = default_dataset(ctx.wb.spec, "test")
+            choices = dataset_choices(ctx.shared.spec)
+            test_set = default_dataset(ctx.shared.spec, "test")
             ui["eval_data"] = gr.Dropdown(choices, value=test_set, label="Dataset", allow_custom_value=True)
             ui["eval_limit"] = gr.Number(60, precision=0, label="Records", minimum=1, maximum=5000)
         with gr.Row():
@@ -89,9 +89,10 @@ def wire(ctx: AppContext) -> None:
     @friendly_errors
     def go(run_id: str | None, dataset: str, limit: float, mode: str, alpha: float, layers: str, tokens: float,
            judge: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
-        steering = ctx.wb.steering(run_id, mode, alpha, layers) if run_id else None
-        records, label = ctx.wb.dataset(dataset)
-        run_eval, metrics, evaluation = run_evaluation(ctx.wb, run_id, label, records, steering,
+        wb = ctx.visitor(request)
+        steering = wb.steering(run_id, mode, alpha, layers) if run_id else None
+        records, label = wb.dataset(dataset)
+        run_eval, metrics, evaluation = run_evaluation(wb, run_id, label, records, steering,
                                                        int(limit or 0), int(tokens or 0), progress_callback(progress),
                                                        ctx.cancel_flag(request, "evaluate"), judge or "auto")
         settings = metrics["settings"]
@@ -104,28 +105,33 @@ def wire(ctx: AppContext) -> None:
                 f"toxicity: {md_text(settings['toxicity_scorer'])} · "
                 f"visual consistency: {md_text(settings['clip'] or 'not measured')}")
         return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), _examples(evaluation),
-                *ctx.refresh_pickers()]
+                *ctx.refresh_pickers(request)]
 
     ui["eval_go"].click(go, [ui["eval_run"], ui["eval_data"], ui["eval_limit"], ui["eval_mode"], ui["eval_alpha"],
                              ui["eval_layers"], ui["eval_tokens"], ui["eval_judge"]],
                         [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], *ctx.pickers()],
                         api_name="evaluate")
-    def runs_with_vectors() -> Any:
-        return gr.update(choices=[c for kind in ("stage2", "stage1") for c in ctx.wb.runs.choices(kind, ctx.wb.spec)])
+    def runs_with_vectors(request: gr.Request) -> Any:
+        wb = ctx.visitor(request)
+        return gr.update(choices=[c for kind in ("stage2", "stage1") for c in wb.runs.choices(kind, wb.spec)])
 
     @gpu_task
     @friendly_errors
     def compare(run_ids: list[str] | None, datasets: list[str] | None, limit: float, judge: str, system: str,
                 request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
-        table = run_comparison(ctx.wb, list(run_ids or []), list(datasets or []), int(limit or 0), judge or "auto",
-                               system, progress_callback(progress), ctx.cancel_flag(request, "evaluate"))
+        table = run_comparison(ctx.visitor(request), list(run_ids or []), list(datasets or []), int(limit or 0),
+                               judge or "auto", system, progress_callback(progress),
+                               ctx.cancel_flag(request, "evaluate"))
         spec = next(iter(table["judges"]))
         return [markdown(table, lambda v: md_text(v).replace('|', '/')), compare_figure(table, spec)]
 
     ui["cmp_refresh"].click(runs_with_vectors, None, ui["cmp_runs"], api_visibility="private")
     ui["cmp_go"].click(compare, [ui["cmp_runs"], ui["cmp_data"], ui["cmp_limit"], ui["cmp_judge"], ui["cmp_system"]],
                        [ui["cmp_table"], ui["cmp_plot"]], api_name="compare")
-    ui["eval_run"].input(lambda run_id: adopt_recorded_steering(ctx, run_id), ui["eval_run"],
+    def adopt(run_id: str | None, request: gr.Request) -> list[Any]:
+        return adopt_recorded_steering(ctx, run_id, request)
+
+    ui["eval_run"].input(adopt, ui["eval_run"],
                          [ui["eval_mode"], ui["eval_alpha"], ui["eval_layers"], ui["eval_settings_note"]],
                          api_visibility="private")
     ui["eval_cancel"].click(ctx.canceller("evaluate"), None, ui["eval_summary"], queue=False,

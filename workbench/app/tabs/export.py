@@ -40,25 +40,25 @@ def wire(ctx: AppContext) -> None:
         return run_id
 
     @friendly_errors
-    def vectors(run_id: str | None) -> tuple[str, str]:
-        path, note = export_vectors(ctx.wb, need(run_id), "safetensors")
+    def vectors(run_id: str | None, request: gr.Request) -> tuple[str, str]:
+        path, note = export_vectors(ctx.visitor(request), need(run_id), "safetensors")
         return deliver(path), note
 
     @friendly_errors
-    def gguf(run_id: str | None, mode: str, alpha: float | None) -> tuple[str, str]:
-        path, note = export_vectors(ctx.wb, need(run_id), "gguf", alpha, mode)
+    def gguf(run_id: str | None, mode: str, alpha: float | None, request: gr.Request) -> tuple[str, str]:
+        path, note = export_vectors(ctx.visitor(request), need(run_id), "gguf", alpha, mode)
         return deliver(path), note
 
     @friendly_errors
-    def figures(run_id: str | None, layer: str | None) -> str:
+    def figures(run_id: str | None, layer: str | None, request: gr.Request) -> str:
         text = (layer or "").strip()
         if text and not text.lstrip("-").isdigit():
             raise ValueError(f"the layer must be a whole number (or empty for the best layer), got {text!r}")
-        return deliver(export_plots(ctx.wb, need(run_id), int(text) if text else None))
+        return deliver(export_plots(ctx.visitor(request), need(run_id), int(text) if text else None))
 
     @friendly_errors
-    def notebook(run_id: str | None) -> str:
-        return deliver(export_notebook(ctx.wb, need(run_id)))
+    def notebook(run_id: str | None, request: gr.Request) -> str:
+        return deliver(export_notebook(ctx.visitor(request), need(run_id)))
 
     ui["export_st"].click(vectors, ui["export_run"], [ui["export_file"], ui["export_note"]], api_name="export_vectors")
     ui["export_gguf"].click(gguf, [ui["export_run"], ui["export_gguf_mode"], ui["export_alpha"]],

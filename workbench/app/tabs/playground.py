@@ -96,16 +96,21 @@ def wire(ctx: AppContext) -> None:
 
     @gpu_task
     @friendly_errors
-    def go(*values: Any) -> tuple[str, str, str]:
+    def go(run: Any, picture: Any, text: Any, how: Any, strength: Any, which: Any, length: Any, request: gr.Request
+           ) -> tuple[str, str, str]:
+        values = (run, picture, text, how, strength, which, length)
         run_id, image, prompt, mode, alpha, layers, tokens = checked(compare_inputs, values)
         if not run_id:
             raise ValueError("run Stage I first (or pick a run): the steering vector comes from it")
-        result = ctx.wb.compare(ctx.wb.steering(run_id, mode, alpha, layers), image, prompt, int(tokens))
+        wb = ctx.visitor(request)
+        result = wb.compare(wb.steering(run_id, mode, alpha, layers), image, prompt, int(tokens))
         return result["unsteered"], result["steered"], _scores_markdown(result)
 
     @gpu_task
     @friendly_errors
-    def sweep(*values: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, list]:
+    def sweep(run: Any, picture: Any, text: Any, how: Any, which: Any, strengths_text: Any, length: Any,
+              request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, list]:
+        values = (run, picture, text, how, which, strengths_text, length)
         run_id, image, prompt, mode, layers, alphas, tokens = checked(sweep_inputs, values)
         if not run_id:
             raise ValueError("run Stage I first (or pick a run): the steering vector comes from it")
@@ -113,12 +118,16 @@ def wire(ctx: AppContext) -> None:
             strengths = [float(a) for a in alphas.replace(" ", "").split(",") if a]
         except ValueError:
             raise ValueError(f"strengths must be comma-separated numbers, got {alphas!r}") from None
-        rows = ctx.wb.sweep(run_id, image, prompt, mode, layers, strengths, int(tokens), progress_callback(progress))
+        rows = ctx.visitor(request).sweep(run_id, image, prompt, mode, layers, strengths, int(tokens),
+                                          progress_callback(progress))
         table = [[r["alpha"], round(r["toxicity"], 3), r["refusal"], None if r["visual_consistency"] is None
                   else round(r["visual_consistency"], 3), r["output"]] for r in rows]
         return sweep_figure(rows, mode, list(parse_layers(layers) or [])), table
 
-    ui["play_run"].input(lambda run_id: adopt_recorded_steering(ctx, run_id), ui["play_run"],
+    def adopt(run_id: str | None, request: gr.Request) -> list[Any]:
+        return adopt_recorded_steering(ctx, run_id, request)
+
+    ui["play_run"].input(adopt, ui["play_run"],
                          [ui["play_mode"], ui["play_alpha"], ui["play_layers"], ui["play_settings_note"]],
                          api_visibility="private")
     ui["play_go"].click(go, compare_inputs, [ui["play_unsteered"], ui["play_steered"], ui["play_scores"]],

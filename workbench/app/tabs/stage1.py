@@ -9,6 +9,7 @@ import gradio as gr
 from ...activations import POSITIONS
 from ...directions import METHODS
 from ...sources import default_dataset
+from ..backend import Workbench
 from ..context import AppContext, friendly_errors, gpu_task, md_text, progress_callback, run_picker
 from ..jobs import stage1_figures
 
@@ -19,7 +20,7 @@ def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Stage I: directions", id="stage1"):
         with gr.Row():
-            ui["dataset"] = gr.Textbox(default_dataset(ctx.wb.spec), label="Dataset (choose it in Model & data)",
+            ui["dataset"] = gr.Textbox(default_dataset(ctx.shared.spec), label="Dataset (choose it in Model & data)",
                                        interactive=False)
             ui["s1_position"] = gr.Dropdown(list(POSITIONS), value="last", label="Token position")
             ui["s1_method"] = gr.Dropdown(list(METHODS), value="mean_diff", label="Direction method")
@@ -44,20 +45,21 @@ def build(ctx: AppContext) -> None:
             ui["s1_heatmap"] = gr.Plot(label="Per-source direction similarity")
 
 
-def _views(ctx: AppContext, run_id: str, layer: int | None, projection: str) -> tuple[Any, Any, Any]:
+def _views(wb: Workbench, run_id: str, layer: int | None, projection: str) -> tuple[Any, Any, Any]:
     """(layer scores chart, separation scatter, source-similarity heatmap or None) at `layer`."""
-    figures = stage1_figures(ctx.wb, run_id, layer, projection)
+    figures = stage1_figures(wb, run_id, layer, projection)
     scatter = next(f for name, f in figures.items() if name.startswith("separation"))
     heatmap = next((f for name, f in figures.items() if name.startswith("source_similarity")), None)
     return figures["layer_scores"], scatter, heatmap
 
 
-def _show(ctx: AppContext, run_id: str, projection: str) -> list[Any]:
-    result = ctx.wb.stage1(run_id)
+def _show(ctx: AppContext, request: gr.Request | None, run_id: str, projection: str) -> list[Any]:
+    wb = ctx.visitor(request)
+    result = wb.stage1(run_id)
     best = result.best_layer()
     rows = [[s.layer, round(s.probe_accuracy, 3), round(s.auroc, 3), round(s.separation, 2),
              round(s.auroc_in_sample, 3)] for s in result.scores]
-    info = ctx.wb.runs.info(run_id)
+    info = wb.runs.info(run_id)
     layers = result.suggested_layers()
     suggested = ",".join(map(str, layers))
     summary = (f"Run `{run_id}` · data {md_text(info.get('data'))} · {md_text(info.get('records'))} records · "
@@ -65,10 +67,10 @@ def _show(ctx: AppContext, run_id: str, projection: str) -> list[Any]:
                + (" (set in the playground, Stage II and Evaluate)." if layers else
                   ". The layer boxes are left as they were: steering along these directions is not supported "
                   "by the data.") + " Directions point from benign to harmful; AUROC and d are held out.")
-    chart, scatter, heatmap = _views(ctx, run_id, best, projection)
+    chart, scatter, heatmap = _views(wb, run_id, best, projection)
     slider = gr.update(minimum=0, maximum=result.activations.num_layers - 1, value=best)
     boxes = [suggested] * 3 if layers else [gr.update()] * 3
-    return [run_id, summary, chart, rows, slider, scatter, heatmap, *boxes, *ctx.refresh_pickers(run_id)]
+    return [run_id, summary, chart, rows, slider, scatter, heatmap, *boxes, *ctx.refresh_pickers(request, run_id)]
 
 
 def wire(ctx: AppContext) -> None:
@@ -81,21 +83,22 @@ def wire(ctx: AppContext) -> None:
     def run(dataset: str, position: str, method: str, projection: str, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> list[Any]:
         cancel = ctx.cancel_flag(request, "stage1")
-        records = ctx.wb.records(dataset)
-        run_id = ctx.wb.run_stage1(records, dataset, position, method, progress_callback(progress), cancel)
-        return _show(ctx, run_id, projection)
+        wb = ctx.visitor(request)
+        records = wb.records(dataset)
+        run_id = wb.run_stage1(records, dataset, position, method, progress_callback(progress), cancel)
+        return _show(ctx, request, run_id, projection)
 
     @friendly_errors
-    def reopen(run_id: str | None, projection: str) -> list[Any]:
+    def reopen(run_id: str | None, projection: str, request: gr.Request) -> list[Any]:
         if not run_id:
             raise ValueError("pick a saved run to open")
-        return _show(ctx, run_id, projection)
+        return _show(ctx, request, run_id, projection)
 
     @friendly_errors
-    def relayer(run_id: str | None, layer: float, projection: str) -> tuple[Any, Any]:
+    def relayer(run_id: str | None, layer: float, projection: str, request: gr.Request) -> tuple[Any, Any]:
         if not run_id:
             return gr.update(), gr.update()
-        return _views(ctx, run_id, int(layer), projection)[1:]
+        return _views(ctx.visitor(request), run_id, int(layer), projection)[1:]
 
     ui["s1_run"].click(run, [ui["dataset"], ui["s1_position"], ui["s1_method"], ui["s1_projection"]], outputs,
                        api_name="stage1")

@@ -14,7 +14,7 @@ from ...preference import OBJECTIVES
 from ...rules import modes
 from ...stage2 import REFERENCES, Stage2Config
 from ...steering import parse_layers
-from ..backend import user_message
+from ..backend import Workbench, user_message
 from ..context import AppContext, friendly_errors, gpu_task, md_text, run_picker
 from ..jobs import create_stage2, run_stage2, stage2_metrics
 
@@ -59,40 +59,46 @@ def build(ctx: AppContext) -> None:
 
 def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bool, request: gr.Request | None,
            progress: gr.Progress) -> Iterator[list[Any]]:
-    """Train in a worker thread and stream curves after every step."""
+    """Train in a worker thread and stream curves after every step. The job is the visitor's: if the page goes
+    away (the event is cancelled, the tab closed), the training stops at its next step and keeps a checkpoint."""
+    wb = ctx.visitor(request)
     cancel = ctx.cancel_flag(request, "stage2")
     steps: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            run_stage2(ctx.wb, run_id, config, resume, cancel, steps.put)
+            run_stage2(wb, run_id, config, resume, cancel, steps.put)
         except BaseException as error:  # noqa: BLE001 - reported to the user below
             failure.append(error)
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
-    total = config.steps if config else ctx.wb.runs.info(run_id).get("steps", 1)
+    total = config.steps if config else wb.runs.info(run_id).get("steps", 1)
     keep = [gr.update()] * 6
-    while worker.is_alive() or not steps.empty():
-        try:
-            metrics = steps.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}")
-        status = (f"Run `{run_id}` on {ctx.wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · "
-                  f"loss {metrics.loss:.4f} · reward "
-                  f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step")
-        yield [curves_figure(stage2_metrics(ctx.wb, run_id)), status, *keep]
+    try:
+        while worker.is_alive() or not steps.empty():
+            try:
+                metrics = steps.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}")
+            status = (f"Run `{run_id}` on {wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · "
+                      f"loss {metrics.loss:.4f} · reward "
+                      f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step")
+            yield [curves_figure(stage2_metrics(wb, run_id)), status, *keep]
+    finally:
+        if worker.is_alive():  # the event was cancelled or its client left: nobody is watching this training
+            cancel.set()
     worker.join()
-    rows = stage2_metrics(ctx.wb, run_id)
+    rows = stage2_metrics(wb, run_id)
     if failure:
         message = user_message(failure[0])
         yield [curves_figure(rows), f"Run `{run_id}` stopped: {md_text(message)}. Resume it to continue from its last "
-               "checkpoint.", *ctx.refresh_pickers(run_id)]
+               "checkpoint.", *ctx.refresh_pickers(request, run_id)]
         return
     yield [curves_figure(rows), f"Run `{run_id}` finished {len(rows)} steps; its vectors are in the run pickers.",
-           *ctx.refresh_pickers(run_id)]
+           *ctx.refresh_pickers(request, run_id)]
 
 
 def wire(ctx: AppContext) -> None:
@@ -103,12 +109,12 @@ def wire(ctx: AppContext) -> None:
     def start(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
               reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None,
               request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
-        run_id, config = _create(source, dataset, steps, k, prompts, objective, reference, mode, alpha, layers, lr,
-                                 beta, safe)
+        run_id, config = _create(ctx.visitor(request), source, dataset, steps, k, prompts, objective, reference,
+                                 mode, alpha, layers, lr, beta, safe)
         yield from _train(ctx, run_id, config, False, request, progress)
 
     @friendly_errors
-    def _create(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
+    def _create(wb: Workbench, source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
                 reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None = None
                 ) -> tuple[str, Stage2Config]:
         if not source:
@@ -118,7 +124,7 @@ def wire(ctx: AppContext) -> None:
                               objective=objective, reference=reference, mode=mode,
                               alpha=float(alpha), layers=list(picked) if picked else None, learning_rate=float(lr),
                               beta=float(beta), safe_response=(safe or "").strip() or None)
-        return create_stage2(ctx.wb, source, dataset, config), config
+        return create_stage2(wb, source, dataset, config), config
 
     @gpu_task
     def resume(run_id: str | None, request: gr.Request, progress: gr.Progress = gr.Progress()
