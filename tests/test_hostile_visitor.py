@@ -116,6 +116,8 @@ def test_a_job_stops_when_its_visitor_goes_away(hosted) -> None:
         metrics = found[0] if found and found[0].read_text().strip() else None
         time.sleep(0.2)
     assert metrics is not None, "Stage II never reported a step"
+    with pytest.raises(Exception, match="does not exist"):  # another visitor cannot add a trainer to it
+        Client(url, verbose=False).predict(metrics.parent.name, api_name="/stage2_resume")
     job.cancel()  # the visitor's connection to the job goes away (a closed tab also stops it, via unload)
     left = time.time()
     while time.time() - left < 30 and "running" in json.loads((metrics.parent / "run.json").read_text()).get("status",

@@ -285,3 +285,40 @@ def test_a_visitor_who_leaves_stops_their_jobs_and_no_one_elses(tmp_path: Path) 
     theirs = ctx.cancel_flag(other, "stage2")  # type: ignore[arg-type]
     ctx.stop_session(me)  # type: ignore[arg-type]
     assert all(flag.is_set() for flag in mine) and not theirs.is_set()
+
+
+def test_a_model_switch_never_lands_in_the_middle_of_a_job(tmp_path: Path, monkeypatch) -> None:
+    from workbench.app import backend
+
+    wb = Workbench("tiny-random:llava", tmp_path / "runs")  # trusted local use: switching is allowed
+    seen = []
+
+    def stage1_that_meets_a_switch(vlm, records, *args, **kwargs):
+        with pytest.raises(ValueError, match="a job is running on 'tiny-random:llava'"):
+            wb.switch_model("tiny-random:qwen2_vl")  # another tab asks while this job runs
+        seen.append(wb.spec)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(backend, "run_stage1", stage1_that_meets_a_switch)
+    with pytest.raises(RuntimeError, match="stop here"):
+        wb.run_stage1([], "demo", "last", "mean_diff")
+    assert seen == ["tiny-random:llava"]
+    wb.switch_model("tiny-random:qwen2_vl")  # with no job running it switches
+    assert wb.spec == "tiny-random:qwen2_vl"
+
+
+def test_uploads_are_held_to_row_and_field_quotas_and_leave_nothing(tmp_path: Path) -> None:
+    from workbench.data import MAX_UPLOAD_FIELD_CHARS, MAX_UPLOAD_RECORDS
+
+    wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED).for_visitor("v")
+    long_line = tmp_path / "long.jsonl"
+    long_line.write_text(json.dumps({"prompt": "x" * (MAX_UPLOAD_FIELD_CHARS + 1), "label": "harmful"}) + "\n")
+    with pytest.raises(DatasetError, match=r"long.jsonl line 1: prompt is 4,001 characters; keep every field under"):
+        wb.dataset("", str(long_line))
+    many = tmp_path / "many.csv"
+    many.write_text("prompt,label\n" + "p,benign\n" * (MAX_UPLOAD_RECORDS + 1))
+    with pytest.raises(DatasetError, match="more than 20,000 records"):
+        wb.dataset("", str(many))
+    assert not list((wb.runs.root / "uploads").iterdir())  # neither left anything behind
+    (tmp_path / "local.jsonl").write_text(long_line.read_text())  # the host's own files are not uploads
+    assert len(Workbench("tiny-random:llava", tmp_path / "runs2").records(str(tmp_path / "local.jsonl"))) == 1

@@ -25,6 +25,9 @@ _LABEL_ALIASES: dict[str, Label] = {"harmful": "harmful", "unsafe": "harmful", "
                                     "safe": "benign", "harmless": "benign", "0": "benign"}
 REQUIRED_COLUMNS = ("prompt", "label")
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs; a 6k x 6k photo still fits
+# An upload (read with confine=True: a visitor's file) is held to these; the one model is shared by everyone.
+MAX_UPLOAD_RECORDS = 20_000
+MAX_UPLOAD_FIELD_CHARS = 4_000  # a prompt, reference or behaviour: the playground's prompt cap
 
 
 class DatasetError(ValueError):
@@ -81,6 +84,11 @@ def _check_image(path: Path, where: str) -> None:
 
 
 def _make_record(row: dict, base: Path, where: str, default_source: str, confine: bool = False) -> Record:
+    if confine:
+        long = [k for k, v in row.items() if len(str(v)) > MAX_UPLOAD_FIELD_CHARS]
+        if long:
+            raise DatasetError(f"{where}: {long[0]} is {len(str(row[long[0]])):,} characters; keep every field under "
+                               f"{MAX_UPLOAD_FIELD_CHARS:,} (the model is shared)")
     missing = [c for c in REQUIRED_COLUMNS if not str(row.get(c) or "").strip()]
     if missing:
         raise DatasetError(f"{where}: missing {', '.join(missing)} (each record needs prompt and label; "
@@ -121,6 +129,7 @@ def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected a JSON object with prompt and label")
         records.append(_make_record(row, path.parent, where, path.stem, confine))
+        _check_count(records, path, confine)
     return _nonempty(records, path)
 
 
@@ -138,7 +147,13 @@ def read_csv(path: str | Path, confine: bool = False) -> list[Record]:
         clean = {(k or "").strip().lower(): v or "" for k, v in row.items() if k is not None}
         clean = {k: v if k == "prompt" else v.strip() for k, v in clean.items()}  # the prompt stays byte-exact
         records.append(_make_record(clean, path.parent, f"{path.name} line {reader.line_num}", path.stem, confine))
+        _check_count(records, path, confine)
     return _nonempty(records, path)
+
+
+def _check_count(records: list[Record], path: Path, confine: bool) -> None:
+    if confine and len(records) > MAX_UPLOAD_RECORDS:
+        raise DatasetError(f"{path.name} has more than {MAX_UPLOAD_RECORDS:,} records; upload a sample of it")
 
 
 def _read_text(path: Path) -> str:

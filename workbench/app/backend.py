@@ -7,6 +7,8 @@ so a failed request never loses or overwrites what is already there.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import re
 import shutil
@@ -14,9 +16,9 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -42,11 +44,22 @@ from .hosting import (
     HostPolicy,
 )
 
+T = TypeVar("T")
 STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
 MAX_ZIP_FILES = 20_000
 VISITOR_ACTIVE_SECONDS = 600  # a folder used this recently is never removed for the quota (its visitor is here)
 VISITORS = "visitors"  # hosting mode: runs/visitors/<hash of a browser session>/ holds that visitor's runs and uploads
+
+
+def using_model(function: Callable[..., T]) -> Callable[..., T]:
+    """Run a job (a Workbench method, or a function whose first argument is a Workbench) with the model held, so
+    its model name, weights and results all belong to one model."""
+    @functools.wraps(function)
+    def wrapper(wb: Workbench, *args: Any, **kwargs: Any) -> T:
+        with wb.shared.in_use():
+            return function(wb, *args, **kwargs)
+    return wrapper
 
 
 def user_message(error: BaseException) -> str:
@@ -66,6 +79,24 @@ class SharedModel:
         self.lock = threading.Lock()
         self._scorers: tuple[ToxicityScorer, ClipScorer | None] | None = None
         self.stage1_cache: OrderedDict[Path, Stage1Result] = OrderedDict()
+        self._jobs = 0  # jobs using the model now: a model switch waits for none
+        self._jobs_guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Held by every job for its whole length, so a model switch can never happen half-way through one."""
+        with self._jobs_guard:
+            self._jobs += 1
+        try:
+            yield
+        finally:
+            with self._jobs_guard:
+                self._jobs -= 1
+
+    def _refuse_switch_while_busy(self) -> None:
+        if self._jobs:
+            raise ValueError(f"a job is running on {self.spec!r}; wait for it to finish (or cancel it) before loading "
+                             "another model")
 
     @property
     def vlm(self) -> VLM:
@@ -94,12 +125,14 @@ class SharedModel:
         spec = (spec or "").strip()
         if not spec:
             raise ValueError("type a model: organism, tiny-random:llava, a local folder or a Hugging Face id")
+        self._refuse_switch_while_busy()
         try:
             vlm = load_vlm(spec)  # fails before anything is replaced: the current model stays loaded
         except Exception as error:  # noqa: BLE001 - offline hub, bad folder, unknown architecture
             raise ValueError(f"could not load {spec!r} ({type(error).__name__}: {str(error)[:200]}); the current "
                              f"model {self.spec!r} stays loaded") from None
-        with self.lock:
+        with self._jobs_guard, self.lock:
+            self._refuse_switch_while_busy()  # a job may have started while the new model loaded
             self._vlm, self.spec, self._scorers = vlm, spec, None
             self.stage1_cache.clear()
 
@@ -173,8 +206,11 @@ class Workbench:
             staged = self._stage_upload(upload, images_zip)
             try:
                 records = load_dataset(staged, confine=True)
-            except BaseException:
+            except DatasetError as error:  # messages name the visitor's file, not the staged copy
                 shutil.rmtree(staged.parent, ignore_errors=True)  # a rejected upload leaves nothing behind
+                raise DatasetError(str(error).replace(staged.name, Path(upload).name)) from None
+            except BaseException:
+                shutil.rmtree(staged.parent, ignore_errors=True)
                 raise
             return records, staged.relative_to(self.runs.root).as_posix()
         if not choice:
@@ -240,6 +276,7 @@ class Workbench:
             total -= sizes[folder]
 
     # --- Stage I -----------------------------------------------------------------------------------
+    @using_model
     def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
                    progress: Any = None, cancel: threading.Event | None = None) -> str:
         """Run Stage I and save it as a new run; returns its id."""
@@ -289,6 +326,7 @@ class Workbench:
         self.check_dual_use(mode, float(alpha))
         return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))
 
+    @using_model
     def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int
                 ) -> dict[str, Any]:
         """Unsteered and steered outputs with their toxicity, refusal and visual consistency."""
@@ -305,6 +343,7 @@ class Workbench:
         return {"toxicity": scores.toxicity, "refused": scores.refused, "toxicity_scorer": toxicity.name,
                 "visual": scores.visual if measured else None}
 
+    @using_model
     def sweep(self, run_id: str, image: str | Path | Image.Image | None, prompt: str, mode: str, layers: str | None,
               alphas: Sequence[float], max_new_tokens: int, progress: Any = None) -> list[dict[str, Any]]:
         """One steered generation per strength: toxicity, refusal and visual consistency against α."""

@@ -31,7 +31,7 @@ from ..runs import provenance, run_kind
 from ..stage2 import Stage2Config, Stage2Run, StepMetrics
 from ..stage2_store import Stage2Store
 from ..steering import Steering
-from .backend import Workbench
+from .backend import Workbench, using_model
 from .hosting import MAX_PROMPT_CHARS
 
 EVAL_BATCH = 16  # records per generate call in the app's evaluations (the organism fits easily)
@@ -45,6 +45,7 @@ def create_stage2(wb: Workbench, source_run: str, data_label: str, config: Stage
     return run_id
 
 
+@using_model
 def run_stage2(wb: Workbench, run_id: str, config: Stage2Config | None, resume: bool, cancel: threading.Event,
                on_step: Callable[[StepMetrics], None]) -> None:
     """Train (or resume) run `run_id`; the run folder keeps config, metrics, checkpoints and final vectors."""
@@ -79,6 +80,7 @@ def stage2_metrics(wb: Workbench, run_id: str) -> list[dict]:
 APP_JUDGES = ("auto", "organism", "keyword")
 
 
+@using_model
 def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
                    steering: Steering | None, limit: int, max_new_tokens: int, progress: Any = None,
                    cancel: threading.Event | None = None, judge: str = "auto") -> tuple[str, dict, Evaluation]:
@@ -108,6 +110,7 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
 MAX_COMPARED = 6  # runs and data sets in one app comparison (each pair is a full evaluation)
 
 
+@using_model
 def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit: int, judge: str,
                    system_prompt: str | None, progress: Any = None, cancel: threading.Event | None = None) -> dict:
     """`compare.run_compare` on `limit` records of each data set, one row per run's vectors (recorded settings)."""

@@ -62,6 +62,7 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
     """Train in a worker thread and stream curves after every step. The job is the visitor's: if the page goes
     away (the event is cancelled, the tab closed), the training stops at its next step and keeps a checkpoint."""
     wb = ctx.visitor(request)
+    total = config.steps if config else friendly_errors(lambda: wb.runs.info(run_id).get("steps", 1))()
     cancel = ctx.cancel_flag(request, "stage2")
     steps: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
@@ -74,7 +75,6 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
-    total = config.steps if config else wb.runs.info(run_id).get("steps", 1)
     keep = [gr.update()] * 6
     try:
         while worker.is_alive() or not steps.empty():
