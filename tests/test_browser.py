@@ -64,6 +64,11 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     expect(scores).to_be_visible()
     expect(scores).to_contain_text("unsteered")
     expect(scores).to_contain_text("steered")
+    heatmap = page.locator("#play-heatmap .js-plotly-plot")
+    expect(heatmap).to_be_visible(timeout=30_000)  # the token view of the steered answer is drawn
+    expect(heatmap).to_contain_text("ASTRA gate c")
+    assert heatmap.locator(".heatmaplayer image, .hm image, image").count() >= 1  # its cells are painted
+    expect(page.locator("#play-diff")).to_contain_text("added")  # the diff legend: what steering changed
 
     page.get_by_role("tab", name="Stage I: directions").click()
     chart = page.locator(".js-plotly-plot").first
@@ -103,4 +108,23 @@ def test_a_run_label_with_html_renders_as_text(page, organism_app: tuple[str, Pa
     expect(page.get_by_text(f"Run {target.name}", exact=False)).to_be_visible(timeout=60_000)
     expect(page.get_by_text('<div id="injected"', exact=False)).to_be_visible()  # shown as text
     assert page.locator("#injected").count() == 0
+    assert not PROBLEMS, PROBLEMS
+
+
+def test_send_to_playground_opens_it_with_the_makers_image(page) -> None:
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Steering playground").click()
+    before = page.locator("#play-image img").first.get_attribute("src")
+    page.get_by_role("tab", name="Model & data").click()
+    page.get_by_label("Instruction to render").fill("rob a bank")
+    page.get_by_role("button", name="Render", exact=True).click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Send to the steering playground").click()
+    expect(page.get_by_role("tab", name="Steering playground")).to_have_attribute("aria-selected", "true",
+                                                                                    timeout=30_000)
+    image = page.locator("#play-image img").first
+    expect(image).to_be_visible(timeout=30_000)
+    expect(image).not_to_have_attribute("src", before or "", timeout=30_000)  # the maker's image arrived
+    assert image.evaluate("img => img.naturalWidth") == 64
     assert not PROBLEMS, PROBLEMS

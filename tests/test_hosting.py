@@ -252,7 +252,7 @@ def test_hosted_visitors_see_and_open_only_their_own_runs_and_uploads(tmp_path: 
 def test_idle_and_over_quota_visitor_folders_go_but_never_one_being_written(tmp_path: Path, monkeypatch) -> None:
     import time
 
-    from workbench.app import backend
+    from workbench.app import storage as backend
 
     root = tmp_path / "visitors"
     folders = {}
@@ -322,3 +322,15 @@ def test_uploads_are_held_to_row_and_field_quotas_and_leave_nothing(tmp_path: Pa
     assert not list((wb.runs.root / "uploads").iterdir())  # neither left anything behind
     (tmp_path / "local.jsonl").write_text(long_line.read_text())  # the host's own files are not uploads
     assert len(Workbench("tiny-random:llava", tmp_path / "runs2").records(str(tmp_path / "local.jsonl"))) == 1
+
+
+def test_export_offers_only_what_the_picked_run_has() -> None:
+    from workbench.app.tabs.export import buttons_for
+
+    def clickable(run_id: str | None) -> list[bool]:
+        return [update["interactive"] for update in buttons_for(run_id)[:4]]
+
+    assert clickable("eval-20260101-000000-abcd") == [False, False, True, True]  # no vectors in an evaluation
+    assert clickable("stage2-20260101-000000-abcd") == [True, True, True, False]
+    assert clickable("stage1-20260101-000000-abcd") == [True, True, True, True]
+    assert clickable(None) == clickable("../etc") == [False] * 4

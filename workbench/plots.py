@@ -174,6 +174,46 @@ CURVE_LABELS = {"loss": "objective loss", "reward": "mean reward", "toxicity": "
                 "fluency": "fluency (exp of mean token log-prob, unsteered model)", "margin": "DPO margin"}
 
 
+def _plain(text: str) -> str:
+    """Text as plotly shows it literally (it reads a subset of HTML: a token such as </s> would be a tag)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+TOKEN_QUANTITIES = {"gate": "ASTRA gate c = clamp(cos(h − h̄, v), 0, 1)", "projection": "projection h · v̂",
+                    "push": "push along v̂ (steered h − h) · v̂"}
+
+
+def token_figure(view: Any, title: str) -> go.Figure:
+    """Tokens × steered layers of a `token_view.TokenView`: one heatmap row per quantity (the gate only for rules
+    that use it), the token's text, segment and value on hover, the answer region marked."""
+    from plotly.subplots import make_subplots
+
+    quantities = [(name, getattr(view, name)) for name in TOKEN_QUANTITIES if getattr(view, name) is not None]
+    figure = make_subplots(rows=len(quantities), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                           subplot_titles=[TOKEN_QUANTITIES[name] for name, _ in quantities])
+    hover = [f"{i}: {_plain(repr(text))} ({segment})" for i, (text, segment) in enumerate(zip(view.tokens,
+                                                                                                view.segments))]
+    for row, (name, values) in enumerate(quantities, start=1):
+        top = 1 - (row - 1) / len(quantities)
+        colours = dict(colorscale="Viridis", zmin=0, zmax=1) if name == "gate" else dict(colorscale="RdBu",
+                                                                                          zmid=0)
+        figure.add_heatmap(z=values.numpy(), x=list(range(len(view.tokens))), y=[f"L{layer}" for layer in view.layers],
+                           customdata=[hover] * len(view.layers), row=row, col=1,
+                           hovertemplate="%{customdata}<br>layer %{y}: %{z:.3f}<extra></extra>",
+                           colorbar=dict(len=0.8 / len(quantities), y=top - 0.5 / len(quantities), thickness=12),
+                           **colours)
+    answer = [i for i, segment in enumerate(view.segments) if segment == "answer"]
+    if answer:
+        figure.add_vrect(x0=answer[0] - 0.5, x1=answer[-1] + 0.5, line=dict(color="#222", width=2),
+                         fillcolor="rgba(0,0,0,0)", row="all", col=1)
+    ticks = [i for i, segment in enumerate(view.segments) if segment != "image"]
+    figure.update_xaxes(tickvals=ticks, ticktext=[_plain(view.tokens[i].strip() or "␣") for i in ticks], tickangle=-60,
+                        row=len(quantities), col=1)
+    figure.update_xaxes(title_text="token (image patches unlabelled; the steered answer is boxed)", row=len(quantities),
+                        col=1)
+    return style(figure, title, height=240 + 170 * len(quantities))
+
+
 def smooth(values: Sequence[float | None], weight: float) -> list[float | None]:
     """An exponential moving average (0 = raw values), skipping gaps."""
     out: list[float | None] = []
@@ -243,14 +283,28 @@ def to_image(figure: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
                              "set BROWSER_PATH); the camera button on each plot still downloads a PNG") from None
 
 
-def export(figures: Mapping[str, go.Figure], out_dir: str | Path, formats: Sequence[str] = ("png", "svg")
-           ) -> list[Path]:
-    """Write each figure as NAME.png / NAME.svg in `out_dir` (atomically); returns the paths."""
+def with_caption(figure: go.Figure, caption: str) -> go.Figure:
+    """A copy of `figure` with `caption` (what produced it) in small grey text under the plot."""
+    captioned = go.Figure(figure)
+    height = (figure.layout.height or HEIGHT) + 40
+    bottom = (figure.layout.margin.b or 60) + 40
+    captioned.update_layout(height=height, margin=dict(b=bottom))
+    captioned.add_annotation(text=_plain(caption), xref="paper", yref="paper", x=0, y=0, xanchor="left",
+                             yanchor="top", yshift=-(bottom - 18), showarrow=False, align="left",
+                             font=dict(size=10, color="#666"))
+    return captioned
+
+
+def export(figures: Mapping[str, go.Figure], out_dir: str | Path, formats: Sequence[str] = ("png", "svg"),
+           caption: str | None = None) -> list[Path]:
+    """Write each figure as NAME.png / NAME.svg in `out_dir` (atomically), with `caption` (what produced it)
+    under each when given; returns the paths."""
     from .io import atomic_write_bytes
 
     out = Path(out_dir)
     paths = []
     for name, figure in figures.items():
+        figure = with_caption(figure, caption) if caption else figure
         for fmt in formats:
             path = out / f"{name}.{fmt}"
             atomic_write_bytes(path, to_image(figure, fmt))

@@ -94,9 +94,10 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
         lines += ["", "### Steered vs unsteered, paired by input", "", paired_table(metrics)]
     if plots:
         from .plots import export, metrics_figure
+        from .runs import caption
 
         figures = {"metrics_overall": metrics_figure(metrics)}
-        exported = export(figures, out / "figures")
+        exported = export(figures, out / "figures", caption=caption(settings))
         paths.update({p.name: p for p in exported})
         lines += ["", "![overall metrics](figures/metrics_overall.png)"]
     sources = sorted(metrics["unsteered"]["per_source"])

@@ -55,6 +55,23 @@ def provenance() -> dict:
     return {"git_commit": commit, "python": platform.python_version(), "packages": versions}
 
 
+def caption(info: dict) -> str:
+    """One line naming what produced a figure, from a run.json or an evaluation's settings: run, model, data and n,
+    steering, judge and the code's commit. Keys a run lacks are left out, never guessed."""
+    commit = str((info.get("provenance") or {}).get("git_commit") or "")[:12]
+    layers = info.get("layers")
+    steering = (f"{info['mode']} α={info.get('alpha')} layers {','.join(map(str, layers)) if layers else 'all'}"
+                if info.get("mode") else None)
+    n = info.get("records") or info.get("limit")
+    parts = [f"run {info['id']}" if info.get("id") else None, f"model {info['model']}" if info.get("model") else None,
+             f"data {info['data']}" + (f" (n={n})" if n else "") if info.get("data") else None,
+             f"vectors of {info['vectors_run']}" if info.get("vectors_run") else None, steering,
+             f"from {info['source_run']}" if info.get("source_run") else None,
+             f"ASR judge {info['asr_judge']}" if info.get("asr_judge") else None,
+             f"workbench {commit}" if commit else None]
+    return " · ".join(part for part in parts if part)
+
+
 def write_run_info(folder: Path, info: dict) -> None:
     """Write a run folder's run.json (atomically): what made the run, for reopening and notebooks, and the
     provenance of the code that made it."""

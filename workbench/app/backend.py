@@ -13,8 +13,6 @@ import hashlib
 import re
 import shutil
 import threading
-import time
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,28 +26,22 @@ from ..rewards.responses import score_responses
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
 from ..rules import get_rule
-from ..runlock import RunLock
 from ..runs import RunStore, run_kind
 from ..sources import dataset_choices, load_dataset, source_of
 from ..stage1 import Stage1Result, load_stage1, run_stage1
-from ..steering import RECORDED, Steering, compare, generate, parse_layers
+from ..steering import RECORDED, Steering, generate, generate_ids, parse_layers
+from ..token_view import answer_diff, token_view
 from ..vectors import SteeringVector
 from .hosting import (
     DUAL_USE_REFUSED,
     MAX_PROMPT_CHARS,
     SERVER_PATH_REFUSED,
-    UPLOADS_QUOTA_BYTES,
-    VISITOR_IDLE_SECONDS,
-    VISITORS_QUOTA_BYTES,
     HostPolicy,
 )
+from .storage import VISITORS, stage_upload, trim_visitor_folders
 
 T = TypeVar("T")
 STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
-MAX_ZIP_FILES = 20_000
-VISITOR_ACTIVE_SECONDS = 600  # a folder used this recently is never removed for the quota (its visitor is here)
-VISITORS = "visitors"  # hosting mode: runs/visitors/<hash of a browser session>/ holds that visitor's runs and uploads
 
 
 def using_model(function: Callable[..., T]) -> Callable[..., T]:
@@ -203,7 +195,7 @@ class Workbench:
         """(records, label): the uploaded file (with its images zip) when given, else a built-in set or a
         benchmark name. The label reopens the same records later (`records(label)`), e.g. to resume."""
         if upload:
-            staged = self._stage_upload(upload, images_zip)
+            staged = stage_upload(self.runs.root, upload, images_zip)
             try:
                 records = load_dataset(staged, confine=True)
             except DatasetError as error:  # messages name the visitor's file, not the staged copy
@@ -233,47 +225,6 @@ class Workbench:
         if not self.policy.allow_server_paths and label not in dataset_choices(self.spec):
             raise DatasetError(SERVER_PATH_REFUSED)  # the same words whether or not such a path exists
         return load_dataset(label)
-
-    def _stage_upload(self, upload: str, images_zip: str | None) -> Path:
-        """Copy the upload (and unpack its images) into runs/uploads/<hash>/, refusing unsafe archives."""
-        source = Path(upload)
-        if source.suffix.lower() not in (".jsonl", ".json", ".csv"):
-            raise DatasetError(f"{source.name}: upload a .jsonl or .csv dataset")
-        if source.stat().st_size > MAX_UPLOAD_BYTES:
-            raise DatasetError(f"{source.name} is over {MAX_UPLOAD_BYTES // 2**20} MB; upload a smaller dataset")
-        digest = hashlib.sha256(source.read_bytes() + (Path(images_zip).read_bytes() if images_zip else b""))
-        folder = self.runs.root / "uploads" / digest.hexdigest()[:16]
-        target = folder / ("dataset" + source.suffix.lower())
-        if target.exists():
-            return target
-        self._trim_uploads()
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            if images_zip:
-                _safe_unzip(Path(images_zip), staging)
-            shutil.copyfile(source, staging / target.name)
-            staging.rename(folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return target
-
-    def _trim_uploads(self) -> None:
-        """Keep staged uploads under the quota: the oldest go first (a run keeps its own records' label, so a
-        removed upload only means re-uploading to reopen it)."""
-        uploads = self.runs.root / "uploads"
-        if not uploads.is_dir():
-            return
-        folders = sorted((p for p in uploads.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
-        total = sum(sizes.values())
-        for folder in folders:
-            if total <= UPLOADS_QUOTA_BYTES - MAX_UPLOAD_BYTES * 5:  # room for one more upload and its zip
-                break
-            shutil.rmtree(folder, ignore_errors=True)
-            total -= sizes[folder]
 
     # --- Stage I -----------------------------------------------------------------------------------
     @using_model
@@ -329,12 +280,17 @@ class Workbench:
     @using_model
     def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int
                 ) -> dict[str, Any]:
-        """Unsteered and steered outputs with their toxicity, refusal and visual consistency."""
+        """Unsteered and steered outputs (same decoding, as `steering.compare`) with their toxicity, refusal and
+        visual consistency, where they differ word by word, and the token view of the steered answer."""
         _check_prompt(prompt)
         image = open_image(image)
-        row = compare(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
-        return {"unsteered": row.unsteered, "steered": row.steered,
-                **self._scores(image, [row.unsteered, row.steered])}
+        item = (image, prompt)
+        plain, steered = (generate_ids(self.vlm, [item], how, int(max_new_tokens))[0] for how in (None, steering))
+        unsteered_text, steered_text = self.vlm.decode([plain, steered])
+        view = token_view(self.vlm, item, steering, steered) if steered else None
+        scores = self._scores(image, [unsteered_text, steered_text])
+        return {"unsteered": unsteered_text, "steered": steered_text, "view": view,
+                "diff": answer_diff(unsteered_text, steered_text), **scores}
 
     def _scores(self, image: Image.Image | None, texts: list[str]) -> dict[str, Any]:
         toxicity, clip = self.scorers()
@@ -366,59 +322,9 @@ class Workbench:
         return rows
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-
-
-def _last_used(folder: Path) -> float:
-    """The newest modification time in a visitor's folder (a run writing its metrics counts as use)."""
-    return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
-
-
-def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
-    """Remove hosted visitors' folders idle for a day, then the least recently used beyond the quota; a folder
-    with a run still being written (a live lock) is kept. Returns what was removed."""
-    if not root.is_dir():
-        return []
-    now = time.time() if now is None else now
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=_last_used)
-    busy = {f for f in folders if now - _last_used(f) < VISITOR_ACTIVE_SECONDS
-            or any(run.is_dir() and RunLock(run).owner() is not None for run in f.iterdir())}
-    removed, total = [], sum(_folder_bytes(f) for f in folders)
-    for folder in folders:
-        if folder in busy:
-            continue
-        if now - _last_used(folder) > VISITOR_IDLE_SECONDS or total > VISITORS_QUOTA_BYTES:
-            total -= _folder_bytes(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
-
-
 def _check_prompt(prompt: str | None) -> None:
     if not prompt or not prompt.strip():
         raise ValueError("type a prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt is {len(prompt):,} characters; keep it under {MAX_PROMPT_CHARS:,} (the model "
                          "is shared)")
-
-
-def _safe_unzip(archive: Path, target: Path) -> None:
-    """Unpack images only, refusing absolute paths, `..`, links and oversize archives."""
-    try:
-        bundle = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise DatasetError(f"{archive.name} is not a zip archive; zip the image folder and upload that") from None
-    with bundle:
-        members = [m for m in bundle.infolist() if not m.is_dir()]
-        if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_UPLOAD_BYTES * 4:
-            raise DatasetError(f"{archive.name} is too large (at most {MAX_ZIP_FILES} files and "
-                               f"{MAX_UPLOAD_BYTES * 4 // 2**20} MB unpacked)")
-        for member in members:
-            name = Path(member.filename)
-            if name.is_absolute() or ".." in name.parts or (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise DatasetError(f"{archive.name}: unsafe entry {member.filename!r} (absolute, '..' or a link)")
-            destination = target / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with bundle.open(member) as handle:
-                destination.write_bytes(handle.read())

@@ -27,7 +27,7 @@ from ..plots import (
     similarity_figure,
 )
 from ..rewards.combined import RewardModel, RewardWeights
-from ..runs import provenance, run_kind
+from ..runs import caption, provenance, run_kind
 from ..stage2 import Stage2Config, Stage2Run, StepMetrics
 from ..stage2_store import Stage2Store
 from ..steering import Steering
@@ -201,7 +201,7 @@ def export_plots(wb: Workbench, run_id: str, layer: int | None = None) -> Path:
         figures = {"stage2_curves": curves_figure(stage2_metrics(wb, run_id))}
     else:
         figures = {"metrics_overall": metrics_figure(json.loads((folder / "metrics.json").read_text()))}
-    paths = export(figures, folder / "export" / "figures")
+    paths = export(figures, folder / "export" / "figures", caption=caption(wb.runs.info(run_id)))
     archive = folder / "export" / f"{run_id}-figures.zip"
 
     def write(temp: str) -> None:

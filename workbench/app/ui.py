@@ -40,7 +40,7 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
         gr.Markdown(f"# VLM steering workbench\nModel **`{model_spec}`** · SPO-VLM two-stage defence: Stage I "
                     "finds where harmful and benign separate and steers against it; Stage II refines the "
                     "steering by preference optimisation with the model frozen.", elem_id="title")
-        with gr.Tabs():
+        with gr.Tabs() as ctx.ui["tabs"]:
             for tab in TABS:
                 tab.build(ctx)
         for tab in TABS:

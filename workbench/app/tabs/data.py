@@ -57,7 +57,7 @@ def build(ctx: AppContext) -> None:
                 ui["typo_make"] = gr.Button("Render")
                 ui["typo_send"] = gr.Button("Send to the steering playground")
             ui["typo_image"] = gr.Image(maker_style_render(text, size, font), type="pil", label="Typographic image",
-                                        height=320)
+                                        show_label=False, height=320)  # a label would cover the rendered text
 
 
 def maker_defaults(organism: bool) -> tuple[str, int, int]:
@@ -117,5 +117,9 @@ def wire(ctx: AppContext) -> None:
     inputs = [ui["typo_text"], ui["typo_size"], ui["typo_font"], ui["typo_bg"], ui["typo_fg"]]
     ui["typo_make"].click(friendly_errors(lambda *values: _render(ctx, *values)), inputs, ui["typo_image"],
                           api_name="typographic")
-    ui["typo_send"].click(lambda image: (image, send_prompt(ctx.shared.spec == "organism")), ui["typo_image"],
-                          [ui["play_image"], ui["play_prompt"]], api_visibility="private")
+    def send(image: Any) -> tuple[Any, str, Any]:
+        """The image and its prompt go to the playground, and the playground opens to show them there."""
+        return image, send_prompt(ctx.shared.spec == "organism"), gr.Tabs(selected="playground")
+
+    ui["typo_send"].click(send, ui["typo_image"], [ui["play_image"], ui["play_prompt"], ui["tabs"]],
+                          api_visibility="private")

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from ...organism.world import REQUEST_PROMPT, typographic_image
-from ...plots import sweep_figure
+from ...plots import sweep_figure, token_figure
 from ...rules import defence_signs, modes
 from ...steering import parse_layers
 from ..context import (
@@ -48,14 +48,19 @@ def build(ctx: AppContext) -> None:
             ui["play_unsteered"] = gr.Textbox(label="Unsteered (no intervention)", lines=4)
             ui["play_steered"] = gr.Textbox(label="Steered", lines=4)
         ui["play_scores"] = gr.Markdown(elem_id="play-scores")
+        ui["play_diff"] = gr.HighlightedText(label="Where the steered answer departs from the unsteered one",
+                                             color_map={"added": "#2a9d8f", "removed": "#c0392b"},
+                                             combine_adjacent=True, show_legend=True, elem_id="play-diff")
+        with gr.Accordion("Token view: where the steering acted, token by token and layer by layer", open=True):
+            ui["play_tokens_note"] = gr.Markdown()
+            ui["play_heatmap"] = gr.Plot(label="Tokens × steered layers", elem_id="play-heatmap")
         gr.Markdown("### Strength sweep")
         with gr.Row():
             ui["sweep_alphas"] = gr.Textbox(label="Strengths α (comma-separated)", value="0, 0.25, 0.5, 1, 1.5, 2")
             ui["sweep_go"] = gr.Button("Run sweep")
-        with gr.Row():
-            ui["sweep_plot"] = gr.Plot(label="Scores against α")
-            ui["sweep_table"] = gr.Dataframe(headers=["α", "toxicity", "refusal", "visual consistency", "output"],
-                                             label="Sweep", interactive=False, wrap=True)
+        ui["sweep_plot"] = gr.Plot(label="Scores against α")
+        ui["sweep_table"] = gr.Dataframe(headers=["", "α"], label="Outputs and scores, one column per strength",
+                                         interactive=False, wrap=True, elem_id="sweep-table")
 
 
 def _fmt(value: float | None) -> str:
@@ -71,6 +76,29 @@ def _scores_markdown(result: dict[str, Any]) -> str:
     note = f"Toxicity: {md_text(result['toxicity_scorer'])}." + ("" if result["visual"] else
                                                          " Visual consistency: no CLIP model or no image.")
     return "\n".join(rows) + "\n\n" + note
+
+
+def sweep_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep as a table with one column per strength: the whole output on top, then its scores."""
+    headers = ["", *(f"α = {r['alpha']:g}" for r in rows)]
+    table = [["output", *(r["output"] for r in rows)],
+             ["toxicity", *(_fmt(r["toxicity"]) for r in rows)],
+             ["refusal (keyword judge)", *("yes" if r["refusal"] else "no" for r in rows)],
+             ["visual consistency", *(_fmt(r["visual_consistency"]) for r in rows)]]
+    return {"headers": headers, "data": table}
+
+
+def token_note(result: dict[str, Any]) -> str:
+    """What the token view shows and whether its pass matches the steered answer."""
+    view = result.get("view")
+    if view is None:
+        return "The steered answer is empty: no token view."
+    done, total = view.reproduced
+    check = (f"the pass re-predicts all {total} answer tokens" if view.faithful else
+             f"⚠️ the pass re-predicts only {done} of {total} answer tokens: the states differ from generation's")
+    return (f"One teacher-forced pass over image, prompt and the steered answer with the steering as generation "
+            f"applied it ({md_text(view.settings.get('mode'))}, α = {view.settings.get('alpha')}, steered at "
+            f"{md_text(view.settings.get('steer_at'))} steps); {check}. Hover a cell for its token.")
 
 
 def _image_path(payload: Any) -> str | None:
@@ -97,19 +125,23 @@ def wire(ctx: AppContext) -> None:
     @gpu_task
     @friendly_errors
     def go(run: Any, picture: Any, text: Any, how: Any, strength: Any, which: Any, length: Any, request: gr.Request
-           ) -> tuple[str, str, str]:
+           ) -> tuple[Any, ...]:
         values = (run, picture, text, how, strength, which, length)
         run_id, image, prompt, mode, alpha, layers, tokens = checked(compare_inputs, values)
         if not run_id:
             raise ValueError("run Stage I first (or pick a run): the steering vector comes from it")
         wb = ctx.visitor(request)
         result = wb.compare(wb.steering(run_id, mode, alpha, layers), image, prompt, int(tokens))
-        return result["unsteered"], result["steered"], _scores_markdown(result)
+        view = result["view"]
+        title = "" if view is None else (f"Where the steering acted · vectors of {run_id} · "
+                                         f"{view.settings['mode']} α = {view.settings['alpha']}")
+        return (result["unsteered"], result["steered"], _scores_markdown(result), result["diff"], token_note(result),
+                token_figure(view, title) if view is not None else None)
 
     @gpu_task
     @friendly_errors
     def sweep(run: Any, picture: Any, text: Any, how: Any, which: Any, strengths_text: Any, length: Any,
-              request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, list]:
+              request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, dict[str, Any]]:
         values = (run, picture, text, how, which, strengths_text, length)
         run_id, image, prompt, mode, layers, alphas, tokens = checked(sweep_inputs, values)
         if not run_id:
@@ -120,9 +152,7 @@ def wire(ctx: AppContext) -> None:
             raise ValueError(f"strengths must be comma-separated numbers, got {alphas!r}") from None
         rows = ctx.visitor(request).sweep(run_id, image, prompt, mode, layers, strengths, int(tokens),
                                           progress_callback(progress))
-        table = [[r["alpha"], round(r["toxicity"], 3), r["refusal"], None if r["visual_consistency"] is None
-                  else round(r["visual_consistency"], 3), r["output"]] for r in rows]
-        return sweep_figure(rows, mode, list(parse_layers(layers) or [])), table
+        return sweep_figure(rows, mode, list(parse_layers(layers) or [])), sweep_columns(rows)
 
     def adopt(run_id: str | None, request: gr.Request) -> list[Any]:
         return adopt_recorded_steering(ctx, run_id, request)
@@ -130,7 +160,8 @@ def wire(ctx: AppContext) -> None:
     ui["play_run"].input(adopt, ui["play_run"],
                          [ui["play_mode"], ui["play_alpha"], ui["play_layers"], ui["play_settings_note"]],
                          api_visibility="private")
-    ui["play_go"].click(go, compare_inputs, [ui["play_unsteered"], ui["play_steered"], ui["play_scores"]],
+    ui["play_go"].click(go, compare_inputs, [ui["play_unsteered"], ui["play_steered"], ui["play_scores"],
+                                             ui["play_diff"], ui["play_tokens_note"], ui["play_heatmap"]],
                         api_name="steer_compare", preprocess=False)
     ui["sweep_go"].click(sweep, sweep_inputs, [ui["sweep_plot"], ui["sweep_table"]], api_name="sweep",
                          preprocess=False)

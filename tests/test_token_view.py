@@ -1,0 +1,54 @@
+"""The playground's token view and answer diff: the pass reproduces the steered answer, the gate and push are the
+rule's own arithmetic, and positions that are not steered show no push."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_image, tiny
+
+from workbench.steering import Steering, generate_ids
+from workbench.token_view import answer_diff, token_view
+from workbench.vectors import SteeringVector
+
+
+def _vector(vlm, seed: int = 3) -> SteeringVector:
+    generator = torch.Generator().manual_seed(seed)
+    return SteeringVector({i: torch.randn(vlm.hidden_size, generator=generator) for i in range(vlm.num_layers)},
+                          {i: torch.randn(vlm.hidden_size, generator=generator) * 0.1 for i in range(vlm.num_layers)})
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_the_view_reproduces_the_steered_answer_and_shows_the_rules_own_push(arch: str) -> None:
+    vlm = tiny(arch)
+    item = (make_image("red"), "what is in the picture")
+    steering = Steering(_vector(vlm), "adaptive", 0.8, (0, 1))
+    answer = generate_ids(vlm, [item], steering, max_new_tokens=8)[0]
+    view = token_view(vlm, item, steering, answer)
+    assert view.faithful, view.reproduced  # the pass's states are generation's: it re-predicts every answer token
+    assert view.layers == [0, 1] and view.projection.shape == view.push.shape == (2, len(view.tokens))
+    assert view.segments.count("answer") == len(answer) and "image" in view.segments
+    assert view.gate is not None and bool(((view.gate >= 0) & (view.gate <= 1)).all())
+    assert bool((view.push <= 1e-4).all())  # adaptive with a positive α only pushes away from harmful
+    assert bool(((view.gate == 0) == (view.push.abs() < 1e-4)).all())  # no gate, no push: the rule's own gate
+
+
+def test_positions_that_are_not_steered_show_no_push_and_v_times_zero_shows_none() -> None:
+    vlm = tiny("llava")
+    item = (None, "hello there")
+    vector = _vector(vlm)
+    steering = Steering(vector, "additive", 5.0, (1,), steer_at="generated")
+    view = token_view(vlm, item, steering, generate_ids(vlm, [item], steering, max_new_tokens=6)[0])
+    answer = torch.tensor([s == "answer" for s in view.segments])
+    assert view.faithful and view.gate is None  # additive uses no gate
+    assert torch.allclose(view.push[0, answer], torch.full((int(answer.sum()),), 5.0), atol=1e-3)
+    assert bool((view.push[0, ~answer] == 0).all())  # the prompt was not steered
+    zero = Steering(vector * 0, "additive", 5.0, (1,))
+    assert bool((token_view(vlm, item, zero, [5, 6, 7]).push == 0).all())
+
+
+def test_the_diff_marks_what_the_steered_answer_changed() -> None:
+    pieces = answer_diff("sure . first , get the powder", "sorry . first , buy the paint")
+    assert ("sure ", "removed") in pieces and ("sorry ", "added") in pieces and (". first , ", None) in pieces
+    assert "".join(text for text, mark in pieces if mark != "removed").strip() == "sorry . first , buy the paint"
+    assert answer_diff("same words", "same words") == [("same words ", None)]

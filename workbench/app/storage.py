@@ -1,0 +1,111 @@
+"""Where visitors' files go: uploads staged (and their images unpacked safely) under a runs folder, with quotas;
+hosted visitors' folders trimmed by age and size, never one with a run still being written."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+from ..data import DatasetError
+from ..runlock import RunLock
+from .hosting import UPLOADS_QUOTA_BYTES, VISITOR_IDLE_SECONDS, VISITORS_QUOTA_BYTES
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
+MAX_ZIP_FILES = 20_000
+VISITOR_ACTIVE_SECONDS = 600  # a folder used this recently is never removed for the quota (its visitor is here)
+VISITORS = "visitors"  # hosting mode: runs/visitors/<hash of a browser session>/ holds that visitor's runs and uploads
+
+
+def stage_upload(root: Path, upload: str, images_zip: str | None) -> Path:
+    """Copy the upload (and unpack its images) into <root>/uploads/<hash>/, refusing unsafe archives."""
+    source = Path(upload)
+    if source.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        raise DatasetError(f"{source.name}: upload a .jsonl or .csv dataset")
+    if source.stat().st_size > MAX_UPLOAD_BYTES:
+        raise DatasetError(f"{source.name} is over {MAX_UPLOAD_BYTES // 2**20} MB; upload a smaller dataset")
+    digest = hashlib.sha256(source.read_bytes() + (Path(images_zip).read_bytes() if images_zip else b""))
+    folder = root / "uploads" / digest.hexdigest()[:16]
+    target = folder / ("dataset" + source.suffix.lower())
+    if target.exists():
+        return target
+    trim_uploads(root)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if images_zip:
+            _safe_unzip(Path(images_zip), staging)
+        shutil.copyfile(source, staging / target.name)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+def trim_uploads(root: Path) -> None:
+    """Keep staged uploads under the quota: the oldest go first (a run keeps its own records' label, so a
+    removed upload only means re-uploading to reopen it)."""
+    uploads = root / "uploads"
+    if not uploads.is_dir():
+        return
+    folders = sorted((p for p in uploads.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
+    total = sum(sizes.values())
+    for folder in folders:
+        if total <= UPLOADS_QUOTA_BYTES - MAX_UPLOAD_BYTES * 5:  # room for one more upload and its zip
+            break
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _last_used(folder: Path) -> float:
+    """The newest modification time in a visitor's folder (a run writing its metrics counts as use)."""
+    return max([folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())])
+
+
+def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
+    """Remove hosted visitors' folders idle for a day, then the least recently used beyond the quota; a folder
+    with a run still being written (a live lock) is kept. Returns what was removed."""
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=_last_used)
+    busy = {f for f in folders if now - _last_used(f) < VISITOR_ACTIVE_SECONDS
+            or any(run.is_dir() and RunLock(run).owner() is not None for run in f.iterdir())}
+    removed, total = [], sum(_folder_bytes(f) for f in folders)
+    for folder in folders:
+        if folder in busy:
+            continue
+        if now - _last_used(folder) > VISITOR_IDLE_SECONDS or total > VISITORS_QUOTA_BYTES:
+            total -= _folder_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _safe_unzip(archive: Path, target: Path) -> None:
+    """Unpack images only, refusing absolute paths, `..`, links and oversize archives."""
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise DatasetError(f"{archive.name} is not a zip archive; zip the image folder and upload that") from None
+    with bundle:
+        members = [m for m in bundle.infolist() if not m.is_dir()]
+        if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_UPLOAD_BYTES * 4:
+            raise DatasetError(f"{archive.name} is too large (at most {MAX_ZIP_FILES} files and "
+                               f"{MAX_UPLOAD_BYTES * 4 // 2**20} MB unpacked)")
+        for member in members:
+            name = Path(member.filename)
+            if name.is_absolute() or ".." in name.parts or (member.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DatasetError(f"{archive.name}: unsafe entry {member.filename!r} (absolute, '..' or a link)")
+            destination = target / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with bundle.open(member) as handle:
+                destination.write_bytes(handle.read())
