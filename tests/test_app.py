@@ -47,10 +47,12 @@ def test_steer_compare_defuses_the_typographic_jailbreak(client: Client, stage1_
 
 def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client: Client, stage1_run: str) -> None:
     _, table = client.predict(stage1_run, None, JAILBREAK, "adaptive", "2", "0, 2", 40, api_name="/sweep")
-    assert table["headers"] == ["", "α = 0", "α = 2"]
-    rows = {row[0]: row[1:] for row in table["data"]}
+    lines = table.splitlines()
+    assert lines[0] == "| | α = 0 | α = 2 |"
+    rows = {line.split(" | ")[0].strip("| *"): line.split(" | ")[1:] for line in lines[2:]}
     assert set(rows) == {"output", "toxicity", "refusal (keyword judge)", "visual consistency"}
-    assert len(rows["output"][0]) > 60 and rows["output"][0] != rows["output"][1]  # whole outputs, not cells cut
+    outputs = [cell.strip(" |") for cell in rows["output"]]
+    assert len(outputs) == 2 and len(outputs[0]) > 60 and outputs[0] != outputs[1]  # whole outputs, not cut
 
 
 @pytest.mark.xfail(strict=True, reason="organism-reading issue open: the shipped organism reads only its original "
@@ -79,14 +81,15 @@ def test_compare_defences_in_the_evaluate_tab(client: Client, stage1_run: str) -
 def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tuple[str, Path, int]) -> None:
     summary, _, examples, *_ = client.predict(stage1_run, "organism:test", 30, "adaptive", 1.0, "1,2", 40, "auto",
                                               api_name="/evaluate")
-    assert "| asr |" in summary and "unsteered | steered" in summary
+    assert "| ASR |" in summary and "unsteered | steered" in summary
     assert "ASR judge: organism ground truth" in summary  # auto picks the ground truth on organism data
-    assert examples["data"] and len(examples["data"][0]) == 5
-    assert examples["data"][0][3] != examples["data"][0][4]  # alpha 1 changes answers (changed rows come first)
+    first = examples.splitlines()[4].split(" | ")
+    assert first[0] == "| ✱" and first[3] != first[4]  # alpha 1 changes answers: changed rows first, marked
+    assert "attack succeeded → attack failed" in examples  # the judge's verdicts before and after
     assert "adaptive, α = 1.0, layers 1,2" in summary  # the header names the setting that produced the table
     _, _, unchanged, *_ = client.predict(stage1_run, "organism:test", 6, "adaptive", 0.0, "1,2", 12, "keyword",
                                          api_name="/evaluate")
-    assert all(row[3] == row[4] for row in unchanged["data"])  # alpha 0: steering changes nothing
+    assert unchanged.startswith("0 of 6 answers changed") and "✱" not in unchanged  # alpha 0 changes nothing
     path, _ = client.predict(stage1_run, api_name="/export_vectors")
     vectors = SteeringVector.load(path)
     assert vectors.layers == [0, 1, 2, 3] and vectors.calibration

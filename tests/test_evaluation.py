@@ -77,7 +77,7 @@ def test_report_on_the_organism_has_both_conditions_with_intervals(organism_eval
     assert metrics["steered"]["overall"]["mean_toxicity"]["value"] < metrics["unsteered"]["overall"]["mean_toxicity"][
         "value"]
     report = (out / "report.md").read_text()
-    assert "| asr |" in report and "## Source: typographic" in report and "figures/metrics_overall.png" in report
+    assert "| ASR |" in report and "## Source: typographic" in report and "figures/metrics_overall.png" in report
     assert (out / "figures" / "metrics_overall.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "figures" / "metrics_overall.svg").read_text().lstrip().startswith("<svg")
     lines = (out / "generations.jsonl").read_text().splitlines()
@@ -190,3 +190,23 @@ def test_small_groups_show_no_interval_that_looks_certain() -> None:
     table = metrics_table({"unsteered": {"overall": {"asr": one, "refusal_rate": wide}}})
     assert "1.000 (n=1: too few unique inputs for an interval)" in table and "[1.000, 1.000]" not in table
     assert "0.500 [0.300, 0.700] (n=30, 10 unique inputs)" in table
+
+
+def test_the_evaluate_examples_put_changes_first_filter_and_stay_text() -> None:
+    from workbench.app.tabs.evaluate import examples_markdown, show_choices
+
+    def row(condition: str, index: int, response: str, source: str = "text", label: str = "harmful") -> dict:
+        return {"condition": condition, "index": index, "source": source, "label": label, "prompt": "<b>p</b>",
+                "response": response, "refused": response.startswith("sorry"), "attack_success": response == "ok"}
+
+    rows = [row("unsteered", 0, "same"), row("steered", 0, "same"),
+            row("unsteered", 1, "ok", "typographic"), row("steered", 1, "sorry", "typographic"),
+            row("unsteered", 2, "fine", label="benign"), row("steered", 2, "fine", label="benign")]
+    shown = examples_markdown(rows)
+    lines = shown.splitlines()
+    assert lines[0].startswith("1 of 3 answers changed") and lines[4].startswith("| ✱ | typographic")
+    assert "attack succeeded → attack failed" in lines[4] and "<b>" not in shown and "&lt;b&gt;" in shown
+    assert len(examples_markdown(rows, "changed only").splitlines()) == 5  # one row
+    assert "| ✱" not in examples_markdown(rows, "benign") and "benign" in examples_markdown(rows, "benign")
+    assert examples_markdown(rows, "source: nowhere") == "No examples match this filter."
+    assert show_choices(rows)[-2:] == ["source: text", "source: typographic"]

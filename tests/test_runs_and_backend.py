@@ -134,3 +134,19 @@ def test_an_evaluation_run_is_not_offered_as_vectors(tmp_path: Path) -> None:
     run_id, _ = wb.runs.create("eval", {"model": wb.spec, "data": "demo"})
     with pytest.raises(ValueError, match="is an evaluation: it has metrics and generations, not vectors"):
         wb.vector(run_id)
+
+
+def test_progress_reports_done_total_and_the_time_left_per_phase() -> None:
+    from workbench.progress import with_eta
+
+    seen: list[str] = []
+    times = iter([0.0, 10.0, 20.0, 100.0, 100.0, 130.0])
+    report = with_eta(lambda done, total, text: seen.append(text), clock=lambda: next(times))
+    report(0, 4, "capture")  # no pace yet: no estimate
+    report(1, 4, "capture")  # 10 s for one of four
+    report(2, 4, "capture")
+    report(4, 4, "capture")  # finished: nothing left to estimate
+    report(0, 2, "scoring")  # a new phase restarts the clock
+    report(1, 2, "scoring")
+    assert seen == ["capture · 0/4", "capture · 1/4 · about 30 s left", "capture · 2/4 · about 20 s left",
+                    "capture · 4/4", "scoring · 0/2", "scoring · 1/2 · about 30 s left"]

@@ -32,3 +32,26 @@ def track(items: Iterable[T], total: int, description: str, progress: ProgressFn
             progress(total, total, description)
     finally:
         bar.close()
+
+
+def eta_text(done: int, total: int, elapsed: float) -> str:
+    """'about N s/min left' from the pace so far; empty before the first item is done (no pace to go by)."""
+    if done <= 0 or done >= total or elapsed <= 0:
+        return ""
+    left = elapsed / done * (total - done)
+    return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
+
+
+def with_eta(progress: ProgressFn, clock: Callable[[], float] | None = None) -> ProgressFn:
+    """A progress callback whose description gains 'done/total · about N s left', timed per description (a job
+    with phases, such as capture then scoring, restarts the clock at each phase)."""
+    import time
+
+    now = clock or time.monotonic
+    started: dict[str, float] = {}
+
+    def report(done: int, total: int, description: str) -> None:
+        moment = now()
+        eta = eta_text(done, total, moment - started.setdefault(description, moment))
+        progress(done, total, f"{description} · {done}/{total}" + (f" · {eta}" if eta else ""))
+    return report

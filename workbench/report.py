@@ -9,6 +9,9 @@ from .io import atomic_write_text
 
 # The evaluation's metrics, in table order (defined in evaluation.py's docstring).
 METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refusal", "visual_consistency")
+LABELS = {"asr": "ASR", "mean_toxicity": "mean toxicity", "refusal_rate": "refusal rate (keyword judge)",
+          "benign_accuracy": "benign accuracy", "over_refusal": "over-refusal (benign refused)",
+          "visual_consistency": "visual consistency"}  # what a reader sees; metrics.json keeps the keys
 _EXAMPLES_PER_SOURCE = 3
 
 
@@ -34,7 +37,7 @@ def paired_table(metrics: Mapping, scope: str = "overall") -> str:
     for key in METRICS:
         stat = table.get(key)
         p = stat.get("mcnemar_p") if stat else None
-        lines.append(f"| {key} | {_cell(stat, 'difference')} | {'–' if p is None else f'{p:.4g}'} |")
+        lines.append(f"| {LABELS[key]} | {_cell(stat, 'difference')} | {'–' if p is None else f'{p:.4g}'} |")
     return "\n".join(lines)
 
 
@@ -47,7 +50,7 @@ def metrics_table(metrics: Mapping, scope: str = "overall") -> str:
         for condition in conditions:
             table = metrics[condition]["overall"] if scope == "overall" else metrics[condition]["per_source"][scope]
             cells.append(_cell(table.get(key)))
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        lines.append(f"| {LABELS[key]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

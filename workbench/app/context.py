@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from ..data import DatasetError
-from ..progress import Cancelled
+from ..progress import Cancelled, with_eta
 from ..runs import KINDS
 from .backend import SharedModel, Workbench, user_message
 
@@ -172,4 +172,5 @@ def friendly_errors(function: Callable) -> Callable:
 
 
 def progress_callback(progress: gr.Progress) -> Callable[[int, int, str], None]:
-    return lambda done, total, description: progress(done / max(total, 1), desc=description)
+    """The library's (done, total, description) reports as Gradio's bar, with done/total and the time left."""
+    return with_eta(lambda done, total, description: progress(done / max(total, 1), desc=description))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import Any
 
 import gradio as gr
@@ -53,9 +55,11 @@ def build(ctx: AppContext) -> None:
         ui["eval_settings_note"] = gr.Markdown()
         ui["eval_summary"] = gr.Markdown()
         ui["eval_plot"] = gr.Plot(label="Unsteered vs steered")
-        ui["eval_examples"] = gr.Dataframe(headers=["source", "label", "prompt", "unsteered", "steered"],
-                                           label="Examples (where steering changed the answer first)",
-                                           interactive=False, wrap=True)
+        with gr.Row():
+            gr.Markdown("#### Examples, unsteered beside steered")
+            ui["eval_show"] = gr.Dropdown(list(SHOW), value=SHOW[0], label="Show", scale=0, min_width=220)
+        ui["eval_examples"] = gr.Markdown(elem_id="eval-examples")
+        ui["eval_last"] = gr.State(None)  # this visitor's latest evaluation run, for the example filter
         with gr.Accordion("Compare defences: one table, one judge", open=False):
             gr.Markdown("Rows: no defence, the vectors of each picked run (steered with the settings recorded in "
                         "them, else adaptive α = 1 on every layer) and, if given, a safety system prompt. Columns: "
@@ -75,11 +79,46 @@ def build(ctx: AppContext) -> None:
             ui["cmp_plot"] = gr.Plot(label="Defences")
 
 
-def _examples(evaluation: Any, limit: int = 12) -> list[list[str]]:
-    steered = {o.index: o for o in evaluation.outcomes.get("steered", [])}
-    rows = [(o, steered.get(o.index)) for o in evaluation.outcomes["unsteered"]]
-    rows.sort(key=lambda pair: pair[1] is None or pair[1].response == pair[0].response)
-    return [[o.source, o.label, o.prompt, o.response, s.response if s else ""] for o, s in rows[:limit]]
+SHOW = ("changed first", "changed only", "harmful", "benign")
+EXAMPLES_SHOWN = 20
+
+
+def _verdict(row: dict) -> str:
+    if row["label"] == "harmful" and row.get("attack_success") is not None:
+        return "attack succeeded" if row["attack_success"] else "attack failed"
+    return "refused" if row["refused"] else "answered"
+
+
+def examples_markdown(rows: list[dict], show: str = SHOW[0], limit: int = EXAMPLES_SHOWN) -> str:
+    """Unsteered and steered answers side by side (wrapped text, never markup): rows where steering changed the
+    answer first and marked ✱ with the verdicts before → after; filtered by `show` (a SHOW entry or 'source: X')."""
+    plain = [r for r in rows if r["condition"] == "unsteered"]
+    steered = {r["index"]: r for r in rows if r["condition"] == "steered"}
+    pairs = [(r, steered.get(r["index"])) for r in plain]
+    changed = {r["index"] for r, s in pairs if s is not None and s["response"] != r["response"]}
+    if show == "changed only":
+        pairs = [p for p in pairs if p[0]["index"] in changed]
+    elif show in ("harmful", "benign"):
+        pairs = [p for p in pairs if p[0]["label"] == show]
+    elif show.startswith("source: "):
+        pairs = [p for p in pairs if p[0]["source"] == show.removeprefix("source: ")]
+    pairs.sort(key=lambda pair: pair[0]["index"] not in changed)
+    if not pairs:
+        return "No examples match this filter."
+    lines = [f"{len(changed)} of {len(plain)} answers changed with steering; showing {min(limit, len(pairs))} of "
+             f"{len(pairs)} ({md_text(show)}).", "", "| | source · label | prompt | unsteered | steered |",
+             "|---|---|---|---|---|"]
+    for row, other in pairs[:limit]:
+        mark = "✱" if row["index"] in changed else ""
+        verdicts = _verdict(row) + (f" → {_verdict(other)}" if other is not None else "")
+        lines.append(f"| {mark} | {md_text(row['source'])} · {row['label']}<br>{verdicts} | {md_text(row['prompt'])} | "
+                     f"{md_text(row['response']) or '(empty)'} | "
+                     f"{md_text(other['response']) if other is not None else '–'} |")
+    return "\n".join(lines)
+
+
+def show_choices(rows: list[dict]) -> list[str]:
+    return [*SHOW, *(f"source: {s}" for s in sorted({r["source"] for r in rows}))]
 
 
 def wire(ctx: AppContext) -> None:
@@ -104,13 +143,26 @@ def wire(ctx: AppContext) -> None:
                 f"{md_text(settings.get('asr_judge'))} · "
                 f"toxicity: {md_text(settings['toxicity_scorer'])} · "
                 f"visual consistency: {md_text(settings['clip'] or 'not measured')}")
-        return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), _examples(evaluation),
-                *ctx.refresh_pickers(request)]
+        rows = [{"condition": c, **asdict(o)} for c, outcomes in evaluation.outcomes.items() for o in outcomes]
+        return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), examples_markdown(rows),
+                gr.update(choices=show_choices(rows), value=SHOW[0]), run_eval, *ctx.refresh_pickers(request)]
 
     ui["eval_go"].click(go, [ui["eval_run"], ui["eval_data"], ui["eval_limit"], ui["eval_mode"], ui["eval_alpha"],
                              ui["eval_layers"], ui["eval_tokens"], ui["eval_judge"]],
-                        [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], *ctx.pickers()],
-                        api_name="evaluate")
+                        [ui["eval_summary"], ui["eval_plot"], ui["eval_examples"], ui["eval_show"], ui["eval_last"],
+                         *ctx.pickers()], api_name="evaluate", show_progress_on=[ui["eval_summary"], ui["eval_plot"]])
+
+    @friendly_errors
+    def filter_examples(run_id: str | None, show: str, request: gr.Request) -> str:
+        if not run_id:
+            return ""
+        path = ctx.visitor(request).runs.path(run_id) / "generations.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return examples_markdown(rows, show or SHOW[0])
+
+    ui["eval_show"].input(filter_examples, [ui["eval_last"], ui["eval_show"]], ui["eval_examples"],
+                          api_visibility="private")
+
     def runs_with_vectors(request: gr.Request) -> Any:
         wb = ctx.visitor(request)
         return gr.update(choices=[c for kind in ("stage2", "stage1") for c in wb.runs.choices(kind, wb.spec)])

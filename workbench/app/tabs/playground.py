@@ -59,8 +59,8 @@ def build(ctx: AppContext) -> None:
             ui["sweep_alphas"] = gr.Textbox(label="Strengths α (comma-separated)", value="0, 0.25, 0.5, 1, 1.5, 2")
             ui["sweep_go"] = gr.Button("Run sweep")
         ui["sweep_plot"] = gr.Plot(label="Scores against α")
-        ui["sweep_table"] = gr.Dataframe(headers=["", "α"], label="Outputs and scores, one column per strength",
-                                         interactive=False, wrap=True, elem_id="sweep-table")
+        gr.Markdown("#### Outputs and scores, one column per strength")
+        ui["sweep_table"] = gr.Markdown(elem_id="sweep-table")
 
 
 def _fmt(value: float | None) -> str:
@@ -78,14 +78,16 @@ def _scores_markdown(result: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n\n" + note
 
 
-def sweep_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sweep as a table with one column per strength: the whole output on top, then its scores."""
-    headers = ["", *(f"α = {r['alpha']:g}" for r in rows)]
-    table = [["output", *(r["output"] for r in rows)],
-             ["toxicity", *(_fmt(r["toxicity"]) for r in rows)],
-             ["refusal (keyword judge)", *("yes" if r["refusal"] else "no" for r in rows)],
-             ["visual consistency", *(_fmt(r["visual_consistency"]) for r in rows)]]
-    return {"headers": headers, "data": table}
+def sweep_columns(rows: list[dict[str, Any]]) -> str:
+    """The sweep as a Markdown table with one column per strength: each whole output (wrapped, as text), then its
+    scores."""
+    head = "| | " + " | ".join(f"α = {r['alpha']:g}" for r in rows) + " |"
+    lines = [head, "|---|" + "---|" * len(rows),
+             "| **output** | " + " | ".join(md_text(r["output"]) or "(empty)" for r in rows) + " |",
+             "| toxicity | " + " | ".join(_fmt(r["toxicity"]) for r in rows) + " |",
+             "| refusal (keyword judge) | " + " | ".join("yes" if r["refusal"] else "no" for r in rows) + " |",
+             "| visual consistency | " + " | ".join(_fmt(r["visual_consistency"]) for r in rows) + " |"]
+    return "\n".join(lines)
 
 
 def token_note(result: dict[str, Any]) -> str:
@@ -141,7 +143,7 @@ def wire(ctx: AppContext) -> None:
     @gpu_task
     @friendly_errors
     def sweep(run: Any, picture: Any, text: Any, how: Any, which: Any, strengths_text: Any, length: Any,
-              request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, dict[str, Any]]:
+              request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:
         values = (run, picture, text, how, which, strengths_text, length)
         run_id, image, prompt, mode, layers, alphas, tokens = checked(sweep_inputs, values)
         if not run_id:

@@ -39,7 +39,7 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             ui["s1_layer"] = gr.Slider(0, 1, value=0, step=1, label="Layer")
             ui["s1_projection"] = gr.Radio(["pca", "umap"], value="pca", label="Projection",
-                                           info="UMAP's first fit in a process compiles (about 10 s)")
+                                           info="UMAP's first fit in a process compiles (up to a minute on a CPU)")
         with gr.Row():
             ui["s1_scatter"] = gr.Plot(label="Harmful vs benign")
             ui["s1_heatmap"] = gr.Plot(label="Per-source direction similarity")
@@ -95,13 +95,17 @@ def wire(ctx: AppContext) -> None:
         return _show(ctx, request, run_id, projection)
 
     @friendly_errors
-    def relayer(run_id: str | None, layer: float, projection: str, request: gr.Request) -> tuple[Any, Any]:
+    def relayer(run_id: str | None, layer: float, projection: str, request: gr.Request,
+                progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:
         if not run_id:
             return gr.update(), gr.update()
+        if projection == "umap":  # no steps to count: say what is happening and why the first fit is slow
+            progress(0, desc=f"fitting UMAP at layer {int(layer)} (the first fit in a process compiles: up to a "
+                     "minute on a CPU)")
         return _views(ctx.visitor(request), run_id, int(layer), projection)[1:]
 
     ui["s1_run"].click(run, [ui["dataset"], ui["s1_position"], ui["s1_method"], ui["s1_projection"]], outputs,
-                       api_name="stage1")
+                       api_name="stage1", show_progress_on=[ui["s1_summary"], ui["s1_chart"]])
     ui["s1_cancel"].click(ctx.canceller("stage1"), None, ui["s1_summary"], queue=False, api_visibility="private")
     ui["s1_open"].click(reopen, [ui["stage1_reopen"], ui["s1_projection"]], outputs, api_name="open_stage1")
     for trigger in (ui["s1_layer"].release, ui["s1_projection"].change):

@@ -11,6 +11,7 @@ import gradio as gr
 
 from ...plots import curves_figure
 from ...preference import OBJECTIVES
+from ...progress import eta_text
 from ...rules import modes
 from ...stage2 import REFERENCES, Stage2Config
 from ...steering import parse_layers
@@ -76,16 +77,21 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
     keep = [gr.update()] * 6
+    paces: list[float] = []  # seconds per step this session (a resumed run has no pace before its first step)
     try:
         while worker.is_alive() or not steps.empty():
             try:
                 metrics = steps.get(timeout=0.5)
             except queue.Empty:
                 continue
-            progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}")
+            paces.append(metrics.seconds)
+            eta = eta_text(len(paces), len(paces) + total - metrics.step, sum(paces))
+            progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}/{total}" + (f" · {eta}" if eta
+                                                                                                   else ""))
             status = (f"Run `{run_id}` on {wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · "
                       f"loss {metrics.loss:.4f} · reward "
-                      f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step")
+                      f"{metrics.reward:.3f} · refusal {metrics.refusal_rate:.2f} · {metrics.seconds:.1f} s/step"
+                      + (f" · {eta}" if eta else ""))
             yield [curves_figure(stage2_metrics(wb, run_id)), status, *keep]
     finally:
         if worker.is_alive():  # the event was cancelled or its client left: nobody is watching this training
@@ -136,6 +142,7 @@ def wire(ctx: AppContext) -> None:
     ui["s2_start"].click(start, [ui["s2_source"], ui["dataset"], ui["s2_steps"], ui["s2_k"], ui["s2_prompts"],
                                  ui["s2_objective"], ui["s2_reference"], ui["s2_mode"], ui["s2_alpha"],
                                  ui["s2_layers"], ui["s2_lr"], ui["s2_beta"], ui["s2_safe"]], outputs,
-                         api_name="stage2")
-    ui["s2_resume_go"].click(resume, [ui["s2_resume"]], outputs, api_name="stage2_resume")
+                         api_name="stage2", show_progress_on=[ui["s2_curves"]])
+    ui["s2_resume_go"].click(resume, [ui["s2_resume"]], outputs, api_name="stage2_resume",
+                             show_progress_on=[ui["s2_curves"]])
     ui["s2_cancel"].click(ctx.canceller("stage2"), None, ui["s2_status"], queue=False, api_visibility="private")
