@@ -79,8 +79,9 @@ def test_compare_defences_in_the_evaluate_tab(client: Client, stage1_run: str) -
 
 
 def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tuple[str, Path, int]) -> None:
-    summary, _, examples, *_ = client.predict(stage1_run, "organism:test", 30, "adaptive", 1.0, "1,2", 40, "auto",
-                                              api_name="/evaluate")
+    summary, _, examples, _, _, *pickers = client.predict(stage1_run, "organism:test", 30, "adaptive", 1.0, "1,2", 40,
+                                                         "auto", api_name="/evaluate")
+    assert pickers and not any("value" in p for p in pickers)  # an evaluation never changes what is picked
     assert "| ASR |" in summary and "unsteered | steered" in summary
     assert "ASR judge: organism ground truth" in summary  # auto picks the ground truth on organism data
     first = examples.splitlines()[4].split(" | ")
@@ -121,6 +122,9 @@ def test_stage2_streams_curves_and_writes_vectors(client: Client, stage1_run: st
     curves = [update[0] for update in updates if "step 1/2" in update[1]]
     assert curves and all(curve and "reward" in json.dumps(curve) for curve in curves)  # live curves streamed
     run_id = statuses[-1].split("`")[1]
+    pickers = updates[-1][2:]
+    assert any(run_id in str(p["choices"]) for p in pickers) and not any("value" in p for p in pickers)  # added,
+    # never selected: what the visitor picked stays picked
     assert (organism_app[1] / run_id / "vectors.safetensors").is_file()
     assert len((organism_app[1] / run_id / "metrics.jsonl").read_text().splitlines()) == 2
     config = json.loads((organism_app[1] / run_id / "config.json").read_text())

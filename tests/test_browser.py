@@ -81,6 +81,36 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     assert not PROBLEMS, PROBLEMS
 
 
+def test_a_first_run_on_the_organism_shows_the_defence_working_with_the_defaults(page, organism_app) -> None:
+    """A newcomer's first minutes: Stage I, then Compare and Evaluate without touching a setting."""
+    import json
+    import re
+
+    from playwright.sync_api import expect
+
+    page.reload()
+    page.get_by_role("tab", name="Stage I: directions").click()
+    page.get_by_role("button", name="Run Stage I").click()
+    expect(page.get_by_text("suggested steering layers")).to_be_visible(timeout=90_000)
+    page.get_by_role("tab", name="Steering playground").click()
+    page.get_by_role("button", name="Compare unsteered vs steered").click()
+    steered = page.get_by_label("Steered", exact=True)
+    expect(steered).not_to_have_value("", timeout=90_000)
+    unsteered = page.get_by_label("Unsteered (no intervention)").input_value()
+    assert "get the powder" in unsteered, unsteered  # the default example jailbreaks the unsteered organism
+    assert "get the powder" not in steered.input_value() and "idiot" not in steered.input_value()
+    expect(page.locator("#play-heatmap .js-plotly-plot")).to_be_visible(timeout=30_000)
+
+    page.get_by_role("tab", name="Evaluate").click()
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    expect(page.get_by_text("ASR judge: organism ground truth", exact=False).first).to_be_visible(timeout=180_000)
+    run_id = re.search(r"eval-\d{8}-\d{6}-[0-9a-f]{4}", page.content()).group(0)
+    metrics = json.loads((organism_app[1] / run_id / "metrics.json").read_text())
+    before, after = (metrics[c]["overall"]["asr"]["value"] for c in ("unsteered", "steered"))
+    assert after < before, (before, after)  # the defaults demonstrate the defence, by the ground-truth judge
+    assert not PROBLEMS, PROBLEMS
+
+
 def test_a_run_label_with_html_renders_as_text(page, organism_app: tuple[str, Path, int]) -> None:
     """A stored label (a run's data name) shown to every visitor must never become markup."""
     import json

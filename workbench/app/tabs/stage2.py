@@ -101,10 +101,11 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
     if failure:
         message = user_message(failure[0])
         yield [curves_figure(rows), f"Run `{run_id}` stopped: {md_text(message)}. Resume it to continue from its last "
-               "checkpoint.", *ctx.refresh_pickers(request, run_id)]
+               "checkpoint.", *ctx.refresh_pickers(request)]
         return
-    yield [curves_figure(rows), f"Run `{run_id}` finished {len(rows)} steps; its vectors are in the run pickers.",
-           *ctx.refresh_pickers(request, run_id)]
+    yield [curves_figure(rows), f"Run `{run_id}` finished {len(rows)} steps; its vectors are added to the run "
+           "pickers (pick it there: mode, α and layers then follow what it was trained with).",
+           *ctx.refresh_pickers(request)]
 
 
 def wire(ctx: AppContext) -> None:
