@@ -111,6 +111,22 @@ def test_a_first_run_on_the_organism_shows_the_defence_working_with_the_defaults
     assert not PROBLEMS, PROBLEMS
 
 
+def test_a_new_page_fills_the_steering_boxes_from_the_run_it_shows(page, organism_app) -> None:
+    from playwright.sync_api import expect
+
+    fresh = page.context.browser.new_page()  # a new browser session; a Stage I run exists by now
+    try:
+        fresh.goto(organism_app[0])
+        fresh.get_by_role("tab", name="Steering playground").click()
+        expect(fresh.get_by_label("Layers (comma-separated; empty = all)")).to_have_value("2", timeout=30_000)
+        fresh.get_by_role("tab", name="Evaluate").click()
+        expect(fresh.get_by_label("Layers (empty = all)").last).to_have_value("2")  # its suggested layer, not "all"
+        fresh.get_by_role("tab", name="Stage II: refine").click()
+        expect(fresh.get_by_label("Layers (empty = all)").first).to_have_value("2")
+    finally:
+        fresh.close()
+
+
 def test_a_run_label_with_html_renders_as_text(page, organism_app: tuple[str, Path, int]) -> None:
     """A stored label (a run's data name) shown to every visitor must never become markup."""
     import json

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import re
 import shutil
 import threading
@@ -234,7 +235,8 @@ class Workbench:
         result = run_stage1(self.vlm, records, position, method, progress=progress, cancel=cancel,  # type: ignore
                             show_bar=False)
         run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label, "position": position,
-                                                     "method": method, "records": len(records)})
+                                                     "method": method, "records": len(records),
+                                                     "suggested_layers": result.suggested_layers()})
         result.save(folder)
         self._remember(run_id, result)
         return run_id
@@ -272,6 +274,16 @@ class Workbench:
         """The settings a run's vectors were made to be applied with (Stage II records its training settings);
         empty when they record none (Stage I)."""
         return dict(self.vector(run_id).metadata.get(RECORDED) or {})
+
+    def saved_setting(self, run_id: str) -> dict[str, Any]:
+        """What a run says to steer with, read from its small files (no tensors, no model): a Stage II run's
+        trained mode, α and layers (config.json); a Stage I run's suggested layers (run.json)."""
+        folder = self.runs.path(run_id)
+        if run_kind(run_id) == "stage2" and (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            return {key: config[key] for key in ("mode", "alpha", "layers") if key in config}
+        layers = self.runs.info(run_id).get("suggested_layers")
+        return {"layers": layers} if layers else {}
 
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
         self.check_dual_use(mode, float(alpha))

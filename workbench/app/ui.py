@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from .backend import Workbench
-from .context import AppContext
+from .context import RUN_PICKERS, AppContext
 from .hosting import HostPolicy
 from .tabs import data, evaluate, export, playground, stage1, stage2
 
@@ -30,7 +30,20 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
     ctx = AppContext(Workbench(model_spec, runs_dir, policy))
 
     def fill_pickers(request: gr.Request) -> list:
-        return ctx.refresh_pickers(request, initial=True)
+        """A new page: pickers show the newest runs, and the steering boxes what the playground's run says (a
+        Stage I run's suggested layers, a Stage II run's trained setting), not empty boxes that mean "all"."""
+        updates = ctx.refresh_pickers(request, initial=True)
+        shown = dict(zip((name for name, _ in RUN_PICKERS), updates))["play_run"].get("value")
+        try:
+            setting = ctx.visitor(request).saved_setting(shown) if shown else {}
+        except (ValueError, OSError):
+            setting = {}
+        layers = setting.get("layers")
+        boxes = [gr.update(value=",".join(map(str, layers))) if layers else gr.update() for _ in range(3)]  # one
+        # dict each: Gradio consumes an update dict as it applies it
+        knobs = [gr.update(value=setting[key]) if key in setting else gr.update()
+                 for _ in ("play", "eval") for key in ("mode", "alpha")]
+        return [*updates, *boxes, *knobs]
 
     def visitor_left(request: gr.Request) -> None:
         ctx.stop_session(request)
@@ -45,6 +58,8 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
                 tab.build(ctx)
         for tab in TABS:
             tab.wire(ctx)
-        app.load(fill_pickers, None, ctx.pickers(), api_visibility="private")
+        steering_boxes = [ctx.ui[name] for name in ("play_layers", "eval_layers", "s2_layers", "play_mode",
+                                                    "play_alpha", "eval_mode", "eval_alpha")]
+        app.load(fill_pickers, None, [*ctx.pickers(), *steering_boxes], api_visibility="private")
         app.unload(visitor_left)  # a visitor who leaves stops their jobs (each at its next step)
     return app
