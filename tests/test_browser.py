@@ -174,3 +174,19 @@ def test_send_to_playground_opens_it_with_the_makers_image(page) -> None:
     expect(image).not_to_have_attribute("src", before or "", timeout=30_000)  # the maker's image arrived
     assert image.evaluate("img => img.naturalWidth") == 64
     assert not PROBLEMS, PROBLEMS
+
+
+def test_a_model_that_fails_to_load_leaves_the_box_showing_the_loaded_one(page, organism_app) -> None:
+    from playwright.sync_api import expect
+
+    fresh = page.context.browser.new_page()  # its own page: the failed load's error is expected here
+    try:
+        fresh.goto(organism_app[0])
+        box = fresh.locator("#model-spec textarea, #model-spec input").first
+        box.fill("someone/no-such-model")
+        fresh.get_by_role("button", name="Load model").click()
+        expect(fresh.get_by_text("could not load 'someone/no-such-model'", exact=False).first).to_be_visible(
+            timeout=60_000)
+        expect(box).to_have_value("organism", timeout=30_000)  # not the name that failed
+    finally:
+        fresh.close()

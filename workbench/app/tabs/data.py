@@ -22,7 +22,7 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             fixed = not ctx.shared.policy.allow_model_switch
             ui["model_spec"] = gr.Textbox(ctx.shared.spec, label="Model" + (" (fixed by the host)" if fixed else ""),
-                                          scale=3, interactive=not fixed,
+                                          scale=3, interactive=not fixed, elem_id="model-spec",
                                           info="organism, tiny-random:<arch>, a local folder or a Hugging Face id "
                                           "(e.g. llava-hf/llava-1.5-7b-hf; needs the hub)")
             ui["model_load"] = gr.Button("Load model", scale=1, interactive=not fixed)
@@ -111,7 +111,10 @@ def wire(ctx: AppContext) -> None:
     def use(choice: str, upload: str | None, images_zip: str | None, request: gr.Request) -> tuple[str, str, list]:
         return _use(ctx, choice, upload, images_zip, request)
 
-    ui["model_load"].click(load_model, ui["model_spec"], [ui["model_info"], *ctx.pickers()], api_name="load_model")
+    loading = ui["model_load"].click(load_model, ui["model_spec"], [ui["model_info"], *ctx.pickers()],
+                                     api_name="load_model")
+    loading.failure(lambda: ctx.shared.spec, None, ui["model_spec"],  # the box shows the model still loaded
+                    api_visibility="private")
     ui["data_use"].click(use, [ui["data_choice"], ui["data_upload"], ui["data_zip"]],
                          [ui["dataset"], ui["data_summary"], ui["data_gallery"]], api_name="use_dataset")
     inputs = [ui["typo_text"], ui["typo_size"], ui["typo_font"], ui["typo_bg"], ui["typo_fg"]]
