@@ -190,3 +190,14 @@ def test_a_model_that_fails_to_load_leaves_the_box_showing_the_loaded_one(page, 
         expect(box).to_have_value("organism", timeout=30_000)  # not the name that failed
     finally:
         fresh.close()
+
+
+def test_every_tab_opens_with_no_failed_request_and_no_console_error(page) -> None:
+    from playwright.sync_api import expect
+
+    for tab in ("Model & data", "Stage I: directions", "Steering playground", "Stage II: refine", "Evaluate",
+                "Export"):
+        page.get_by_role("tab", name=tab).click()
+        expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
+        page.wait_for_timeout(1000)  # lazily rendered tabs fetch what they need now
+    assert not PROBLEMS, PROBLEMS

@@ -106,6 +106,11 @@ def test_gguf_holds_exactly_what_additive_steering_adds(tmp_path) -> None:
     assert "--control-vector v.gguf" in note and "additive" in note
     reader = gguf.GGUFReader(str(tmp_path / "v.gguf"))
     assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "controlvector"
+    field = lambda name: reader.fields[name].parts[-1]  # noqa: E731 - the last part holds the value
+    assert bytes(field("controlvector.model_hint")).decode() == "llama"  # what llama.cpp reads
+    assert int(field("controlvector.layer_count")[0]) == 3
+    recorded = bytes(field("workbench.steering")).decode()
+    assert recorded.startswith("additive, α = -4") and "approximation" not in recorded and "approximation" not in note
     tensors = {t.name: t for t in reader.tensors}
     assert sorted(tensors) == ["direction.1", "direction.2", "direction.3"]  # llama.cpp counts layers from 1
     hidden = torch.randn(4, 32)
@@ -129,3 +134,18 @@ def test_gguf_refuses_what_a_constant_vector_cannot_express(tmp_path) -> None:
     unit = vector.directions[0] / vector.directions[0].norm()
     torch.testing.assert_close(added, -vector.calibration[0].norm() * unit)
     assert not (tmp_path / "a.gguf").exists() and not (tmp_path / "b.gguf").exists()
+
+
+def test_exported_vectors_follow_per_layer_strengths_and_short_directions() -> None:
+    """Stage II's per-layer scales and a direction shorter than 1 reach the exported vector exactly (mutation
+    testing found both unchecked)."""
+    direction, mean = torch.full((32,), 0.01), torch.full((32,), 2.0)  # ‖direction‖ = 0.057
+    vector = SteeringVector({0: direction, 1: direction}, {0: mean, 1: mean}, scales={0: 0.5, 1: 3.0})
+    unit = direction / direction.norm()
+    additive = vector.added_vectors(-2.0, "additive")
+    torch.testing.assert_close(additive[0], -2.0 * 0.5 * unit)
+    torch.testing.assert_close(additive[1], -2.0 * 3.0 * unit)
+    adaptive = vector.added_vectors(1.5, "adaptive", approximate=True)
+    torch.testing.assert_close(adaptive[1], -1.5 * 3.0 * mean.norm() * unit)
+    with pytest.raises(VectorError, match="needs the benign mean of layer 0"):
+        SteeringVector({0: direction}).added_vectors(1.0, "adaptive", approximate=True)

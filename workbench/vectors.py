@@ -200,7 +200,7 @@ class SteeringVector:
         α). adaptive: no constant vector is exact (the push depends on each h); with `approximate` it is the
         push a fully harmful-leaning activation of the benign mean's norm gets, -α·scale·‖h̄‖·v̂. ablation
         removes a projection: no added vector expresses it."""
-        if mode == "ablation" or mode not in ("additive", "adaptive"):
+        if mode not in ("additive", "adaptive"):  # ablation removes a projection: not an added vector
             raise VectorError(f"{mode} steering cannot be written as a constant added vector; export additive "
                               "steering (or adaptive with the approximation)")
         if mode == "adaptive" and not approximate:
