@@ -203,6 +203,10 @@ class Evaluation:
                                          resamples, seed) for s in sources}}
         return result
 
+    def rows(self) -> list[dict]:
+        """Every judged response as a flat row with its condition (the lines of generations.jsonl)."""
+        return [{"condition": c, **asdict(o)} for c, outcomes in self.outcomes.items() for o in outcomes]
+
     def save(self, out_dir: str | Path, plots: bool = True, metrics: dict | None = None) -> dict[str, Path]:
         """metrics.json, generations.jsonl, report.md (+ figures/ with PNG and SVG when `plots`); pass
         `metrics` when already computed, so the bootstrap runs once."""
@@ -212,7 +216,7 @@ class Evaluation:
             metrics = self.metrics(self.settings.get("resamples", 1000), self.settings.get("seed", 0))
         paths = {"metrics": out / "metrics.json", "generations": out / "generations.jsonl"}
         atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2))
-        lines = [json.dumps({"condition": c, **asdict(o)}) for c, rows in self.outcomes.items() for o in rows]
+        lines = [json.dumps(row) for row in self.rows()]
         atomic_write_text(paths["generations"], "\n".join(lines) + "\n")
         paths.update(write_report(metrics, self.outcomes, out, plots))
         return paths

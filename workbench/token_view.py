@@ -21,8 +21,6 @@ from .preference import pack_responses
 from .rules import get_rule
 from .steering import Steering, steer_layer
 
-SEGMENTS = ("image", "prompt", "answer")
-
 
 @dataclass
 class TokenView:

@@ -171,9 +171,6 @@ class Workbench:
     def switch_model(self, spec: str) -> None:
         self.shared.switch_model(spec)
 
-    def device_summary(self) -> str:
-        return self.shared.device_summary()
-
     def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
         self.shared.check_dual_use(mode, alpha)
 
@@ -238,7 +235,7 @@ class Workbench:
                                                      "method": method, "records": len(records),
                                                      "suggested_layers": result.suggested_layers()})
         result.save(folder)
-        self._remember(run_id, result)
+        self._remember(folder, result)
         return run_id
 
     def stage1(self, run_id: str) -> Stage1Result:
@@ -246,13 +243,13 @@ class Workbench:
         folder = self.runs.path(run_id)
         cache = self.shared.stage1_cache
         if folder not in cache:
-            self._remember(run_id, load_stage1(folder))
+            self._remember(folder, load_stage1(folder))
         cache.move_to_end(folder)
         return cache[folder]
 
-    def _remember(self, run_id: str, result: Stage1Result) -> None:
+    def _remember(self, folder: Path, result: Stage1Result) -> None:
         cache = self.shared.stage1_cache
-        cache[self.runs.path(run_id)] = result
+        cache[folder] = result
         while len(cache) > STAGE1_CACHE:
             cache.popitem(last=False)
 

@@ -52,7 +52,7 @@ def trim_uploads(root: Path) -> None:
     if not uploads.is_dir():
         return
     folders = sorted((p for p in uploads.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in folders}
+    sizes = {p: _folder_bytes(p) for p in folders}
     total = sum(sizes.values())
     for folder in folders:
         if total <= UPLOADS_QUOTA_BYTES - MAX_UPLOAD_BYTES * 5:  # room for one more upload and its zip
@@ -76,15 +76,15 @@ def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     now = time.time() if now is None else now
-    folders = sorted((p for p in root.iterdir() if p.is_dir()), key=_last_used)
-    busy = {f for f in folders if now - _last_used(f) < VISITOR_ACTIVE_SECONDS
-            or any(run.is_dir() and RunLock(run).owner() is not None for run in f.iterdir())}
-    removed, total = [], sum(_folder_bytes(f) for f in folders)
-    for folder in folders:
-        if folder in busy:
-            continue
-        if now - _last_used(folder) > VISITOR_IDLE_SECONDS or total > VISITORS_QUOTA_BYTES:
-            total -= _folder_bytes(folder)
+    used = {p: _last_used(p) for p in root.iterdir() if p.is_dir()}  # each folder read once
+    sizes = {p: _folder_bytes(p) for p in used}
+    total = sum(sizes.values())
+    removed = []
+    for folder in sorted(used, key=lambda p: used[p]):
+        busy = now - used[folder] < VISITOR_ACTIVE_SECONDS or any(
+            run.is_dir() and RunLock(run).owner() is not None for run in folder.iterdir())
+        if not busy and (now - used[folder] > VISITOR_IDLE_SECONDS or total > VISITORS_QUOTA_BYTES):
+            total -= sizes[folder]
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 import gradio as gr
@@ -143,7 +142,7 @@ def wire(ctx: AppContext) -> None:
                 f"{md_text(settings.get('asr_judge'))} · "
                 f"toxicity: {md_text(settings['toxicity_scorer'])} · "
                 f"visual consistency: {md_text(settings['clip'] or 'not measured')}")
-        rows = [{"condition": c, **asdict(o)} for c, outcomes in evaluation.outcomes.items() for o in outcomes]
+        rows = evaluation.rows()
         return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), examples_markdown(rows),
                 gr.update(choices=show_choices(rows), value=SHOW[0]), run_eval, *ctx.refresh_pickers(request)]
 

@@ -135,8 +135,9 @@ def wire(ctx: AppContext) -> None:
         wb = ctx.visitor(request)
         result = wb.compare(wb.steering(run_id, mode, alpha, layers), image, prompt, int(tokens))
         view = result["view"]
-        title = "" if view is None else (f"Where the steering acted · vectors of {run_id} · "
-                                         f"{view.settings['mode']} α = {view.settings['alpha']}")
+        title = "" if view is None else (f"Where the steering acted · vectors of {run_id} · {view.settings['mode']} "
+                                         f"α = {view.settings['alpha']} · layers {','.join(map(str, view.layers))} · "
+                                         f"steered at {view.settings['steer_at']} steps")
         return (result["unsteered"], result["steered"], _scores_markdown(result), result["diff"], token_note(result),
                 token_figure(view, title) if view is not None else None)
 
