@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from .data import Record, dataset_hash, record_key
+from .distributed import SINGLE, Shard
 from .io import atomic_save_safetensors, atomic_write_text
 from .models import VLM, batches_by_modality
 from .progress import ProgressFn, track
@@ -112,17 +113,23 @@ def capture_batch(vlm: VLM, encoding: dict[str, torch.Tensor], weights: torch.Te
 
 def capture(vlm: VLM, records: Sequence[Record], position: Position = "last", batch_size: int = 8,
             progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-            show_bar: bool = True) -> Activations:
-    """Activations of every decoder layer at `position` for each record, in record order."""
+            show_bar: bool = True, shard: Shard = SINGLE) -> Activations:
+    """Activations of every decoder layer at `position` for each record, in record order. Under torchrun,
+    `shard` captures every world-th record here and the rows of all processes are merged by index."""
     if not records:
         raise ValueError("no records to capture")
     if position not in POSITIONS:
         raise ValueError(f"unknown position {position!r}; use one of {', '.join(POSITIONS)}")
-    batches = batches_by_modality([r.has_image for r in records], batch_size)
+    mine = [i for i in range(len(records)) if shard.owns(i)]
+    batches = [[mine[j] for j in batch] for batch in batches_by_modality([records[i].has_image for i in mine],
+                                                                          batch_size)]
     values = torch.empty(len(records), vlm.num_layers, vlm.hidden_size)
     for indices in track(batches, len(batches), "capturing activations", progress, cancel, show_bar):
         encoding = vlm.encode([records[i].item for i in indices])
         values[indices] = capture_batch(vlm, encoding, position_weights(vlm, encoding, position))
+    if shard.world > 1:
+        for indices, rows in shard.gather((mine, values[mine])):
+            values[indices] = rows
     metadata = dict(model=vlm.spec, position=position, layer_convention=LAYER_CONVENTION,
                     num_layers=vlm.num_layers, hidden_size=vlm.hidden_size, dataset_hash=dataset_hash(records),
                     training_records=sorted({record_key(r) for r in records}))  # for evaluation's leakage guard

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -90,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "name such as advbench or xstest:/path/to/copy")
     evaluation.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
     evaluation.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    evaluation.add_argument("--resume", action="store_true",
+                            help="continue an interrupted evaluation in --out (same settings; finished records kept)")
     add_steering_args(evaluation)
     evaluation.add_argument("--max-new-tokens", type=int, default=EVAL.max_new_tokens)
-    evaluation.add_argument("--batch-size", type=int, default=EVAL.batch_size)
+    evaluation.add_argument("--batch-size", default="auto",
+                            help="prompts per generation batch; auto (default) sizes it to the device")
     evaluation.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
     evaluation.add_argument("--judge", default="auto", metavar="JUDGE",
@@ -164,21 +168,26 @@ def run_stage2_command(args: argparse.Namespace) -> None:
 
 def run_eval_command(args: argparse.Namespace) -> None:
     from .data import dataset_hash
+    from .distributed import current_shard, local_device
+    from .eval_stream import EvalStream
     from .evaluation import evaluate
     from .judges import choose_judge
     from .models import load_vlm
     from .report import metrics_table
+    from .runlock import RunLock
     from .runs import provenance
     from .sources import load_dataset
     from .steering import steering_for
     from .vectors import SteeringVector
 
-    check_out(args.out, "eval", args.overwrite)
+    shard = current_shard()
+    if shard.is_main:
+        check_out(args.out, "eval", args.overwrite, args.resume)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     vector = SteeringVector.load(args.vectors) if args.vectors else None
     records = load_dataset(args.data)[: args.limit]
-    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
+    vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
     steering = None
     if vector is not None:
         vector.check_compatible(vlm)
@@ -189,15 +198,32 @@ def run_eval_command(args: argparse.Namespace) -> None:
     print(f"ASR judge: {judge.name}")
     toxicity, clip = scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    result = evaluate(vlm, records, steering, toxicity, clip, config=config, asr_judge=judge,
-                      allow_overlap=args.allow_overlap)
-    result.settings.update(data=args.data, data_hash=dataset_hash(records), provenance=provenance())
-    metrics = result.metrics(config.resamples, config.seed)
-    paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
-    write_run_info_for(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
-                    **(steering.describe() if steering else {}), limit=args.limit, asr_judge=judge.name,
-                    data_hash=result.settings["data_hash"], toxicity_scorer=toxicity.name,
-                    clip=clip.name if clip else None)
+    data_hash = dataset_hash(records)
+    fingerprint = {"model": vlm.spec, "data": args.data, "data_hash": data_hash, "records": len(records),
+                   "vectors": vector.fingerprint() if vector is not None else None,
+                   "steering": steering.describe() if steering else None, "asr_judge": judge.name,
+                   "toxicity_scorer": toxicity.name, "clip": clip.name if clip else None,
+                   "max_new_tokens": config.max_new_tokens, "seed": config.seed,
+                   "system_prompt": config.system_prompt, "allow_overlap": args.allow_overlap}
+    if args.overwrite and not args.resume and shard.is_main:
+        for stale in Path(args.out).glob("partial-*.jsonl"):
+            stale.unlink()
+    with RunLock(args.out) if shard.is_main else contextlib.nullcontext():
+        stream = EvalStream(args.out, fingerprint, 0, args.resume) if shard.is_main else None
+        shard.barrier()  # rank 0 checked the folder and wrote its header; the others join what is there
+        stream = stream or EvalStream(args.out, fingerprint, shard.rank, resume=True)
+        result = evaluate(vlm, records, steering, toxicity, clip, config=config, asr_judge=judge,
+                          allow_overlap=args.allow_overlap, stream=stream, shard=shard)
+        if not shard.is_main:
+            return
+        result.settings.update(data=args.data, data_hash=data_hash, provenance=provenance())
+        metrics = result.metrics(config.resamples, config.seed)
+        paths = result.save(args.out, plots=not args.no_plots, metrics=metrics)
+        write_run_info_for(args.out, "eval", args, vectors=args.vectors and str(Path(args.vectors).resolve()),
+                           **(steering.describe() if steering else {}), limit=args.limit, asr_judge=judge.name,
+                           data_hash=data_hash, toxicity_scorer=toxicity.name, clip=clip.name if clip else None,
+                           processes=shard.world)
+        stream.finish()
     print(metrics_table(metrics))
     for name in ("metrics", "generations", "report"):
         print(f"wrote {name}: {paths[name]}")
@@ -246,14 +272,19 @@ def run_organism_command(args: argparse.Namespace) -> None:
 
 
 def run_stage1_command(args: argparse.Namespace) -> None:
+    from .distributed import current_shard, local_device
     from .models import load_vlm
     from .sources import load_dataset
     from .stage1 import run_stage1
 
-    check_out(args.out, "stage1", args.overwrite)
+    shard = current_shard()
+    if shard.is_main:
+        check_out(args.out, "stage1", args.overwrite)
     records = load_dataset(args.data)
-    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
-    result = run_stage1(vlm, records, args.position, args.method, args.batch_size)
+    vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
+    result = run_stage1(vlm, records, args.position, args.method, args.batch_size, shard=shard)
+    if not shard.is_main:
+        return
     paths = result.save(args.out)
     write_run_info_for(args.out, "stage1", args, position=args.position, method=args.method)
     print(result.scores_csv())

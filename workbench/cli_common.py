@@ -25,8 +25,9 @@ def scorers(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def check_out(out: str, kind: str, overwrite: bool, resume: bool = False) -> None:
-    """Before any work: --out must be a new or empty folder (or --overwrite); a Stage II --resume needs a
-    Stage II run there. Nothing another command made is replaced by accident."""
+    """Before any work: --out must be a new or empty folder (or --overwrite); --resume needs a Stage II
+    checkpoint there (stage2) or an interrupted evaluation (eval). Nothing another command made is replaced
+    by accident."""
     import json
 
     path = Path(out)
@@ -40,6 +41,15 @@ def check_out(out: str, kind: str, overwrite: bool, resume: bool = False) -> Non
             made_by = "unknown"
     elif (path / "config.json").is_file() and (path / "metrics.jsonl").exists():
         made_by = "stage2"
+    interrupted = sorted(path.glob("partial-*.jsonl")) if path.is_dir() else []
+    if resume and kind == "eval":
+        if not interrupted:
+            raise ValueError(f"--resume: {out} holds no interrupted evaluation (no partial-*.jsonl); drop --resume "
+                             "to start one there")
+        return
+    if interrupted and kind == "eval" and not overwrite:
+        raise FileExistsError(f"--out {out} holds an interrupted evaluation; pass --resume to continue it (same "
+                              "settings), --overwrite to start again, or choose a new folder (nothing was changed)")
     if resume:
         if made_by != "stage2" or not (path / "checkpoint.safetensors").is_file():
             raise ValueError(f"--resume: {out} holds no Stage II checkpoint to continue; drop --resume to start a "

@@ -24,7 +24,8 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--judge", default="auto", help="the ASR judge for every row (see `eval --help`)")
     compare.add_argument("--limit", type=count_arg(1), default=None, help="only the first N records of each set")
     compare.add_argument("--max-new-tokens", type=count_arg(1), default=48)
-    compare.add_argument("--batch-size", type=count_arg(1), default=8)
+    compare.add_argument("--batch-size", default="auto",
+                         help="prompts per generation batch; auto (default) sizes it to the device")
     compare.add_argument("--allow-overlap", action="store_true", help="allow records the vectors were trained on")
     compare.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
     compare.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")

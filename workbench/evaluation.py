@@ -26,7 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .batching import length_batches, prompt_lengths, resolve_batch_size
 from .data import Record, record_key
+from .distributed import SINGLE, Shard
+from .eval_stream import EvalStream
 from .io import atomic_write_text
 from .judges import AsrJudge, keyword_asr
 from .models import VLM
@@ -174,7 +177,7 @@ def guard_leakage(records: Sequence[Record], metadata: dict | None, allow_overla
 @dataclass
 class EvalConfig:
     max_new_tokens: int = 48
-    batch_size: int = 8
+    batch_size: int | str | None = "auto"  # "auto": sized to the device (batching.py); a number overrides it
     resamples: int = 1000
     seed: int = 0
     system_prompt: str | None = None  # put before every prompt (the non-steering baseline defence)
@@ -222,7 +225,7 @@ class Evaluation:
         return paths
 
 
-def _judge(records: Sequence[Record], responses: Sequence[str], offset: int, toxicity: ToxicityScorer,
+def _judge(records: Sequence[Record], responses: Sequence[str], indices: Sequence[int], toxicity: ToxicityScorer,
            clip: ClipScorer | None, judge: RefusalJudge, asr_judge: AsrJudge, clusters: Sequence[str]
            ) -> list[Outcome]:
     benign_with_image = [i for i, r in enumerate(records) if r.label == "benign" and r.has_image]
@@ -240,7 +243,7 @@ def _judge(records: Sequence[Record], responses: Sequence[str], offset: int, tox
     outcomes = []
     for i, (record, response) in enumerate(zip(records, responses)):
         correct = is_correct(record, response) if record.label == "benign" else None
-        outcomes.append(Outcome(offset + i, record.source, record.label, record.prompt, response,
+        outcomes.append(Outcome(indices[i], record.source, record.label, record.prompt, response,
                                 scores.refused[i], scores.toxicity[i], correct, scores.visual[i], succeeded[i],
                                 clusters[i]))
     return outcomes
@@ -250,12 +253,14 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
              clip: ClipScorer | None = None, judge: RefusalJudge = keyword_judge, config: EvalConfig | None = None,
              progress: ProgressFn | None = None, cancel: threading.Event | None = None,
              show_bar: bool = True, asr_judge: AsrJudge | None = None, allow_overlap: bool = False,
-             baseline: bool = True) -> Evaluation:
+             baseline: bool = True, stream: EvalStream | None = None, shard: Shard = SINGLE) -> Evaluation:
     """Generate (greedy) for every record unsteered — with no intervention attached — and, when
     `steering` is given, steered; judge both the same way. ASR comes from `asr_judge` (default: the
     keyword judge, named as such; `judges.choose_judge` picks one apart from the vectors' rewards). Records
     the vectors were trained on are refused unless `allow_overlap`. `baseline=False` skips the unsteered run
-    (a comparison that already has it)."""
+    (a comparison that already has it). Batches are length-bucketed and sized by `config.batch_size`; each
+    judged batch goes to `stream` (which also says what an interrupted run already did); under torchrun,
+    `shard` runs every world-th record here and the outcomes of all processes are merged by index."""
     config = config or EvalConfig()
     asr_judge = asr_judge or keyword_asr()
     clusters = [record_key(r) for r in records]  # read once: statistics clusters and the leakage guard
@@ -263,21 +268,34 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
         else {"checked": False, "overlap": None, "records": len(records)}
     if not records:
         raise ValueError("nothing to evaluate: the dataset is empty")
-    if config.max_new_tokens < 1 or config.batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be at least 1")
+    if config.max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be at least 1")
+    batch_size = resolve_batch_size(vlm, config.batch_size, config.max_new_tokens)
     conditions: dict[str, Steering | None] = {"unsteered": None} if baseline or steering is None else {}
     if steering is not None:
         conditions["steered"] = steering
-    chunks = [list(range(i, min(i + config.batch_size, len(records))))
-              for i in range(0, len(records), config.batch_size)]
-    jobs = [(name, chunk) for name in conditions for chunk in chunks]
+    done = {key: Outcome(**row) for key, row in stream.done().items()} if stream is not None else {}
+    mine = [i for i in range(len(records)) if shard.owns(i)]
+    lengths = prompt_lengths(vlm, [records[i].prompt for i in mine])
     outcomes: dict[str, list[Outcome]] = {name: [] for name in conditions}
-    for name, chunk in track(jobs, len(jobs), "evaluate", progress, cancel, show_bar):
-        batch = [records[i] for i in chunk]
-        responses = generate(vlm, [r.item for r in batch], conditions[name], max_new_tokens=config.max_new_tokens,
-                             batch_size=config.batch_size, seed=config.seed, system=config.system_prompt)
-        outcomes[name] += _judge(batch, responses, chunk[0], toxicity, clip, judge, asr_judge,
-                                 clusters[chunk[0]:chunk[-1] + 1])
+    jobs: list[tuple[str, list[int]]] = []
+    for name in conditions:
+        outcomes[name] = [done[(name, i)] for i in mine if (name, i) in done]
+        todo = [j for j, i in enumerate(mine) if (name, i) not in done]
+        for batch in length_batches([records[mine[j]].has_image for j in todo], [lengths[j] for j in todo],
+                                    batch_size):
+            jobs.append((name, [mine[todo[b]] for b in batch]))
+    for name, indices in track(jobs, len(jobs), "evaluate", progress, cancel, show_bar):
+        chosen = [records[i] for i in indices]
+        responses = generate(vlm, [r.item for r in chosen], conditions[name], max_new_tokens=config.max_new_tokens,
+                             batch_size=len(chosen), seed=config.seed, system=config.system_prompt)
+        judged = _judge(chosen, responses, indices, toxicity, clip, judge, asr_judge, [clusters[i] for i in indices])
+        if stream is not None:
+            stream.write(name, [asdict(o) for o in judged])
+        outcomes[name] += judged
+    for name in conditions:
+        merged = [o for part in shard.gather(outcomes[name]) for o in part]
+        outcomes[name] = sorted(merged, key=lambda o: o.index)
     settings = {"model": vlm.spec, "records": len(records), "toxicity_scorer": toxicity.name,
                 "toxicity_note": toxicity.note, "clip": clip.name if clip else None,
                 "refusal_judge": getattr(judge, "__name__", "custom"), "asr_judge": asr_judge.name,
@@ -285,7 +303,7 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
                 "utility_scoring": {f: {"exact": "normalised exact match", "choice": CHOICE_JUDGE,
                                         "open": OPEN_ANSWER_JUDGE}.get(f, f)
                                     for f in sorted({r.answer_format for r in records if r.reference is not None})},
-                **asdict(config)}
+                **asdict(config), "batch_size": batch_size, "processes": shard.world}
     if steering is not None:
         meta = dict(steering.vector.metadata)
         meta["training_records"] = len(meta.get("training_records") or [])  # the count; the keys stay in the vector

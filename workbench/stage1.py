@@ -16,6 +16,7 @@ import torch
 from . import directions as D
 from .activations import Activations, Position, capture
 from .data import Record, require_both_labels
+from .distributed import SINGLE, Shard
 from .io import atomic_write_text
 from .models import VLM
 from .progress import ProgressFn
@@ -135,14 +136,15 @@ def load_stage1(out_dir: str | Path) -> Stage1Result:
 
 def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last", method: D.Method = "mean_diff",
                batch_size: int = 8, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-               show_bar: bool = True) -> Stage1Result:
-    """Capture activations and compute directions, scores, per-source directions and calibration.
+               show_bar: bool = True, shard: Shard = SINGLE) -> Stage1Result:
+    """Capture activations (data-parallel under torchrun: `shard`) and compute directions, scores, per-source
+    directions and calibration.
 
     With several sources the vector is the combined direction (each source counts equally); with
     one source it is that source's direction.
     """
     require_both_labels(records)
-    acts = capture(vlm, records, position, batch_size, progress, cancel, show_bar)
+    acts = capture(vlm, records, position, batch_size, progress, cancel, show_bar, shard)
     per_source = D.per_source_directions(acts, method)
     combined = D.combined_direction(per_source) if len(per_source) > 1 else D.directions(acts, method)
     similarity = D.source_similarity(per_source) if len(per_source) > 1 else None

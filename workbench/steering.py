@@ -12,13 +12,14 @@ The unsteered baseline is a plain `generate` with no nnsight trace attached at a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 
-from .models import VLM, Item, batches_by_modality
+from .batching import length_batches, prompt_lengths, resolve_batch_size
+from .models import VLM, Item
 from .rules import get_rule
 from .vectors import SteeringVector
 
@@ -204,16 +205,17 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer
 
 def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = None, max_new_tokens: int = 32,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int = 8, suppress_tokens: Sequence[int] = (), system: str | None = None
-                 ) -> list[list[int]]:
+                 batch_size: int | str | None = 8, suppress_tokens: Sequence[int] = (), system: str | None = None,
+                 on_batch: Callable[[list[int], list[list[int]]], None] | None = None) -> list[list[int]]:
     """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order; `system`
-    is a system prompt put before each (a non-steering baseline defence).
+    is a system prompt put before each (a non-steering baseline defence). Batches hold one modality and
+    prompts of similar length (`batching.py`; `batch_size` "auto" or None sizes them to the device);
+    `on_batch(indices, ids)` hears each batch as it finishes (eval streams them to disk).
     Seeded per batch, so the same call gives the same samples. `suppress_tokens` are never sampled
     (Stage II suppresses the image placeholder, which would break teacher forcing)."""
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    batch_size = resolve_batch_size(vlm, batch_size, max_new_tokens)
     tokenizer = vlm.tokenizer
     generation: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       pad_token_id=tokenizer.pad_token_id)
@@ -225,7 +227,9 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = Non
         generation.update(temperature=temperature, top_p=top_p)
     eos = {tokenizer.eos_token_id} | set(_as_list(getattr(vlm.hf_model.generation_config, "eos_token_id", None)))
     outputs: list[list[int]] = [[] for _ in items]
-    for indices in batches_by_modality(items, batch_size):
+    batches = length_batches([image is not None for image, _ in items], prompt_lengths(vlm, [p for _, p in items]),
+                             batch_size)
+    for indices in batches:
         encoding = vlm.encode([items[i] for i in indices], system)
         with vlm.lock, torch.no_grad():
             torch.manual_seed(seed)
@@ -233,6 +237,8 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = Non
         for index, row in zip(indices, ids[:, encoding["input_ids"].shape[1]:].tolist()):
             cut = next((i + 1 for i, token in enumerate(row) if token in eos), len(row))
             outputs[index] = row[:cut]
+        if on_batch is not None:
+            on_batch(indices, [outputs[i] for i in indices])
     return outputs
 
 
@@ -244,7 +250,7 @@ def _as_list(value: Any) -> list[int]:
 
 def generate(vlm: VLM, items: Sequence[Item], steering: Steering | None = None, max_new_tokens: int = 32,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-             batch_size: int = 8, system: str | None = None) -> list[str]:
+             batch_size: int | str | None = 8, system: str | None = None) -> list[str]:
     """Generated continuations for (image, prompt) pairs, in order; seeded so runs are repeatable."""
     ids = generate_ids(vlm, items, steering, max_new_tokens, do_sample, temperature, top_p, seed, batch_size,
                        system=system)

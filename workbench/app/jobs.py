@@ -34,8 +34,6 @@ from ..steering import Steering
 from .backend import Workbench, using_model
 from .hosting import MAX_PROMPT_CHARS
 
-EVAL_BATCH = 16  # records per generate call in the app's evaluations (the organism fits easily)
-
 
 def create_stage2(wb: Workbench, source_run: str, data_label: str, config: Stage2Config) -> str:
     """A new Stage II run folder refining the vectors of `source_run`; returns its id."""
@@ -93,7 +91,7 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
     records = _spread(records, limit)
     asr_judge = choose_judge(judge, data_label, steering.vector.metadata if steering else None)
     toxicity, clip = wb.scorers()
-    config = EvalConfig(max_new_tokens=int(max_new_tokens), batch_size=EVAL_BATCH)
+    config = EvalConfig(max_new_tokens=int(max_new_tokens))
     result = evaluate(wb.vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,
                       show_bar=False, asr_judge=asr_judge)
     result.settings.update(data=data_label, data_hash=dataset_hash(records), provenance=provenance())
@@ -140,7 +138,7 @@ def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit
         records, label = wb.dataset(choice)
         data[label] = _spread(records, limit)
     toxicity, clip = wb.scorers()
-    return run_compare(wb.vlm, data, defences, toxicity, clip, judge, EvalConfig(batch_size=EVAL_BATCH),
+    return run_compare(wb.vlm, data, defences, toxicity, clip, judge, EvalConfig(),
                        progress=progress, cancel=cancel, show_bar=False)
 
 

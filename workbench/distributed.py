@@ -1,0 +1,74 @@
+"""Data-parallel runs across processes with torch.distributed, launched by `torchrun` (or `accelerate launch`).
+
+Each process loads the model once and takes every `world`-th record (record i goes to rank i % world), so
+shards differ by at most one record; results are gathered to every rank and merged by record index, which
+makes the merged output independent of how many processes ran (greedy decoding: identical to one process,
+tested with two CPU processes on gloo). Only rank 0 writes the run's outputs. Without torchrun's
+environment (WORLD_SIZE unset or 1) everything runs in this process and nothing is initialised.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among `world` processes."""
+
+    rank: int = 0
+    world: int = 1
+
+    def owns(self, index: int) -> bool:
+        """Whether record `index` is this process's to run."""
+        return index % self.world == self.rank
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value`, in rank order (just [value] in a single process)."""
+        if self.world == 1:
+            return [value]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+SINGLE = Shard()
+
+
+def current_shard() -> Shard:
+    """The shard torchrun's environment describes, joining the process group on first use (gloo on CPU,
+    nccl when each process has a GPU); `Shard()` when not launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    rank = int(os.environ["RANK"])
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
+    return Shard(rank, world)
+
+
+def local_device(device: str | None) -> str | None:
+    """Under torchrun with GPUs, `cuda` (or auto) means this process's GPU (LOCAL_RANK); otherwise unchanged.
+    Sharding one model across GPUs (`--device auto`) and data parallelism do not mix: one or the other."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not torch.cuda.is_available():
+        return device
+    if device == "auto":
+        raise ValueError("--device auto shards one model across every GPU; with torchrun each process needs its "
+                         "own GPU: drop --device (or pass --device cuda)")
+    if device in (None, "cuda"):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
