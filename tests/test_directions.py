@@ -112,3 +112,27 @@ def test_suggested_layers_leave_out_the_last_layer_and_keep_the_near_best() -> N
     only_last = result([0.6, 0.8, 0.7, 0.99], null=0.85)
     assert only_last.suggested_layers() == [] and "only the last layer separates" in only_last.verdict()
     assert result([0.6, 0.8], null=float("nan")).suggested_layers() == []  # a run saved before the null
+
+
+@pytest.mark.parametrize("method", ["pca", "umap"])
+def test_the_separation_projection_keeps_harmful_and_benign_apart_and_repeats(method: str) -> None:
+    """What the Stage I scatter shows: two planted clusters stay apart in 2-D (each point's nearest neighbour
+    has its label), every record is one marker with its prompt on hover, and the same seed draws the same plot."""
+    from workbench.plots import project_2d, separation_figure
+
+    generator = torch.Generator().manual_seed(0)
+    shift = torch.zeros(32)
+    shift[:4] = 4.0
+    values = torch.cat([torch.randn(30, 32, generator=generator) + shift, torch.randn(30, 32, generator=generator)])
+    labels = ["harmful"] * 30 + ["benign"] * 30
+    points = project_2d(values, method)
+    assert points.shape == (60, 2) and np.isfinite(points).all()
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1) + np.eye(60) * 1e9
+    nearest = distances.argmin(1)
+    assert np.mean([labels[i] == labels[j] for i, j in enumerate(nearest)]) >= 0.95
+    np.testing.assert_allclose(project_2d(values, method), points, rtol=1e-4, atol=1e-4)
+    figure = separation_figure(points, labels, ["typographic", "text"] * 30, [f"prompt {i}" for i in range(60)], 3,
+                               method)
+    assert sum(len(trace.x) for trace in figure.data) == 60
+    assert {trace.name.split(" · ")[0] for trace in figure.data} == {"harmful", "benign"}
+    assert method.upper() in figure.layout.title.text and "layer 3" in figure.layout.title.text

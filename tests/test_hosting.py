@@ -68,6 +68,28 @@ def test_uploads_are_confined_and_a_rejected_upload_leaves_nothing(tmp_path: Pat
     assert label.startswith("uploads/") and wb.records(label)[0].prompt == "p"  # the visitor's own upload reopens
 
 
+@pytest.mark.parametrize("entry", ["link.png", "../escape.png", "/abs/escape.png"])
+def test_an_images_zip_with_a_link_or_an_escaping_path_is_refused_and_leaves_nothing(tmp_path: Path, entry: str
+                                                                                       ) -> None:
+    wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    data = tmp_path / "up.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "label": "harmful", "image": "ok.png"}) + "\n")
+    images = tmp_path / "images.zip"
+    with zipfile.ZipFile(images, "w") as bundle:
+        bundle.writestr("ok.png", b"not read")
+        member = zipfile.ZipInfo(entry)
+        if entry == "link.png":  # a symbolic link to a server file, as `zip --symlinks` stores it
+            member.external_attr = (0o120777 << 16)
+            bundle.writestr(member, "/etc/passwd")
+        else:
+            bundle.writestr(member, b"x")
+    with pytest.raises(DatasetError, match="unsafe entry"):
+        wb.dataset("", str(data), str(images))
+    uploads = tmp_path / "runs" / "uploads"
+    assert not uploads.exists() or not any(uploads.rglob("*.png")), list(uploads.rglob("*"))
+    assert not (tmp_path / "runs" / "escape.png").exists() and not Path("/abs/escape.png").exists()
+
+
 def test_hosted_model_is_fixed_and_prompts_are_capped(tmp_path: Path) -> None:
     wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
     with pytest.raises(ValueError, match="model is fixed by the host"):
