@@ -133,3 +133,23 @@ def test_organism_check_cli_reports_every_rendering_family_and_both_text_routes(
     assert all(row["n_per_metric"] == 2 for row in body["by_rendering"]["unsteered"].values())
     assert {"text_harmful_refusal", "text_harmful_refusal_with_image", "heldout_read_accuracy"} <= set(
         body["unsteered"])
+
+
+def test_reading_by_phrasing_separates_reading_from_the_held_out_phrasing() -> None:
+    """The diagnostic prints one row per read phrasing, the held-out one marked, with the reading rate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from workbench.organism.world import TASK_PHRASINGS
+
+    script = Path(__file__).resolve().parents[1] / "analyses" / "organism_reading_by_phrasing.py"
+    done = subprocess.run([sys.executable, str(script), "organism", "--original", "--n", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if " read " in line]
+    assert [row.split("'")[1] for row in rows] == list(TASK_PHRASINGS["read"])
+    assert [("held out" in row) for row in rows] == [False] * 5 + [True]
+    # The shipped weights read their own renderer 1.000 with every trained phrasing (n=40, measured 2026-12-02);
+    # >= 0.95 allows one miss of 20.
+    assert all(float(row.split(" read ")[1].split()[0]) >= 0.95 for row in rows[:5]), done.stdout
