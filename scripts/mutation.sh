@@ -6,9 +6,6 @@
 #   bash scripts/mutation.sh 'workbench.rules*'   # one module's mutants
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# One thread per process: mutmut forks a child per mutant after running the tests once in the parent, and a
-# child that inherits torch's OpenMP pool from its parent can hang until the CPU-time limit ("timeout").
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 python -c "import mutmut" 2>/dev/null || pip install -q 'mutmut>=3.8,<4'
 python -m mutmut run --max-children "${MUTATION_JOBS:-2}" "$@" || true
 python -m mutmut results --all true > mutants/results.txt 2>&1 || python -m mutmut results > mutants/results.txt 2>&1
