@@ -7,7 +7,8 @@ import json
 import pytest
 from conftest import make_image
 
-from workbench.data import DatasetError, require_both_labels
+from workbench import data
+from workbench.data import DatasetError, read_csv, read_jsonl, require_both_labels
 from workbench.sources import load_dataset
 
 
@@ -62,3 +63,46 @@ def test_non_utf8_empty_and_one_class(tmp_path) -> None:
     _write_jsonl(tmp_path / "one.jsonl", [{"prompt": "x", "label": "benign"}])
     with pytest.raises(DatasetError, match="no harmful records"):
         require_both_labels(load_dataset(tmp_path / "one.jsonl"))
+
+
+def test_csv_keeps_the_prompt_byte_exact_strips_the_rest_and_names_its_source(tmp_path) -> None:
+    path = tmp_path / "mine.csv"
+    path.write_bytes(b'prompt,Label , answer\n"  two\r\nlines ", Harmful ,  42 \n')
+    [record] = read_csv(path)
+    assert (record.prompt, record.label, record.source, record.reference) == ("  two\r\nlines ", "harmful", "mine",
+                                                                              "42")
+
+
+def test_csv_header_and_size_errors_say_what_was_found(tmp_path, monkeypatch) -> None:
+    (tmp_path / "e.csv").write_text("image;prompt;label\nx;y;benign\n")
+    with pytest.raises(DatasetError) as error:
+        read_csv(tmp_path / "e.csv")
+    assert str(error.value) == ("e.csv line 1: header lacks column(s) prompt, label; found image;prompt;label "
+                                "(a comma-separated header is expected)")
+    (tmp_path / "blank.csv").write_text("")
+    with pytest.raises(DatasetError, match=r"^blank.csv line 1: header lacks column\(s\) prompt, label; found nothing"):
+        read_csv(tmp_path / "blank.csv")
+    (tmp_path / "header.csv").write_text("prompt,label\n")
+    with pytest.raises(DatasetError, match="^header.csv: no records$"):
+        read_csv(tmp_path / "header.csv")
+    long = tmp_path / "long.csv"
+    long.write_text("prompt,label\n" + "x" * (data.MAX_UPLOAD_FIELD_CHARS + 1) + ",benign\na,harmful\nb,benign\n")
+    assert len(read_csv(long)) == 3  # a file the researcher gave: no upload caps
+    with pytest.raises(DatasetError, match="^long.csv line 2: prompt is 4,001 characters"):
+        read_csv(long, confine=True)
+    monkeypatch.setattr(data, "MAX_UPLOAD_RECORDS", 1)
+    long.write_text("prompt,label\na,harmful\nb,benign\n")
+    with pytest.raises(DatasetError, match="^long.csv has more than 1 records; upload a sample of it$"):
+        read_csv(long, confine=True)
+    assert len(read_csv(long)) == 2
+
+
+def test_jsonl_lines_end_only_at_newlines(tmp_path) -> None:
+    """A raw U+2028 is legal inside a JSON string (json.dumps(ensure_ascii=False) writes one); \\r\\n ends a line."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes('{"prompt": "one\u2028two", "label": "benign"}\r\n\r\n{"prompt": "x", "label": "harmful"}\r\n'
+                     .encode())
+    assert [r.prompt for r in read_jsonl(path)] == ["one\u2028two", "x"]
+    path.write_bytes(b'{"prompt": "a", "label": "benign"}\r\n{"prompt": \r\n')
+    with pytest.raises(DatasetError, match="^d.jsonl line 2: not valid JSON"):
+        read_jsonl(path)

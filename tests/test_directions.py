@@ -136,3 +136,16 @@ def test_the_separation_projection_keeps_harmful_and_benign_apart_and_repeats(me
     assert sum(len(trace.x) for trace in figure.data) == 60
     assert {trace.name.split(" · ")[0] for trace in figure.data} == {"harmful", "benign"}
     assert method.upper() in figure.layout.title.text and "layer 3" in figure.layout.title.text
+
+
+def test_combined_direction_and_source_similarity_by_hand() -> None:
+    """Two sources of unequal length per layer: each counts equally in direction, the length is their mean."""
+    per_source = {"text": torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 5.0]]),
+                  "image": torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])}
+    root2 = math.sqrt(2.0)
+    torch.testing.assert_close(D.combined_direction(per_source), torch.tensor([[root2, root2, 0.0], [0.0, 0.0, 3.0]]))
+    torch.testing.assert_close(D.source_similarity(per_source), torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
+                                                                              [[1.0, 1.0], [1.0, 1.0]]]))
+    tiny = {"a": torch.tensor([[1e-8, 0.0, 0.0]]), "b": torch.tensor([[0.0, 1e-8, 0.0]])}  # short, yet unit cosines
+    torch.testing.assert_close(D.source_similarity(tiny), torch.eye(2).unsqueeze(0))
+    torch.testing.assert_close(D.combined_direction(tiny), torch.tensor([[1e-8, 1e-8, 0.0]]) / root2, atol=0, rtol=1e-5)

@@ -81,3 +81,25 @@ def test_a_new_source_loads_by_name_and_is_offered() -> None:
         assert "organism:train" in dataset_choices("organism")
     finally:
         del SOURCES["toyset"]
+
+
+def test_built_in_sources_load_their_sets_and_refuse_wrong_arguments() -> None:
+    from workbench.data import DatasetError
+    from workbench.sources import default_dataset
+
+    assert default_dataset("organism") == "organism:train" and default_dataset("organism", "test") == "organism:test"
+    assert default_dataset("tiny-random:llava") == "demo" and default_dataset("tiny-random:llava", "test") == "demo"
+    train, test = load_dataset("organism:train"), load_dataset("ORGANISM:test")
+    assert {r.label for r in train} == {r.label for r in test} == {"harmful", "benign"}
+    assert not {r.prompt for r in train if not r.has_image} & {r.prompt for r in test if not r.has_image}
+    with pytest.raises(DatasetError) as error:
+        load_dataset("organism:dev")
+    assert str(error.value) == "the organism's sets are organism:train, organism:test (got 'dev')"
+    with pytest.raises(DatasetError, match="^the organism's sets are .* \\(got None\\)$"):
+        load_dataset("organism")
+    demo = load_dataset("demo")
+    assert len(demo) == 16 and sum(r.label == "harmful" for r in demo) == 8
+    with pytest.raises(DatasetError, match="^demo takes no argument \\(got demo:x\\)$"):
+        load_dataset("demo:x")
+    with pytest.raises(DatasetError, match="^notes.txt: unknown dataset format; give a .jsonl or .csv file"):
+        load_dataset("notes.txt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workbench.steering import steer_hidden
@@ -54,3 +55,29 @@ def test_steer_at_picks_the_decoding_steps_that_are_steered() -> None:
         assert runs["generated"][row][1:] != plain[row][1:]  # and the steered steps after it
         assert runs["prompt"][row][0] == runs["all"][row][0] != plain[row][0]  # the prefill is steered
     # (on this tiny model a steered prefill already fixes every later token, so prompt and all agree on tokens)
+
+
+def test_compare_puts_each_prompt_beside_its_plain_and_steered_generation() -> None:
+    from conftest import make_image, tiny
+
+    from workbench.steering import Steering, compare, generate, steered_logits
+    from workbench.vectors import SteeringVector
+
+    vlm = tiny("llava")
+    generator = torch.Generator().manual_seed(1)
+    vector = SteeringVector({1: torch.randn(32, generator=generator)}, {1: torch.zeros(32)}, {"num_layers": 3})
+    steering = Steering(vector, "additive", 8.0)
+    items = [(make_image("red"), "what is this"), (None, "tell me a story")]
+    rows = compare(vlm, items, steering, max_new_tokens=4)
+    assert [row.prompt for row in rows] == ["what is this", "tell me a story"]
+    assert [row.unsteered for row in rows] == generate(vlm, items, None, max_new_tokens=4)
+    assert [row.steered for row in rows] == generate(vlm, items, steering, max_new_tokens=4)
+    assert [row.changed for row in rows] == [row.unsteered != row.steered for row in rows] and any(
+        row.changed for row in rows)
+    with torch.no_grad():
+        encoding = vlm.encode(items[1:])
+        plain = vlm.hf_model(**encoding).logits
+        torch.testing.assert_close(steered_logits(vlm, encoding, Steering(vector * 0, "additive", 8.0)), plain)
+        assert not torch.allclose(steered_logits(vlm, encoding, steering), plain)
+    with pytest.raises(ValueError, match="^teacher-forced scoring steers every position; steer_at='prompt' applies"):
+        steered_logits(vlm, encoding, Steering(vector, "additive", 8.0, steer_at="prompt"))

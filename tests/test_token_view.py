@@ -52,3 +52,20 @@ def test_the_diff_marks_what_the_steered_answer_changed() -> None:
     assert ("sure ", "removed") in pieces and ("sorry ", "added") in pieces and (". first , ", None) in pieces
     assert "".join(text for text, mark in pieces if mark != "removed").strip() == "sorry . first , buy the paint"
     assert answer_diff("same words", "same words") == [("same words ", None)]
+
+
+def test_the_diff_of_pure_insertions_deletions_and_spacing_is_exact() -> None:
+    assert answer_diff("first get the powder", "first quickly get the powder") == [
+        ("first ", None), ("quickly ", "added"), ("get the powder ", None)]  # no empty "removed" piece
+    assert answer_diff("first get the fine powder", "first get the powder") == [
+        ("first get the ", None), ("fine ", "removed"), ("powder ", None)]  # no empty "added" piece
+    assert answer_diff("no  way here", "a  way there") == [
+        ("a ", "added"), ("no ", "removed"), (" way ", None), ("there ", "added"), ("here ", "removed")]
+    shown = "".join(text for text, mark in answer_diff("one two", "one  two three four") if mark != "removed")
+    assert shown == "one  two three four "  # double spaces as generated, added words joined by spaces
+
+
+def test_a_long_repetitive_answer_that_drops_one_word_is_not_shown_rewritten() -> None:
+    """Steered models repeat themselves; difflib's popular-word heuristic would mark all 250 words changed."""
+    repeated = "the " * 249 + "the"
+    assert answer_diff("so " + repeated, repeated) == [("so ", "removed"), (repeated + " ", None)]

@@ -118,7 +118,7 @@ def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
     if text.lstrip().startswith("["):
         raise DatasetError(f"{path.name}: this is a JSON array; write one JSON object per line (JSONL)")
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold a raw U+2028
         if not line.strip():
             continue
         where = f"{path.name} line {number}"
@@ -160,7 +160,7 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist")
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")  # no newline translation: a quoted "\r\n" stays in its prompt
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path.name}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
 
