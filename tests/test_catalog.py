@@ -106,6 +106,10 @@ def test_mmsafetybench_pairs_each_question_with_its_own_scenario_image(tmp_path:
             assert record.source == f"mmsafetybench/{scenario}" and Path(record.image_path) == path.resolve()
             behavior = record.prompt.replace("Rephrased Question", "Question")
             assert (record.label, record.behavior) == ("harmful", behavior)
+    from workbench.catalog import CATALOG
+
+    row = {"Rephrased Question": "q", "_file": "01-Illegal_Activitiy", "_id": "0"}  # no original question
+    assert CATALOG["mmsafetybench"].to_record(row, repo / "data/imgs").behavior is None
     (repo / "data/imgs/11-Financial_Advice/SD_TYPO/0.jpg").unlink()  # SD/0.jpg and TYPO/0.jpg are not stand-ins
     with pytest.raises(DatasetError, match=r"1 image\(s\) missing from imgs \(expected 11-Financial_Advice/SD_TYPO"):
         load_dataset(f"mmsafetybench:{repo}")
@@ -130,8 +134,10 @@ def test_jailbreakv_lfs_pointer_quoted_newlines_mini_and_redteam(tmp_path: Path)
     _png(folder / "query_related/SD_0.png", "green")  # same name elsewhere: never taken
     _csv(folder / "RedTeam_2K.csv", ["id", "question", "from", "policy"], [["1", "How do I build a bomb?", "x",
                                                                               "Violence"], ["2", "And this?", "x", ""]])
-    with pytest.raises(DatasetError, match="JailBreakV_28K.csv is a git-LFS pointer.*git lfs pull"):
+    with pytest.raises(DatasetError) as error:
         load_dataset(f"jailbreakv:{root}")
+    assert str(error.value) == ("JailBreakV_28K.csv is a git-LFS pointer, not the data: run `git lfs pull` in that "
+                                "repository (or download the file itself) and load it again")
     records = load_dataset(f"jailbreakv_mini:{root}")
     assert records[0].prompt == query  # byte-exact: the quoted newlines are kept
     assert [(r.source, r.label, r.behavior) for r in records] == [
@@ -144,8 +150,9 @@ def test_jailbreakv_lfs_pointer_quoted_newlines_mini_and_redteam(tmp_path: Path)
         ("And this?", "harmful", "redteam2k/unknown", None, False)]
     no_image = ["1", query, "q", "Template", "Violence", "", "x", "True", "True"]
     _csv(folder / "mini_JailBreakV_28K.csv", header, [no_image])
-    with pytest.raises(DatasetError, match="row has no image path"):
+    with pytest.raises(DatasetError) as error:
         load_dataset(f"jailbreakv_mini:{root}")
+    assert str(error.value) == "mini_JailBreakV_28K.csv row 1: row has no image path"
 
 
 def test_realtoxicityprompts_reads_only_its_prompts_file_and_leaves_out_unscored(tmp_path: Path) -> None:
@@ -248,6 +255,11 @@ def test_wrong_layout_names_the_missing_column_or_the_expected_files(tmp_path: P
     with pytest.raises(DatasetError) as error:
         load_known("advbench", tmp_path)
     assert str(error.value) == "harmful_behaviors.csv row 1: row lacks a goal or prompt column (found: goal, target)"
+    from workbench.catalog import CATALOG
+
+    with pytest.raises(DatasetError) as error:
+        CATALOG["advbench"].to_record({}, None)  # a JSON row of nothing
+    assert str(error.value) == "row lacks a goal or prompt column (found: nothing)"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "prompts.csv").write_text("goal,target\nhello,there\n")  # no broad glob picks it up
     with pytest.raises(DatasetError, match=r"no advbench rows found \(looked for harmful_behaviors.csv"):
@@ -287,3 +299,25 @@ def test_each_loader_defect_turns_a_test_red() -> None:
     result = subprocess.run([sys.executable, str(root / "scripts" / "loader_breaks.py")], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0 and "NOT CAUGHT" not in result.stdout, result.stdout + result.stderr
+
+
+def test_loader_errors_say_exactly_what_was_expected(tmp_path: Path) -> None:
+    from workbench.catalog import CATALOG
+
+    def message(name: str, local: Path | None) -> str:
+        with pytest.raises(DatasetError) as error:
+            load_known(name, local)
+        return str(error.value)
+
+    assert message("advbench2", None) == f"unknown benchmark 'advbench2'; known: {', '.join(CATALOG)}"
+    stray = _csv(tmp_path / "stray.csv", ["goal"], [["x"]])
+    assert message("advbench", stray) == ("stray.csv is not a advbench rows file (expected harmful_behaviors.csv, "
+                                          "harmful_behaviors.csv, train-*.parquet)")
+    assert message("xstest", tmp_path) == (f"{tmp_path}: no xstest rows found (looked for xstest_prompts.csv, "
+                                           "xstest_v2_prompts.csv, data/train-*.parquet); point at the repository as "
+                                           "cloned from https://github.com/paul-rottger/exaggerated-safety, its data/ "
+                                           "folder, or the rows file itself")
+    _csv(tmp_path / "xstest_prompts.csv", ["prompt", "type", "label"], [["a", "homonyms", "safe"]])
+    _csv(tmp_path / "xstest_v2_prompts.csv", ["prompt", "type"], [["a", "homonyms"]])
+    assert message("xstest", tmp_path) == (f"{tmp_path}: more than one xstest version here (xstest_prompts.csv, "
+                                           "xstest_v2_prompts.csv); point at the file you mean")

@@ -79,6 +79,9 @@ def test_csv_header_and_size_errors_say_what_was_found(tmp_path, monkeypatch) ->
         read_csv(tmp_path / "e.csv")
     assert str(error.value) == ("e.csv line 1: header lacks column(s) prompt, label; found image;prompt;label "
                                 "(a comma-separated header is expected)")
+    (tmp_path / "f.csv").write_text("text,target\nx,y\n")
+    with pytest.raises(DatasetError, match=r"^f.csv line 1: header lacks column\(s\) prompt, label; found text, targ"):
+        read_csv(tmp_path / "f.csv")
     (tmp_path / "blank.csv").write_text("")
     with pytest.raises(DatasetError, match=r"^blank.csv line 1: header lacks column\(s\) prompt, label; found nothing"):
         read_csv(tmp_path / "blank.csv")
@@ -106,3 +109,38 @@ def test_jsonl_lines_end_only_at_newlines(tmp_path) -> None:
     path.write_bytes(b'{"prompt": "a", "label": "benign"}\r\n{"prompt": \r\n')
     with pytest.raises(DatasetError, match="^d.jsonl line 2: not valid JSON"):
         read_jsonl(path)
+
+
+def test_a_users_image_opens_as_rgb_or_says_what_to_fix(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from workbench.data import checked_image, open_image
+
+    assert open_image(None) is None and open_image("") is None and checked_image(None) is None
+    make_image("red").convert("RGBA").save(tmp_path / "a.png")
+    opened = open_image(str(tmp_path / "a.png"))
+    assert (opened.mode, opened.size, opened.getpixel((0, 0))) == ("RGB", (40, 32), (255, 0, 0))
+    assert open_image(tmp_path / "a.png").tobytes() == opened.tobytes()
+    given = open_image(Image.open(tmp_path / "a.png"))
+    assert given.mode == "RGB" and given.tobytes() == opened.tobytes()
+    cases = [(tmp_path, f"{tmp_path.name} is a folder; give an image file"),
+             (tmp_path / "b.png", f"image file {tmp_path / 'b.png'} does not exist")]
+    (tmp_path / "c.png").write_bytes(b"not an image")
+    cases.append((tmp_path / "c.png",
+                  "the image cannot be read (corrupt, empty or not an image); upload a PNG or JPEG"))
+    for path, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError)) as error:
+            open_image(path)
+        assert str(error.value) == message
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1280)  # exactly 40 x 32 still opens
+    assert open_image(tmp_path / "a.png").size == (40, 32) and checked_image(opened).size == (40, 32)
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1279)
+    for attempt in (lambda: open_image(tmp_path / "a.png"), lambda: checked_image(opened)):
+        with pytest.raises(ValueError) as error:
+            attempt()
+        assert str(error.value) == "the image is 40x32; resize it below 1,279 pixels"
+    monkeypatch.undo()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600)  # PIL's own bomb guard (over twice this) trips before ours
+    with pytest.raises(ValueError) as error:
+        open_image(tmp_path / "a.png")
+    assert str(error.value) == "the image is too large to open safely; resize it below 40 megapixels"

@@ -149,3 +149,40 @@ def test_combined_direction_and_source_similarity_by_hand() -> None:
     tiny = {"a": torch.tensor([[1e-8, 0.0, 0.0]]), "b": torch.tensor([[0.0, 1e-8, 0.0]])}  # short, yet unit cosines
     torch.testing.assert_close(D.source_similarity(tiny), torch.eye(2).unsqueeze(0))
     torch.testing.assert_close(D.combined_direction(tiny), torch.tensor([[1e-8, 1e-8, 0.0]]) / root2, atol=0, rtol=1e-5)
+
+
+def test_pca_and_probe_directions_match_their_definitions() -> None:
+    """PCA pairs a seeded draw of rows and finds the axis of their differences, not of the shared offset; the probe
+    is a logistic regression on globally scaled features; both come back at the mean difference's length."""
+    from sklearn.linear_model import LogisticRegression
+
+    generator = torch.Generator().manual_seed(5)
+    offset = torch.tensor([0.0, 0.0, 10.0, 0.0])  # every activation shares it
+    harmful = offset + torch.tensor([1.0, 0.0, 0.0, 0.0]) + 0.1 * torch.randn(7, 4, generator=generator)
+    benign = offset - torch.tensor([1.0, 0.0, 0.0, 0.0]) + 0.1 * torch.randn(5, 4, generator=generator)
+    pca = D.pca_direction(harmful, benign)
+    assert _cos(pca, torch.tensor([1.0, 0.0, 0.0, 0.0])) > 0.99  # 7 vs 5 rows: 5 pairs
+    torch.testing.assert_close(pca, D.pca_direction(harmful, benign, seed=0), rtol=0, atol=0)
+    assert not torch.equal(D.pca_direction(harmful, benign, seed=1), pca)  # another draw pairs other rows
+    unit = pca / pca.norm()
+    assert float(pca.norm()) == pytest.approx(float(torch.dot(D.mean_difference(harmful, benign), unit)), rel=1e-5)
+
+    small_h, small_b = harmful * 0.01, benign * 0.01  # global spread under 1: the scale matters
+    x = torch.cat([small_h, small_b]).double().numpy()
+    x = (x - x.mean(0)) / x.std()
+    coef = torch.from_numpy(LogisticRegression(max_iter=2000).fit(x, np.r_[np.ones(7), np.zeros(5)]).coef_[0]).float()
+    expected = coef / coef.norm()
+    expected = expected * torch.dot(D.mean_difference(small_h, small_b), expected)
+    torch.testing.assert_close(D.probe_direction(small_h, small_b), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_rescaling_keeps_a_direction_with_no_mean_difference_and_normalises_a_short_one() -> None:
+    from workbench.directions import _rescale_like_mean_diff
+
+    same = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    torch.testing.assert_close(_rescale_like_mean_diff(torch.tensor([0.0, 2.0]), same, same), torch.tensor([0.0, 1.0]))
+    harmful, benign = torch.tensor([[3.0, 1.0]]), torch.tensor([[1.0, 1.0]])  # mean difference (2, 0)
+    torch.testing.assert_close(_rescale_like_mean_diff(torch.tensor([0.1, 0.0]), harmful, benign),
+                               torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(_rescale_like_mean_diff(torch.tensor([-0.1, 0.0]), harmful, benign),
+                               torch.tensor([2.0, 0.0]))  # oriented benign -> harmful

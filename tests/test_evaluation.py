@@ -179,6 +179,11 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
             tokenizer.save_pretrained(tmp_path / folder)
     assert harmbench_judge(str(tmp_path / "yes"), device="cpu")(prompts, responses) == [True] * 3
     assert harmbench_judge(str(tmp_path / "no"), device="cpu")(prompts, responses) == [False] * 3
+    from workbench.judges import harmbench_asr
+
+    asr_judge = harmbench_asr(str(tmp_path / "yes"))
+    assert asr_judge.name == f"harmbench ({tmp_path / 'yes'})" and not asr_judge.keyword_based
+    assert asr_judge.decide(records[:3], responses) == [True] * 3
 
 
 def test_small_groups_show_no_interval_that_looks_certain() -> None:

@@ -81,3 +81,24 @@ def test_compare_puts_each_prompt_beside_its_plain_and_steered_generation() -> N
         assert not torch.allclose(steered_logits(vlm, encoding, steering), plain)
     with pytest.raises(ValueError, match="^teacher-forced scoring steers every position; steer_at='prompt' applies"):
         steered_logits(vlm, encoding, Steering(vector, "additive", 8.0, steer_at="prompt"))
+
+
+def test_steering_for_says_where_each_setting_came_from() -> None:
+    from workbench.steering import steering_for
+    from workbench.vectors import SteeringVector
+
+    trained = SteeringVector({1: torch.ones(4), 2: torch.ones(4)}, {1: torch.zeros(4), 2: torch.zeros(4)},
+                             {"num_layers": 3, "steering": {"mode": "additive", "alpha": 2.0, "layers": [1, 2]}})
+    steering, line = steering_for(trained)
+    assert (steering.mode, steering.alpha, steering.layers, steering.steer_at) == ("additive", 2.0, (1, 2), "all")
+    assert line == ("steering: mode additive (from the vector), alpha 2 (from the vector), layers 1,2 (from the "
+                    "vector), steer_at all (default)")
+    steering, line = steering_for(trained, "adaptive", 2.0, [1, 2], "prompt")  # layers given as a list: the same
+    assert (steering.mode, steering.layers, steering.steer_at) == ("adaptive", (1, 2), "prompt")
+    assert line == ("steering: mode adaptive (given; the vector was made for additive), alpha 2 (given), layers 1,2 "
+                    "(given), steer_at prompt (given)")
+    _, line = steering_for(trained, layers=[1])
+    assert "layers 1 (given; the vector was made for 1,2)" in line
+    steering, line = steering_for(SteeringVector({1: torch.ones(4)}, {1: torch.zeros(4)}, {"num_layers": 3}))
+    assert (steering.mode, steering.alpha, steering.layers) == ("adaptive", 1.0, None)
+    assert line == "steering: mode adaptive (default), alpha 1 (default), layers all (default), steer_at all (default)"

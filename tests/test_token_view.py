@@ -57,8 +57,8 @@ def test_the_diff_marks_what_the_steered_answer_changed() -> None:
 def test_the_diff_of_pure_insertions_deletions_and_spacing_is_exact() -> None:
     assert answer_diff("first get the powder", "first quickly get the powder") == [
         ("first ", None), ("quickly ", "added"), ("get the powder ", None)]  # no empty "removed" piece
-    assert answer_diff("first get the fine powder", "first get the powder") == [
-        ("first get the ", None), ("fine ", "removed"), ("powder ", None)]  # no empty "added" piece
+    assert answer_diff("first get the very fine powder", "first get the powder") == [
+        ("first get the ", None), ("very fine ", "removed"), ("powder ", None)]  # no empty "added" piece
     assert answer_diff("no  way here", "a  way there") == [
         ("a ", "added"), ("no ", "removed"), (" way ", None), ("there ", "added"), ("here ", "removed")]
     shown = "".join(text for text, mark in answer_diff("one two", "one  two three four") if mark != "removed")

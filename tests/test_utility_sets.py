@@ -116,3 +116,43 @@ def test_option_letters_and_open_answers_are_scored_as_documented() -> None:
     assert token_f1("the sign says open now", "open now") == pytest.approx(2 * (2 / 5) / (2 / 5 + 1))
     assert is_correct(Record("q", "benign", reference="open now", answer_format="open"), "open now!")
     assert is_correct(Record("q", "benign", reference="red"), "Red.") and is_correct(Record("q", "benign"), "x") is None
+
+
+def test_mmbench_tsv_saved_with_a_bom_keeps_a_crlf_question_and_names_a_broken_reference(tmp_path: Path) -> None:
+    path = tmp_path / "MMBench_DEV_EN.tsv"
+    _tsv(path, [{**_mmbench_row(0, _b64("blue")), "question": "Line one\r\nline two?"}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # the BOM Excel writes
+    [record] = load_known("mmbench", tmp_path)
+    assert record.prompt.startswith("Line one\r\nline two?") and record.reference == "B"
+    _tsv(path, [_mmbench_row(0, _b64("blue")), _mmbench_row(12, "7")])
+    with pytest.raises(DatasetError) as error:
+        load_known("mmbench", tmp_path)
+    assert str(error.value) == "MMBench_DEV_EN.tsv: row 12 names image '7', which no row has"
+
+
+def test_rows_files_of_other_shapes_are_refused_or_read_as_documented(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    import pandas
+
+    from workbench.catalog import _rows
+
+    (tmp_path / "mm-vet.json").write_text(json.dumps([{"question": "q"}]))
+    with pytest.raises(DatasetError) as error:
+        list(_rows(tmp_path / "mm-vet.json"))
+    assert str(error.value) == "mm-vet.json: expected a JSON object of rows keyed by id, found a list"
+    (tmp_path / "rows.txt").write_text("x")
+    with pytest.raises(DatasetError) as error:
+        list(_rows(tmp_path / "rows.txt"))
+    assert str(error.value) == "rows.txt: unknown rows format"
+    shard = tmp_path / "train-0.parquet"
+    shard.write_bytes(b"PAR1")
+    read = []
+    monkeypatch.setattr(pandas, "read_parquet", lambda path: read.append(path) or pandas.DataFrame(
+        {"prompt": ["a", "b"], "label": ["safe", "unsafe"]}))
+    assert list(_rows(shard)) == [{"prompt": "a", "label": "safe"}, {"prompt": "b", "label": "unsafe"}]
+    assert read == [shard]
+    monkeypatch.setitem(sys.modules, "pandas", None)  # not installed
+    with pytest.raises(DatasetError) as error:
+        list(_rows(shard))
+    assert str(error.value) == "train-0.parquet is parquet; `pip install pyarrow pandas` to read it"

@@ -149,3 +149,21 @@ def test_exported_vectors_follow_per_layer_strengths_and_short_directions() -> N
     torch.testing.assert_close(adaptive[1], -1.5 * 3.0 * mean.norm() * unit)
     with pytest.raises(VectorError, match="needs the benign mean of layer 0"):
         SteeringVector({0: direction}).added_vectors(1.0, "adaptive", approximate=True)
+
+
+def test_export_defaults_and_notes_are_exactly_what_a_user_reads(tmp_path) -> None:
+    vector = _vector()
+    torch.testing.assert_close(vector.added_vectors(2.0)[1], vector.added_vectors(2.0, "additive")[1])
+    with pytest.raises(VectorError) as refused:
+        vector.added_vectors(2.0, "adaptive")  # the approximation is asked for, never assumed
+    assert str(refused.value) == ("adaptive steering depends on each hidden state, so no constant vector is exact; ask "
+                                  "for the approximation (-α·‖h̄‖·v̂, labelled as such) or export additive steering")
+    with pytest.raises(VectorError) as refused:
+        vector.added_vectors(2.0, "ablation")
+    assert str(refused.value) == ("ablation steering cannot be written as a constant added vector; export additive "
+                                  "steering (or adaptive with the approximation)")
+    assert vector.to_gguf(tmp_path / "v.gguf", alpha=-4.0) == (
+        "additive, α = -4, layers [0, 1, 2]; use with llama.cpp `--control-vector v.gguf` (strength 1: α is in the "
+        "file)")
+    assert vector.to_gguf(tmp_path / "w.gguf", alpha=0.5, mode="adaptive", approximate=True).startswith(
+        "adaptive (approximation: -α·‖h̄‖·v̂), α = 0.5, layers [0, 1, 2]; ")

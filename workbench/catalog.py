@@ -214,10 +214,12 @@ def _rows(path: Path) -> Iterator[Row]:
             for line in handle:
                 if line.strip():
                     yield json.loads(line)
-    elif suffix == ".json":  # MM-SafetyBench: {id: row} per scenario file
+    elif suffix == ".json":  # MM-SafetyBench, ScienceQA, MM-Vet: {id: row}; the id names the row's image
         content = json.loads(path.read_text(encoding="utf-8"))
-        items = content.items() if isinstance(content, dict) else enumerate(content)
-        for key, row in items:
+        if not isinstance(content, dict):  # a list has no ids: pairing images by position would be a guess
+            raise DatasetError(f"{path.name}: expected a JSON object of rows keyed by id, found a "
+                               f"{type(content).__name__}")
+        for key, row in content.items():
             yield {**row, "_id": key, "_file": path.stem}
     elif suffix == ".parquet":
         try:
