@@ -144,3 +144,14 @@ def test_a_users_image_opens_as_rgb_or_says_what_to_fix(tmp_path, monkeypatch) -
     with pytest.raises(ValueError) as error:
         open_image(tmp_path / "a.png")
     assert str(error.value) == "the image is too large to open safely; resize it below 40 megapixels"
+
+
+def test_a_dataset_image_at_the_pixel_limit_loads_and_one_past_it_is_refused(tmp_path, monkeypatch) -> None:
+    make_image("red").save(tmp_path / "a.png")  # 40 x 32 = 1,280 pixels
+    (tmp_path / "d.csv").write_text("image,prompt,label\na.png,what,benign\n")
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1280)
+    assert read_csv(tmp_path / "d.csv")[0].has_image
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1279)
+    with pytest.raises(DatasetError) as error:
+        read_csv(tmp_path / "d.csv")
+    assert str(error.value) == "d.csv line 2: image a.png is 40x32; resize it below 1,279 pixels"

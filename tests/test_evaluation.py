@@ -181,6 +181,11 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
     assert harmbench_judge(str(tmp_path / "no"), device="cpu")(prompts, responses) == [False] * 3
     from workbench.judges import harmbench_asr
 
+    assert harmbench_judge(str(tmp_path / "yes"))(prompts, responses) == [True] * 3  # default device on a CPU
+    tokenizer.pad_token = None  # some judges' tokenizers have none: the end-of-text token pads
+    tokenizer.save_pretrained(tmp_path / "yes")
+    long_and_short = ["how to x " * 5, "y"]
+    assert harmbench_judge(str(tmp_path / "yes"), device="cpu")(long_and_short, ["a", "b"]) == [True, True]
     asr_judge = harmbench_asr(str(tmp_path / "yes"))
     assert asr_judge.name == f"harmbench ({tmp_path / 'yes'})" and not asr_judge.keyword_based
     assert asr_judge.decide(records[:3], responses) == [True] * 3

@@ -102,3 +102,26 @@ def test_steering_for_says_where_each_setting_came_from() -> None:
     steering, line = steering_for(SteeringVector({1: torch.ones(4)}, {1: torch.zeros(4)}, {"num_layers": 3}))
     assert (steering.mode, steering.alpha, steering.layers) == ("adaptive", 1.0, None)
     assert line == "steering: mode adaptive (default), alpha 1 (default), layers all (default), steer_at all (default)"
+
+
+def test_layer_text_parses_as_a_user_types_it() -> None:
+    from workbench.steering import parse_layers
+
+    assert parse_layers(None) is None and parse_layers("") is None and parse_layers("  ") is None
+    assert parse_layers("1, 2") == (1, 2) and parse_layers(" 3 ,4,") == (3, 4) and parse_layers("1 2") == (1, 2)
+    with pytest.raises(ValueError) as error:
+        parse_layers("1;2")
+    assert str(error.value) == "layers must be comma-separated whole numbers such as 1,2, got '1;2'"
+    from workbench.steering import parse_strengths
+
+    assert parse_strengths("-1, 0 2.5,") == [-1.0, 0.0, 2.5] and parse_strengths(" ") == []
+    with pytest.raises(ValueError) as error:
+        parse_strengths("1,x")
+    assert str(error.value) == "strengths must be comma-separated numbers, got '1,x'"
+
+
+def test_sums_of_vectors_count_their_summands() -> None:
+    from workbench.vectors import SteeringVector
+
+    v = SteeringVector({0: torch.ones(3)}, {0: torch.zeros(3)}, {"num_layers": 2})
+    assert (v + v).metadata["summands"] == 2 and ((v + v) + v).metadata["summands"] == 3

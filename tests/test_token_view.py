@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
+from workbench.preference import pack_responses
 from workbench.steering import Steering, generate_ids
 from workbench.token_view import answer_diff, token_view
 from workbench.vectors import SteeringVector
@@ -69,3 +70,29 @@ def test_a_long_repetitive_answer_that_drops_one_word_is_not_shown_rewritten() -
     """Steered models repeat themselves; difflib's popular-word heuristic would mark all 250 words changed."""
     repeated = "the " * 249 + "the"
     assert answer_diff("so " + repeated, repeated) == [("so ", "removed"), (repeated + " ", None)]
+
+
+def test_the_view_numbers_image_tokens_projects_on_the_unit_direction_and_steers_only_the_prompt() -> None:
+    vlm = tiny("llava")
+    item = (make_image("red"), "what is in the picture")
+    generator = torch.Generator().manual_seed(4)
+    short = torch.randn(vlm.hidden_size, generator=generator)
+    short = short / short.norm() * 0.5  # a direction shorter than 1: the view must still project on v̂
+    vector = SteeringVector({1: short}, {1: torch.zeros(vlm.hidden_size)})
+    steering = Steering(vector, "additive", 5.0, (1,), steer_at="prompt")
+    answer_ids = [5, 6, 7]
+    view = token_view(vlm, item, steering, answer_ids)
+    images = [text for text, segment in zip(view.tokens, view.segments) if segment == "image"]
+    assert images == [f"<image {i}>" for i in range(1, len(images) + 1)] and len(images) > 1
+    texts = [text for text, segment in zip(view.tokens, view.segments) if segment != "image"]
+    assert "<image" not in "".join(texts) and all(texts)
+    answer = torch.tensor([s == "answer" for s in view.segments])
+    assert bool((view.push[0, answer] == 0).all())  # the first answer token included: only the prompt is steered
+    torch.testing.assert_close(view.push[0, ~answer], torch.full((int((~answer).sum()),), 5.0), atol=1e-3, rtol=0)
+    packed, _ = pack_responses(vlm, [item], [answer_ids])
+    with torch.no_grad():
+        hidden = vlm.hf_model(**packed, output_hidden_states=True).hidden_states[2][0]  # what layer 1 outputs
+    torch.testing.assert_close(view.projection[0], hidden @ (short / short.norm()), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError) as error:
+        token_view(vlm, item, steering, [])
+    assert str(error.value) == "the steered answer is empty: there is nothing to show token by token"

@@ -11,6 +11,7 @@ The unsteered baseline is a plain `generate` with no nnsight trace attached at a
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,13 +62,22 @@ class Steerer(Protocol):
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
-    """'1, 2' -> (1, 2); empty -> None (every layer the vector has)."""
+    """'1, 2' or '1 2' -> (1, 2); empty -> None (every layer the vector has). Spaces separate: '1 2' once read
+    as layer 12."""
     if text is None or not str(text).strip():
         return None
     try:
-        return tuple(int(part) for part in str(text).replace(" ", "").split(",") if part)
+        return tuple(int(part) for part in re.split(r"[,\s]+", str(text).strip()) if part)
     except ValueError:
         raise ValueError(f"layers must be comma-separated whole numbers such as 1,2, got {text!r}") from None
+
+
+def parse_strengths(text: str) -> list[float]:
+    """'-1, 0 2' -> [-1.0, 0.0, 2.0] for the sweep; commas or spaces separate ('0 1' is two strengths, not 1)."""
+    try:
+        return [float(part) for part in re.split(r"[,\s]+", str(text).strip()) if part]
+    except ValueError:
+        raise ValueError(f"strengths must be comma-separated numbers, got {text!r}") from None
 
 
 @dataclass(frozen=True)

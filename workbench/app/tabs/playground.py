@@ -9,7 +9,7 @@ import gradio as gr
 from ...organism.world import REQUEST_PROMPT, typographic_image
 from ...plots import sweep_figure, token_figure
 from ...rules import defence_signs, modes
-from ...steering import parse_layers
+from ...steering import parse_layers, parse_strengths
 from ..context import (
     AppContext,
     adopt_recorded_steering,
@@ -149,10 +149,7 @@ def wire(ctx: AppContext) -> None:
         run_id, image, prompt, mode, layers, alphas, tokens = checked(sweep_inputs, values)
         if not run_id:
             raise ValueError("run Stage I first (or pick a run): the steering vector comes from it")
-        try:
-            strengths = [float(a) for a in alphas.replace(" ", "").split(",") if a]
-        except ValueError:
-            raise ValueError(f"strengths must be comma-separated numbers, got {alphas!r}") from None
+        strengths = parse_strengths(alphas)
         rows = ctx.visitor(request).sweep(run_id, image, prompt, mode, layers, strengths, int(tokens),
                                           progress_callback(progress))
         return sweep_figure(rows, mode, list(parse_layers(layers) or [])), sweep_columns(rows)
