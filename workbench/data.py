@@ -76,6 +76,8 @@ def _check_image(path: Path, where: str) -> None:
                 raise DatasetError(f"{where}: image {path.name} is {image.width}x{image.height}; "
                                    f"resize it below {MAX_IMAGE_PIXELS:,} pixels")
             image.verify()
+    except DatasetError:  # a ValueError too: the size message above must not be wrapped as "cannot be read"
+        raise
     except Image.DecompressionBombError:
         raise DatasetError(f"{where}: image {path.name} is too large to open safely (over "
                            f"{MAX_IMAGE_PIXELS:,} pixels); resize it") from None
