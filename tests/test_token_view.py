@@ -84,6 +84,7 @@ def test_the_view_numbers_image_tokens_projects_on_the_unit_direction_and_steers
     view = token_view(vlm, item, steering, answer_ids)
     images = [text for text, segment in zip(view.tokens, view.segments) if segment == "image"]
     assert images == [f"<image {i}>" for i in range(1, len(images) + 1)] and len(images) > 1
+    assert set(view.segments) == {"image", "prompt", "answer"} and view.settings == steering.describe()
     texts = [text for text, segment in zip(view.tokens, view.segments) if segment != "image"]
     assert "<image" not in "".join(texts) and all(texts)
     answer = torch.tensor([s == "answer" for s in view.segments])
