@@ -242,7 +242,8 @@ def test_eval_limit_evaluates_exactly_that_many_records(tmp_path: Path) -> None:
 @pytest.mark.parametrize("labels, unsafe", [({0: "Not Harmful", 1: "Harmful"}, "Harmful"),
                                             ({0: "non-toxic", 1: "toxic"}, "toxic"),
                                             ({0: "SAFE", 1: "UNSAFE"}, "UNSAFE"),
-                                            ({0: "benign", 1: "jailbreak"}, "jailbreak")])
+                                            ({0: "benign", 1: "jailbreak"}, "jailbreak"),
+                                            ({0: "safe, not toxic", 1: "toxic"}, "toxic")])
 def test_a_classifiers_unsafe_label_is_found_by_its_name(tmp_path: Path, labels: dict, unsafe: str) -> None:
     _rigged_classifier(tmp_path / "c", labels, 5.0)  # the bias picks label 1
     judge = classifier_asr(str(tmp_path / "c"))

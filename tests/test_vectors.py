@@ -167,3 +167,14 @@ def test_export_defaults_and_notes_are_exactly_what_a_user_reads(tmp_path) -> No
         "file)")
     assert vector.to_gguf(tmp_path / "w.gguf", alpha=0.5, mode="adaptive", approximate=True).startswith(
         "adaptive (approximation: -α·‖h̄‖·v̂), α = 0.5, layers [0, 1, 2]; ")
+
+
+def test_scaling_and_selecting_keep_per_layer_strengths_and_metadata() -> None:
+    direction = torch.full((8,), 0.5)
+    vector = SteeringVector({0: direction, 1: direction}, {0: torch.zeros(8), 1: torch.zeros(8)},
+                            {"model": "organism", "num_layers": 2}, scales={0: 0.5, 1: 3.0})
+    doubled = vector * 2
+    for layer in (0, 1):
+        torch.testing.assert_close(doubled.added_vectors(1.0)[layer], 2 * vector.added_vectors(1.0)[layer])
+    assert doubled.metadata["model"] == "organism" and vector.select([1]).metadata["model"] == "organism"
+    torch.testing.assert_close(vector.select([1]).added_vectors(1.0)[1], vector.added_vectors(1.0)[1])
