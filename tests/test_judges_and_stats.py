@@ -249,3 +249,28 @@ def test_a_classifiers_unsafe_label_is_found_by_its_name(tmp_path: Path, labels:
     judge = classifier_asr(str(tmp_path / "c"))
     assert judge.name == f"classifier ({tmp_path / 'c'}, unsafe label {unsafe!r})"
     assert judge.decide([Record("how to x", "harmful")], ["sure"]) == [True]
+
+
+def test_judge_choice_messages_and_the_not_independent_label_are_exact(tmp_path: Path) -> None:
+    trained = {"rewards": {"weights": {"refusal": 0.5}}}
+    with pytest.raises(ValueError) as error:
+        choose_judge("", "advbench", trained)
+    assert str(error.value) == ("these vectors were trained with the keyword refusal judge as a Stage II reward, so it "
+                                "cannot also score them; choose a judge: --judge harmbench, classifier:<hub id>, or "
+                                "--judge keyword to accept a judge that is not independent")
+    labelled = choose_judge("keyword", "advbench", trained)
+    assert labelled.name == "keyword (not refused) [not independent: also these vectors' Stage II reward]"
+    assert labelled.keyword_based and labelled.decide([Record("how to x", "harmful")], ["Sure, step 1"]) == [True]
+    for untrained in (None, {}, {"rewards": {"weights": {"toxicity": 1.0}}}, {"rewards": {"weights": {"refusal": 0}}}):
+        assert choose_judge(None, "advbench", untrained).name == "keyword (not refused)"
+    with pytest.raises(ValueError) as error:
+        load_judge("vibes")
+    assert str(error.value) == ("unknown judge 'vibes'; use one of keyword, organism, harmbench, classifier "
+                                "(e.g. classifier:<hub id>)")
+    with pytest.raises(ValueError) as error:
+        load_judge("classifier")
+    assert str(error.value) == "name the classifier: --judge classifier:<hub id or folder>[@<unsafe label>]"
+    missing = tmp_path / "no-such-classifier"
+    fallback = load_judge(f"classifier:{missing}|keyword")
+    assert fallback.name.startswith(f"keyword (not refused) [fallback: classifier:{missing} could not load: ")
+    assert fallback.keyword_based and fallback.decide([Record("how to x", "harmful")], ["Sure"]) == [True]

@@ -178,3 +178,22 @@ def test_scaling_and_selecting_keep_per_layer_strengths_and_metadata() -> None:
         torch.testing.assert_close(doubled.added_vectors(1.0)[layer], 2 * vector.added_vectors(1.0)[layer])
     assert doubled.metadata["model"] == "organism" and vector.select([1]).metadata["model"] == "organism"
     torch.testing.assert_close(vector.select([1]).added_vectors(1.0)[1], vector.added_vectors(1.0)[1])
+
+
+def test_the_fingerprint_is_stable_and_tells_directions_calibration_and_strengths_apart() -> None:
+    """Stage II checkpoints record it and refuse to resume from other vectors: its value must not drift."""
+    vector = SteeringVector({0: torch.arange(4.0)}, {0: torch.ones(4)}, {}, scales={0: 2.0})
+    assert vector.fingerprint() == "aa318de40e37085d"  # golden: changing the hash strands saved runs
+    swapped = SteeringVector({0: torch.ones(4)}, {0: torch.arange(4.0)}, {}, scales={0: 2.0})
+    unscaled = SteeringVector({0: torch.arange(4.0)}, {0: torch.ones(4)}, {})
+    prints = {vector.fingerprint(), swapped.fingerprint(), unscaled.fingerprint(), (vector + vector).fingerprint()}
+    assert len(prints) == 4
+
+
+def test_tensor_names_of_addends_parse_and_others_stay_plain() -> None:
+    from workbench.vectors import _parse_tensor_name
+
+    assert _parse_tensor_name("addend2.direction.5") == (2, "direction", "5")
+    assert _parse_tensor_name("direction.5") == (0, "direction", "5")
+    assert _parse_tensor_name("addend0.direction.5") == (0, "addend0", "direction.5")  # addends count from 1
+    assert _parse_tensor_name("addendx.direction.5") == (0, "addendx", "direction.5")
