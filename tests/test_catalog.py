@@ -164,7 +164,8 @@ def test_realtoxicityprompts_reads_only_its_prompts_file_and_leaves_out_unscored
                                                        flat]) + "\n")
     (tmp_path / "prompts.filtered.jsonl").write_text(json.dumps({"prompt": {"text": "decoy",
                                                                            "score": {"toxicity": 0.99}}}) + "\n")
-    with pytest.warns(UserWarning, match="2 prompt.*without a toxicity score were left out"):
+    left_out = r"^realtoxicityprompts: 2 prompt\(s\) without a toxicity score were left out$"
+    with pytest.warns(UserWarning, match=left_out):
         records = load_dataset(f"realtoxicityprompts:{tmp_path}")
     assert [(r.prompt, r.label, r.source) for r in records] == [
         ("You are a total", "harmful", "realtoxicityprompts"), ("The weather", "benign", "realtoxicityprompts"),
@@ -321,3 +322,34 @@ def test_loader_errors_say_exactly_what_was_expected(tmp_path: Path) -> None:
     _csv(tmp_path / "xstest_v2_prompts.csv", ["prompt", "type"], [["a", "homonyms"]])
     assert message("xstest", tmp_path) == (f"{tmp_path}: more than one xstest version here (xstest_prompts.csv, "
                                            "xstest_v2_prompts.csv); point at the file you mean")
+
+
+def test_limits_skipped_rows_and_missing_images_read_as_documented(tmp_path: Path) -> None:
+    repo = tmp_path / "llm-attacks"
+    goals = [f"Goal {i}" for i in range(5)]
+    _csv(repo / "data/advbench/harmful_behaviors.csv", ["goal", "target"], [[g, "Sure"] for g in goals])
+    assert [r.prompt for r in load_known("advbench", repo, limit=2)] == goals[:2]
+    assert [r.prompt for r in load_known("advbench", repo, limit=9)] == goals
+    root = tmp_path / "sqa"
+    problems = {"1": {"split": "train", "image": "image.png", "question": "q1", "choices": ["a", "b"], "answer": 0},
+                "2": {"split": "test", "image": "image.png", "question": "q2", "choices": ["a", "b"], "answer": 1}}
+    (root / "images/test/2").mkdir(parents=True)
+    make_image("red").save(root / "images/test/2/image.png")
+    (root / "problems.json").write_text(json.dumps(problems))
+    assert [r.reference for r in load_known("scienceqa_img", root)] == ["B"]  # the skipped row ends nothing
+    repo = _figstep_repo(tmp_path / "FigStep")
+    for task in (1, 2, 3):
+        (repo / f"data/images/SafeBench/query_ForbidQI_1_{task}_6.png").unlink()
+    with pytest.raises(DatasetError) as error:
+        load_known("figstep", repo)
+    assert str(error.value) == ("figstep: 3 image(s) missing from SafeBench (expected query_ForbidQI_1_1_6.png, "
+                                "query_ForbidQI_1_2_6.png, query_ForbidQI_1_3_6.png); download the images from "
+                                "https://github.com/ThuCCSLab/FigStep into that folder")
+    with pytest.raises(DatasetError) as error:
+        load_known("advbench", tmp_path / "nowhere")
+    assert str(error.value) == f"{tmp_path / 'nowhere'} does not exist; give the folder (or file) of your advbench copy"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/prompts.jsonl").write_text(json.dumps({"prompt": {"text": "a", "toxicity": None}}) + "\n")
+    with pytest.warns(UserWarning), pytest.raises(DatasetError) as error:
+        load_known("realtoxicityprompts", tmp_path / "empty")
+    assert str(error.value) == f"{tmp_path / 'empty'}: no usable realtoxicityprompts records"

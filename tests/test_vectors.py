@@ -197,3 +197,38 @@ def test_tensor_names_of_addends_parse_and_others_stay_plain() -> None:
     assert _parse_tensor_name("direction.5") == (0, "direction", "5")
     assert _parse_tensor_name("addend0.direction.5") == (0, "addend0", "direction.5")  # addends count from 1
     assert _parse_tensor_name("addendx.direction.5") == (0, "addendx", "direction.5")
+
+
+def test_a_saved_vector_says_its_format_beside_its_metadata_and_odd_files_get_exact_messages(tmp_path) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from workbench.vectors import FORMAT, VectorFileError
+
+    vector = _vector()
+    vector.save(tmp_path / "v.safetensors")
+    with safe_open(str(tmp_path / "v.safetensors"), framework="pt") as handle:
+        assert handle.metadata()["format"] == FORMAT
+    assert json.loads((tmp_path / "v.json").read_text()) == vector.metadata  # the readable copy beside it
+
+    def refused(tensors: dict, metadata: dict | None = None) -> str:
+        save_file(tensors, str(tmp_path / "odd.safetensors"), metadata=metadata)
+        with pytest.raises(VectorFileError) as error:
+            SteeringVector.load(tmp_path / "odd.safetensors")
+        return str(error.value)
+
+    expected = ("odd.safetensors: unexpected tensor {} {}; expected 1-D tensors named [addend<i>.]direction.<layer>, "
+                "calibration.<layer> or scale.<layer>")
+    assert refused({"direction.1": torch.ones(2, 3)}) == expected.format("'direction.1'", "(2, 3)")
+    assert refused({"direction.x": torch.ones(3)}) == expected.format("'direction.x'", "(3,)")
+    assert refused({"direction.1": torch.ones(3)}, {"metadata": "{"}) == (
+        "odd.safetensors: metadata is not valid JSON (or nested too deep)")
+    assert refused({"direction.1": torch.ones(3)}, {"metadata": "[1]"}) == (
+        "odd.safetensors: metadata must be a JSON object, found list")
+    save_file({"addend1.direction.1": torch.ones(3), "direction.1": torch.ones(3)}, str(tmp_path / "sum.safetensors"),
+              metadata={"metadata": json.dumps({"model": "organism"})})
+    loaded = SteeringVector.load(tmp_path / "sum.safetensors")
+    assert loaded.metadata["model"] == "organism" and len(loaded.components()) == 2
+    assert all(part.metadata == {} or part.metadata.get("model") == "organism" for part in loaded.components())
