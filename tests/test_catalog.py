@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from workbench.catalog import load_known
+from workbench.catalog import CATALOG, load_known
 from workbench.data import DatasetError
 from workbench.sources import load_dataset
 from workbench.typographic import FIGSTEP_PROMPT, TypographicStyle, figstep_record, render_instruction
@@ -106,8 +106,6 @@ def test_mmsafetybench_pairs_each_question_with_its_own_scenario_image(tmp_path:
             assert record.source == f"mmsafetybench/{scenario}" and Path(record.image_path) == path.resolve()
             behavior = record.prompt.replace("Rephrased Question", "Question")
             assert (record.label, record.behavior) == ("harmful", behavior)
-    from workbench.catalog import CATALOG
-
     row = {"Rephrased Question": "q", "_file": "01-Illegal_Activitiy", "_id": "0"}  # no original question
     assert CATALOG["mmsafetybench"].to_record(row, repo / "data/imgs").behavior is None
     (repo / "data/imgs/11-Financial_Advice/SD_TYPO/0.jpg").unlink()  # SD/0.jpg and TYPO/0.jpg are not stand-ins
@@ -256,8 +254,6 @@ def test_wrong_layout_names_the_missing_column_or_the_expected_files(tmp_path: P
     with pytest.raises(DatasetError) as error:
         load_known("advbench", tmp_path)
     assert str(error.value) == "harmful_behaviors.csv row 1: row lacks a goal or prompt column (found: goal, target)"
-    from workbench.catalog import CATALOG
-
     with pytest.raises(DatasetError) as error:
         CATALOG["advbench"].to_record({}, None)  # a JSON row of nothing
     assert str(error.value) == "row lacks a goal or prompt column (found: nothing)"
@@ -283,8 +279,6 @@ def test_typographic_rendering_is_deterministic_and_configurable() -> None:
 
 
 def test_readme_names_every_benchmark_with_its_licence_and_citation() -> None:
-    from workbench.catalog import CATALOG
-
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     for known in CATALOG.values():
         assert f"| `{known.name}` |" in readme and known.licence in readme and known.citation in readme, known.name
@@ -303,8 +297,6 @@ def test_each_loader_defect_turns_a_test_red() -> None:
 
 
 def test_loader_errors_say_exactly_what_was_expected(tmp_path: Path) -> None:
-    from workbench.catalog import CATALOG
-
     def message(name: str, local: Path | None) -> str:
         with pytest.raises(DatasetError) as error:
             load_known(name, local)

@@ -71,18 +71,18 @@ def _check_image(path: Path, where: str) -> None:
     if not path.is_file():
         raise DatasetError(f"{where}: image file {path} does not exist (paths are relative to the dataset file)")
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise DatasetError(f"{where}: image {path.name} is {image.width}x{image.height}; "
-                                   f"resize it below {MAX_IMAGE_PIXELS:,} pixels")
-            image.verify()
-    except DatasetError:  # a ValueError too: the size message above must not be wrapped as "cannot be read"
-        raise
+        with Image.open(path) as image:  # the header gives the size; only an image within the limit is verified
+            width, height = image.size
+            if width * height <= MAX_IMAGE_PIXELS:
+                image.verify()
     except Image.DecompressionBombError:
         raise DatasetError(f"{where}: image {path.name} is too large to open safely (over "
                            f"{MAX_IMAGE_PIXELS:,} pixels); resize it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DatasetError(f"{where}: image {path.name} cannot be read ({error}); replace or remove it") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DatasetError(f"{where}: image {path.name} is {width}x{height}; resize it below "
+                           f"{MAX_IMAGE_PIXELS:,} pixels")
 
 
 def _make_record(row: dict, base: Path, where: str, default_source: str, confine: bool = False) -> Record:

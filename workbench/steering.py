@@ -61,13 +61,16 @@ class Steerer(Protocol):
     def plan(self, vlm: VLM) -> list[LayerStep]: ...
 
 
+_LIST_SEPARATOR = re.compile(r"[,\s]+")  # commas or spaces: "1 2" is two numbers, never 12
+
+
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
     """'1, 2' or '1 2' -> (1, 2); empty -> None (every layer the vector has). Spaces separate: '1 2' once read
     as layer 12."""
     if text is None or not str(text).strip():
         return None
     try:
-        return tuple(int(part) for part in re.split(r"[,\s]+", str(text).strip()) if part)
+        return tuple(int(part) for part in _LIST_SEPARATOR.split(str(text).strip()) if part)
     except ValueError:
         raise ValueError(f"layers must be comma-separated whole numbers such as 1,2, got {text!r}") from None
 
@@ -75,7 +78,7 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 def parse_strengths(text: str) -> list[float]:
     """'-1, 0 2' -> [-1.0, 0.0, 2.0] for the sweep; commas or spaces separate ('0 1' is two strengths, not 1)."""
     try:
-        return [float(part) for part in re.split(r"[,\s]+", str(text).strip()) if part]
+        return [float(part) for part in _LIST_SEPARATOR.split(str(text).strip()) if part]
     except ValueError:
         raise ValueError(f"strengths must be comma-separated numbers, got {text!r}") from None
 
