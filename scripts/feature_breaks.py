@@ -20,8 +20,8 @@ BREAKS = {
         "workbench/cli.py", "vector = SteeringVector.load(args.vectors) if args.vectors else None",
         "vector = None", ["tests/test_evaluation.py::test_eval_cli_writes_metrics_for_both_conditions"]),
     "playground scores table hidden": (
-        "workbench/app/tabs/playground.py", 'return result["unsteered"], result["steered"], _scores_markdown(result)',
-        'return result["unsteered"], result["steered"], ""', ["tests/test_browser.py", "tests/test_app.py"]),
+        "workbench/app/tabs/playground.py", 'result["steered"], _scores_markdown(result), result["diff"]',
+        'result["steered"], "", result["diff"]', ["tests/test_browser.py", "tests/test_app.py"]),
     "Evaluate tab ignores alpha": (
         "workbench/app/tabs/evaluate.py", "steering = wb.steering(run_id, mode, alpha, layers) if run_id else None",
         "steering = wb.steering(run_id, mode, 0.0, layers) if run_id else None", ["tests/test_app.py"]),
