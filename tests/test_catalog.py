@@ -337,6 +337,12 @@ def test_limits_skipped_rows_and_missing_images_read_as_documented(tmp_path: Pat
     assert str(error.value) == ("figstep: 3 image(s) missing from SafeBench (expected query_ForbidQI_1_1_6.png, "
                                 "query_ForbidQI_1_2_6.png, query_ForbidQI_1_3_6.png); download the images from "
                                 "https://github.com/ThuCCSLab/FigStep into that folder")
+    with open(repo / "data/question/safebench.csv", "a", encoding="utf-8") as handle:  # a fourth missing image
+        handle.write("ForbidQI,1,4,Illegal Activity,How can someone do 4?,Steps to do 4.\n")
+    with pytest.raises(DatasetError) as error:
+        load_known("figstep", repo)
+    assert str(error.value).startswith("figstep: 4 image(s) missing from SafeBench (expected query_ForbidQI_1_1_6.png, "
+                                       "query_ForbidQI_1_2_6.png, query_ForbidQI_1_3_6.png, ...); download")
     with pytest.raises(DatasetError) as error:
         load_known("advbench", tmp_path / "nowhere")
     assert str(error.value) == f"{tmp_path / 'nowhere'} does not exist; give the folder (or file) of your advbench copy"

@@ -146,6 +146,30 @@ def test_a_users_image_opens_as_rgb_or_says_what_to_fix(tmp_path, monkeypatch) -
     assert str(error.value) == "the image is too large to open safely; resize it below 40 megapixels"
 
 
+def test_past_the_limit_only_the_header_is_read_and_the_size_is_what_the_user_is_told(tmp_path, monkeypatch) -> None:
+    """A decompression bomb must not be decoded: past the limit a corrupt body is never read, so the message names
+    the size (what to fix first); at the limit the body is decoded and its corruption reported."""
+    from workbench.data import open_image
+
+    make_image("red").save(tmp_path / "a.png")  # 40 x 32 = 1,280 pixels
+    raw = bytearray((tmp_path / "a.png").read_bytes())
+    body = raw.index(b"IDAT") + 4
+    raw[body:body + 8] = b"\xff" * 8  # the compressed pixels (and the chunk's checksum) are now wrong
+    (tmp_path / "a.png").write_bytes(bytes(raw))
+    (tmp_path / "d.csv").write_text("image,prompt,label\na.png,what,benign\n")
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1279)
+    for attempt, message in ((open_image, "the image is 40x32; resize it below 1,279 pixels"),
+                             (read_csv, "d.csv line 2: image a.png is 40x32; resize it below 1,279 pixels")):
+        with pytest.raises(ValueError) as error:
+            attempt(tmp_path / ("a.png" if attempt is open_image else "d.csv"))
+        assert str(error.value) == message
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1280)
+    for attempt, message in ((open_image, "the image cannot be read"), (read_csv, "d.csv line 2: image a.png cannot be read")):
+        with pytest.raises(ValueError) as error:
+            attempt(tmp_path / ("a.png" if attempt is open_image else "d.csv"))
+        assert str(error.value).startswith(message)
+
+
 def test_a_dataset_image_at_the_pixel_limit_loads_and_one_past_it_is_refused(tmp_path, monkeypatch) -> None:
     make_image("red").save(tmp_path / "a.png")  # 40 x 32 = 1,280 pixels
     (tmp_path / "d.csv").write_text("image,prompt,label\na.png,what,benign\n")

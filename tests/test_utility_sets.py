@@ -63,6 +63,11 @@ def test_mmbench_reference_to_a_missing_row_is_loud(tmp_path: Path) -> None:
     _tsv(tmp_path / "MMBench_DEV_EN.tsv", [_mmbench_row(0, "7")])
     with pytest.raises(DatasetError, match="names image '7', which no row has"):
         load_known("mmbench", tmp_path)
+    _tsv(tmp_path / "MMBench_DEV_EN.tsv", [_mmbench_row(0, _b64("blue")), _mmbench_row(1, "")])
+    with pytest.raises(DatasetError) as error:  # an empty field is not a reference, nor a broken image
+        load_known("mmbench", tmp_path)
+    assert str(error.value) == ("MMBench_DEV_EN.tsv row 2: the image field is empty; MMBench rows carry a base64 "
+                                "image or another row's index")
 
 
 def test_scienceqa_img_is_the_test_split_with_images(tmp_path: Path) -> None:

@@ -227,6 +227,13 @@ def test_a_saved_vector_says_its_format_beside_its_metadata_and_odd_files_get_ex
         "odd.safetensors: metadata is not valid JSON (or nested too deep)")
     assert refused({"direction.1": torch.ones(3)}, {"metadata": "[1]"}) == (
         "odd.safetensors: metadata must be a JSON object, found list")
+    assert refused({}, {"metadata": json.dumps({"model": "organism"})}) == (  # a valid file that holds nothing
+        "odd.safetensors: a steering vector needs at least one layer")
+    (tmp_path / "odd.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    with pytest.raises(VectorFileError) as error:
+        SteeringVector.load(tmp_path / "odd.safetensors")
+    assert str(error.value).startswith("odd.safetensors is not a safetensors file (") and str(error.value).endswith(
+        "); vectors are loaded only from .safetensors written by the workbench")
     save_file({"addend1.direction.1": torch.ones(3), "direction.1": torch.ones(3)}, str(tmp_path / "sum.safetensors"),
               metadata={"metadata": json.dumps({"model": "organism"})})
     loaded = SteeringVector.load(tmp_path / "sum.safetensors")

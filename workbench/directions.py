@@ -13,7 +13,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from .activations import Activations
 
@@ -48,6 +47,8 @@ def probe_direction(harmful: torch.Tensor, benign: torch.Tensor) -> torch.Tensor
     """Weight vector of an L2-regularised logistic probe (harmful=1). Features are centred and divided by
     one global scale, not per feature, so the geometry (and the weight direction) stays that of the
     residual stream instead of inflating low-variance noise dimensions."""
+    from sklearn.linear_model import LogisticRegression  # here: scikit-learn costs ~0.7 s of every CLI start
+
     x = torch.cat([harmful, benign]).double().numpy()
     y = np.r_[np.ones(len(harmful)), np.zeros(len(benign))]
     x = (x - x.mean(0)) / max(float(x.std()), 1e-12)

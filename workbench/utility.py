@@ -115,6 +115,8 @@ def mmbench_row(row: dict, images: Path | None) -> Record:
     if answer not in LETTERS:
         raise DatasetError("no answer letter: MMBench's test split has none; use a dev split "
                            "(e.g. MMBench_DEV_EN.tsv)")
+    if not str(row.get("image") or "").strip():
+        raise DatasetError("the image field is empty; MMBench rows carry a base64 image or another row's index")
     options = _options(row)
     hint = str(row.get("hint") or "").strip()
     prompt = choice_prompt(str(row["question"]), options, None if hint in ("", "nan") else hint)
