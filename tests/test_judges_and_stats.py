@@ -279,6 +279,22 @@ def test_judge_choice_messages_and_the_not_independent_label_are_exact(tmp_path:
     assert fallback.keyword_based and fallback.decide([Record("how to x", "harmful")], ["Sure"]) == [True]
 
 
+
+def test_a_fallback_judge_names_why_the_first_could_not_load(monkeypatch) -> None:
+    """The reason is the error's first line, cut at 160 characters, or its type when it says nothing."""
+    from workbench import judges
+
+    def broken(message: str) -> AsrJudge:
+        raise (ValueError if message else OSError)(message.replace("_", "\n"))
+
+    monkeypatch.setitem(judges.JUDGES, "broken", broken)
+    for arg, reason in (("weights are corrupt_see the log", "weights are corrupt"), ("x" * 200, "x" * 160),
+                        ("", "OSError")):
+        judge = load_judge(f"broken:{arg}|keyword")
+        assert judge.name == f"keyword (not refused) [fallback: broken:{arg} could not load: {reason}]"
+        assert judge.keyword_based
+
+
 def _rigged_classifier(folder: Path, tokenizer, scores: dict[str, float]) -> str:
     """A Llama classifier whose answer logit for each token in `scores` is that score times one positive constant
     (its layers pass the last prompt token through, its head is zero elsewhere): the judge's reading decides."""

@@ -79,8 +79,19 @@ def test_a_new_source_loads_by_name_and_is_offered() -> None:
         assert "toyset:a" in dataset_choices("tiny-random:llava")
         assert "organism:train" not in dataset_choices("tiny-random:llava")
         assert "organism:train" in dataset_choices("organism")
+        with pytest.raises(ValueError) as error:
+            register_source("TOYSET", lambda arg: [], "again")
+        assert str(error.value) == "dataset source 'TOYSET' is already registered"
+        with pytest.raises(ValueError) as error:
+            register_source("toy set!", lambda arg: [], "not a word")
+        assert str(error.value) == "a source prefix is a word such as 'advbench', got 'toy set!'"
+        for prefix in ("My_Set", "my-set2"):  # underscores and hyphens are part of a word (hf-style names)
+            source = register_source(prefix, lambda arg: [Record(f"p {arg}", "benign", "toy")], "spelled")
+            assert source.prefix == prefix.lower() and SOURCES[prefix.lower()] is source
+            assert [r.prompt for r in load_dataset(f"{prefix}:b")] == ["p b"]
     finally:
-        del SOURCES["toyset"]
+        for key in ("toyset", "my_set", "my-set2"):
+            SOURCES.pop(key, None)
 
 
 def test_built_in_sources_load_their_sets_and_refuse_wrong_arguments() -> None:

@@ -79,7 +79,8 @@ def test_compare_puts_each_prompt_beside_its_plain_and_steered_generation() -> N
         plain = vlm.hf_model(**encoding).logits
         torch.testing.assert_close(steered_logits(vlm, encoding, Steering(vector * 0, "additive", 8.0)), plain)
         assert not torch.allclose(steered_logits(vlm, encoding, steering), plain)
-    with pytest.raises(ValueError, match="^teacher-forced scoring steers every position; steer_at='prompt' applies"):
+    with pytest.raises(ValueError, match="^teacher-forced scoring steers every position; steer_at=.prompt. applies to "
+                                         "generation only$"):
         steered_logits(vlm, encoding, Steering(vector, "additive", 8.0, steer_at="prompt"))
 
 

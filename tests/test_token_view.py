@@ -87,6 +87,7 @@ def test_the_view_numbers_image_tokens_projects_on_the_unit_direction_and_steers
     assert set(view.segments) == {"image", "prompt", "answer"} and view.settings == steering.describe()
     texts = [text for text, segment in zip(view.tokens, view.segments) if segment != "image"]
     assert "<image" not in "".join(texts) and all(texts)
+    assert [vlm.tokenizer.convert_ids_to_tokens(i) for i in answer_ids] == texts[-3:]  # the words, not <5> <6> <7>
     answer = torch.tensor([s == "answer" for s in view.segments])
     assert bool((view.push[0, answer] == 0).all())  # the first answer token included: only the prompt is steered
     torch.testing.assert_close(view.push[0, ~answer], torch.full((int((~answer).sum()),), 5.0), atol=1e-3, rtol=0)
