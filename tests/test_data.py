@@ -98,6 +98,16 @@ def test_csv_header_and_size_errors_say_what_was_found(tmp_path, monkeypatch) ->
     with pytest.raises(DatasetError, match="^long.csv has more than 1 records; upload a sample of it$"):
         read_csv(long, confine=True)
     assert len(read_csv(long)) == 2
+    lines = tmp_path / "lines.jsonl"  # the same caps for JSONL: a researcher's own file has none
+    lines.write_text('{"prompt": "a", "label": "harmful"}\n{"prompt": "b", "label": "benign"}\n')
+    assert len(read_jsonl(lines)) == 2
+    with pytest.raises(DatasetError, match="^lines.jsonl has more than 1 records; upload a sample of it$"):
+        read_jsonl(lines, confine=True)
+    monkeypatch.setattr(data, "MAX_UPLOAD_RECORDS", 2)  # exactly at the cap still loads
+    assert len(read_jsonl(lines, confine=True)) == len(read_csv(long, confine=True)) == 2
+    lines.write_text('\n  [{"prompt": "a", "label": "harmful"}]\n')
+    with pytest.raises(DatasetError, match="^lines.jsonl: this is a JSON array; write one JSON object per line"):
+        read_jsonl(lines)
 
 
 def test_jsonl_lines_end_only_at_newlines(tmp_path) -> None:

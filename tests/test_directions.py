@@ -186,3 +186,14 @@ def test_rescaling_keeps_a_direction_with_no_mean_difference_and_normalises_a_sh
                                torch.tensor([2.0, 0.0]))
     torch.testing.assert_close(_rescale_like_mean_diff(torch.tensor([-0.1, 0.0]), harmful, benign),
                                torch.tensor([2.0, 0.0]))  # oriented benign -> harmful
+
+
+def test_calibration_is_the_benign_mean_and_needs_benign_records() -> None:
+    acts, _, _ = _planted(n=4)
+    benign = torch.tensor([label == "benign" for label in acts.labels])
+    torch.testing.assert_close(D.benign_mean(acts), acts.values[benign].mean(0))
+    only_harmful = Activations(acts.values[~benign], ["harmful"] * int((~benign).sum()),
+                               [s for s, b in zip(acts.sources, benign) if not b], ["p"] * int((~benign).sum()))
+    with pytest.raises(ValueError) as error:
+        D.benign_mean(only_harmful)
+    assert str(error.value) == "calibration needs benign records"

@@ -124,6 +124,11 @@ def test_objective_defaults_are_stage2s_and_registering_twice_is_refused() -> No
     with pytest.raises(ValueError, match="^objective 'dpo' is already registered$"):
         register_objective("dpo", grpo_objective)
     assert OBJECTIVES["dpo"] is dpo_objective
+    mine = register_objective("halved_dpo", lambda batch, settings: dpo_objective(batch, settings))
+    try:
+        assert OBJECTIVES["halved_dpo"] is mine  # what Stage2Config(objective="halved_dpo") then runs
+    finally:
+        del OBJECTIVES["halved_dpo"]
     empty, _ = batch_of([[]], [])
     assert empty.samples_per_prompt == 0 and PreferenceBatch([], [], [], None, None, None).samples_per_prompt == 0
 

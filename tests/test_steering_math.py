@@ -126,3 +126,15 @@ def test_sums_of_vectors_count_their_summands() -> None:
 
     v = SteeringVector({0: torch.ones(3)}, {0: torch.zeros(3)}, {"num_layers": 2})
     assert (v + v).metadata["summands"] == 2 and ((v + v) + v).metadata["summands"] == 3
+
+
+def test_a_steering_describes_itself_with_the_settings_every_figure_is_labelled_with() -> None:
+    """describe() is what eval's metrics.json, the run info and the token view print next to each number."""
+    from workbench.steering import Steering
+    from workbench.vectors import SteeringVector
+
+    vector = SteeringVector({0: torch.ones(4), 2: torch.ones(4)}, {0: torch.zeros(4), 2: torch.zeros(4)})
+    assert Steering(vector, "adaptive", 1.5, (2,), steer_at="generated").describe() == {
+        "mode": "adaptive", "alpha": 1.5, "layers": [2], "steer_at": "generated"}
+    assert Steering(vector, "additive", -4.0).describe() == {"mode": "additive", "alpha": -4.0, "layers": [0, 2],
+                                                            "steer_at": "all"}
