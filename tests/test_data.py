@@ -189,3 +189,83 @@ def test_a_dataset_image_at_the_pixel_limit_loads_and_one_past_it_is_refused(tmp
     with pytest.raises(DatasetError) as error:
         read_csv(tmp_path / "d.csv")
     assert str(error.value) == "d.csv line 2: image a.png is 40x32; resize it below 1,279 pixels"
+
+
+def test_a_source_argument_keeps_its_colons_and_json_or_csv_uploads_get_the_same_caps(tmp_path, monkeypatch) -> None:
+    """`advbench:C:/data/copy` (a Windows path) must reach the loader whole; `.json` files holding JSON lines load;
+    an upload's caps hold for every format."""
+    from workbench.sources import SOURCES, register_source
+
+    seen = []
+    register_source("colons", lambda arg: seen.append(arg) or [data.Record("p", "benign")], "argument echo")
+    try:
+        load_dataset("colons:C:/data/copy")
+    finally:
+        del SOURCES["colons"]
+    assert seen == ["C:/data/copy"]
+    (tmp_path / "a.json").write_text('{"prompt": "p", "label": "harmful"}\n{"prompt": "q", "label": "benign"}\n')
+    (tmp_path / "a.csv").write_text("prompt,label\np,harmful\nq,benign\n")
+    for name in ("a.json", "a.csv"):
+        assert [r.prompt for r in load_dataset(tmp_path / name)] == ["p", "q"]
+        monkeypatch.setattr(data, "MAX_UPLOAD_RECORDS", 1)
+        with pytest.raises(DatasetError, match=f"^{name} has more than 1 records"):
+            load_dataset(tmp_path / name, confine=True)
+        assert len(load_dataset(tmp_path / name)) == 2  # not an upload: no cap
+        monkeypatch.undo()
+
+
+def test_record_fields_reference_behavior_and_exact_refusals(tmp_path, monkeypatch) -> None:
+    """`reference` (or `answer`) and `behavior` reach the record (judges and accuracy read them); empty ones are
+    None; a field at the upload limit is accepted, one past it is not; refusals name what to fix."""
+    path = tmp_path / "d.jsonl"
+    rows = [{"prompt": "p", "label": "benign", "reference": "red", "behavior": "make x"},
+            {"prompt": "q", "label": "harmful", "answer": 3, "behavior": ""},
+            {"prompt": "r", "label": "benign", "reference": "", "answer": "ignored"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    records = read_jsonl(path)
+    assert [(r.reference, r.behavior) for r in records] == [("red", "make x"), ("3", None), (None, None)]
+    monkeypatch.setattr(data, "MAX_UPLOAD_FIELD_CHARS", 7)
+    path.write_text('{"prompt": "1234567", "label": "benign"}\n')
+    assert read_jsonl(path, confine=True)[0].prompt == "1234567"
+    path.write_text('{"prompt": "12345678", "label": "benign"}\n')
+    assert read_jsonl(path)[0].prompt == "12345678"  # a researcher's own file: no field cap
+    with pytest.raises(DatasetError, match="^d.jsonl line 1: prompt is 8 characters; keep every field under 7 "):
+        read_jsonl(path, confine=True)
+    path.write_text('{"prompt": " ", "label": ""}\n')
+    with pytest.raises(DatasetError) as error:
+        read_jsonl(path)
+    assert str(error.value) == ("d.jsonl line 1: missing prompt, label (each record needs prompt and label; image "
+                                "and source are optional)")
+    monkeypatch.undo()
+    make_image("red").save(tmp_path / "outside.png")
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner/d.jsonl").write_text('{"prompt": "p", "label": "benign", "image": "../outside.png"}\n')
+    with pytest.raises(DatasetError) as error:
+        read_jsonl(tmp_path / "inner/d.jsonl", confine=True)
+    assert str(error.value) == ("d.jsonl line 1: image path '../outside.png' leaves the dataset's folder; put the "
+                                "images beside the file (uploads may only reference their own zip's images)")
+
+
+def test_content_keys_follow_what_the_model_sees_and_do_not_drift(tmp_path) -> None:
+    """record_key (clusters, the leakage guard, resumable caches) reads prompt and image pixels, not label or
+    source; dataset_hash (provenance) reads all four. Both are 16 hex characters and stable across versions."""
+    from PIL import Image
+
+    from workbench.data import Record, dataset_hash, record_key
+
+    text = Record("how do i bake bread", "benign", "demo")
+    assert record_key(text) == "8077c378ec7630d8" and dataset_hash([text]) == "8f8f29def0d2a11b"
+    assert record_key(Record("how do i bake bread", "harmful", "other")) == record_key(text)
+    assert dataset_hash([Record("how do i bake bread", "harmful", "demo")]) != dataset_hash([text])
+    assert dataset_hash([Record("how do i bake bread", "benign", "other")]) != dataset_hash([text])
+    make_image("red").save(tmp_path / "a.png")
+    on_disk = Record("what colour", "benign", image_path=str(tmp_path / "a.png"))
+    key, hashed = record_key(on_disk), dataset_hash([on_disk])
+    make_image("blue").save(tmp_path / "a.png")
+    assert record_key(on_disk) != key and dataset_hash([on_disk]) != hashed  # the pixels count
+    red, blue = make_image("red"), make_image("blue")
+    inline = [Record("what colour", "benign", image_data=image) for image in (red, blue, red.convert("RGBA"))]
+    keys = [record_key(r) for r in inline]
+    assert keys[0] != keys[1] and keys[0] == keys[2] != record_key(Record("what colour", "benign"))  # RGB pixels
+    assert dataset_hash(inline[:1]) != dataset_hash(inline[1:2])
+    assert inline[2].load_image().mode == "RGB" and isinstance(inline[2].load_image(), Image.Image)

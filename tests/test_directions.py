@@ -197,3 +197,29 @@ def test_calibration_is_the_benign_mean_and_needs_benign_records() -> None:
     with pytest.raises(ValueError) as error:
         D.benign_mean(only_harmful)
     assert str(error.value) == "calibration needs benign records"
+
+
+def test_directions_default_to_the_mean_difference_and_a_source_without_benign_uses_all_benign() -> None:
+    """Per source: its harmful against its own benign records, or against every benign record when it has none."""
+    acts, _, _ = _planted(n=4)
+    labels = [("harmful" if source == "image" else label) for source, label in zip(acts.sources, acts.labels)]
+    mixed = Activations(acts.values, labels, acts.sources, acts.prompts)  # "image" now has no benign records
+    harmful = lambda source: torch.tensor([l == "harmful" and s == source for l, s in zip(labels, acts.sources)])  # noqa: E731
+    benign = torch.tensor([l == "benign" for l in labels])
+    for source in ("image", "text"):
+        expected = mixed.values[harmful(source)].mean(0) - mixed.values[benign].mean(0)  # text's benign are all there are
+        torch.testing.assert_close(D.directions(mixed, source=source), expected)
+    own = torch.tensor([l == "benign" and s == "text" for l, s in zip(acts.labels, acts.sources)])
+    text_harmful = torch.tensor([l == "harmful" and s == "text" for l, s in zip(acts.labels, acts.sources)])
+    torch.testing.assert_close(D.directions(acts, source="text"),
+                               acts.values[text_harmful].mean(0) - acts.values[own].mean(0))
+    torch.testing.assert_close(D.directions(acts), D.directions(acts, "mean_diff"))
+    with pytest.raises(ValueError) as error:
+        D.directions(acts, "median")
+    assert str(error.value) == "unknown method 'median'; use one of mean_diff, pca, probe"
+    one_each = Activations(acts.values[:2], ["harmful", "benign"], ["s", "s"], ["a", "b"])
+    torch.testing.assert_close(D.directions(one_each), acts.values[0] - acts.values[1])  # one of each is enough
+    for labels in (["harmful", "harmful"], ["benign", "benign"]):
+        with pytest.raises(ValueError) as error:
+            D.directions(Activations(acts.values[:2], labels, ["s", "s"], ["a", "b"]))
+        assert str(error.value) == "need at least one harmful and one benign record for a direction"

@@ -112,5 +112,8 @@ def test_built_in_sources_load_their_sets_and_refuse_wrong_arguments() -> None:
     assert len(demo) == 16 and sum(r.label == "harmful" for r in demo) == 8
     with pytest.raises(DatasetError, match="^demo takes no argument \\(got demo:x\\)$"):
         load_dataset("demo:x")
-    with pytest.raises(DatasetError, match="^notes.txt: unknown dataset format; give a .jsonl or .csv file"):
+    with pytest.raises(DatasetError) as error:
         load_dataset("notes.txt")
+    assert str(error.value) == (f"notes.txt: unknown dataset format; give a .jsonl or .csv file or a registered "
+                                f"source ({', '.join(SOURCES)}), optionally followed by :ARGUMENT such as "
+                                "organism:test or advbench:/path/to/local/copy")

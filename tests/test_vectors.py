@@ -178,6 +178,9 @@ def test_scaling_and_selecting_keep_per_layer_strengths_and_metadata() -> None:
         torch.testing.assert_close(doubled.added_vectors(1.0)[layer], 2 * vector.added_vectors(1.0)[layer])
     assert doubled.metadata["model"] == "organism" and vector.select([1]).metadata["model"] == "organism"
     torch.testing.assert_close(vector.select([1]).added_vectors(1.0)[1], vector.added_vectors(1.0)[1])
+    with pytest.raises(VectorError) as error:
+        vector.select([])
+    assert str(error.value) == "a steering vector needs at least one layer"
     calibrated = SteeringVector({0: direction, 1: direction}, {0: torch.ones(8), 1: torch.full((8,), 2.0)})
     adaptive = calibrated.select([1]).added_vectors(1.0, "adaptive", approximate=True)  # needs layer 1's benign mean
     torch.testing.assert_close(adaptive[1], calibrated.added_vectors(1.0, "adaptive", approximate=True)[1])
