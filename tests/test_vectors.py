@@ -248,3 +248,42 @@ def test_a_saved_vector_says_its_format_beside_its_metadata_and_odd_files_get_ex
     loaded = SteeringVector.load(tmp_path / "sum.safetensors")
     assert loaded.metadata["model"] == "organism" and len(loaded.components()) == 2
     assert all(part.metadata == {} or part.metadata.get("model") == "organism" for part in loaded.components())
+
+
+def test_malformed_vectors_and_steerings_get_exact_messages() -> None:
+    """What a user sees when a vector or a steering cannot be built, and the boundaries of what is accepted."""
+    from workbench.steering import Steering
+
+    one = torch.ones(4)
+    cases = [(lambda: SteeringVector({}), "a steering vector needs at least one layer"),
+             (lambda: SteeringVector({-1: one, 2: one}), "layer numbers must be 0 or more, got [-1]"),
+             (lambda: SteeringVector({0: one}, addends=(SteeringVector({0: one}) + SteeringVector({1: one}),)),
+              "a summand must be a plain vector of hidden size 4"),
+             (lambda: SteeringVector({0: one}, addends=(SteeringVector({0: torch.ones(3)}),)),
+              "a summand must be a plain vector of hidden size 4")]
+    for build, message in cases:
+        with pytest.raises(VectorError) as error:
+            build()
+        assert str(error.value) == message
+    partly = SteeringVector({0: one, 1: one}, {0: torch.zeros(4)})  # no benign mean for layer 1
+    assert Steering(partly, "adaptive", 1.0, (0,)).describe()["layers"] == [0]  # layer 1 is not steered: fine
+    with pytest.raises(ValueError) as error:
+        Steering(partly, "adaptive", 1.0)
+    assert str(error.value) == ("adaptive steering needs calibration means for layer(s) [1]; recompute the vector "
+                                "with Stage I or use a rule without calibration")
+    with pytest.raises(ValueError) as error:
+        Steering(partly, "additive", 1.0, steer_at="answer")
+    assert str(error.value) == "unknown steer_at 'answer'; use one of all, prompt, generated"
+
+
+def test_a_vector_for_another_model_says_which_model_it_was_made_for() -> None:
+    vlm = tiny("llava")  # hidden size 32, layers 0..2
+    for metadata, made_for in (({"model": "organism"}, "organism"), ({}, "an unknown model")):
+        with pytest.raises(VectorError) as error:
+            SteeringVector({0: torch.ones(8)}, metadata=metadata).check_compatible(vlm)
+        assert str(error.value) == (f"vector hidden size 8 does not match the model's hidden size 32 (vector made "
+                                    f"for {made_for}, model is tiny-random:llava)")
+    SteeringVector({2: torch.ones(32)}).check_compatible(vlm)  # the last layer fits
+    with pytest.raises(VectorError) as error:
+        SteeringVector({3: torch.ones(32)}).check_compatible(vlm)
+    assert str(error.value) == "vector layer(s) [3] are outside the model's layers 0..2"
