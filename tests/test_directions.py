@@ -223,3 +223,27 @@ def test_directions_default_to_the_mean_difference_and_a_source_without_benign_u
         with pytest.raises(ValueError) as error:
             D.directions(Activations(acts.values[:2], labels, ["s", "s"], ["a", "b"]))
         assert str(error.value) == "need at least one harmful and one benign record for a direction"
+
+
+def test_held_out_projections_use_only_the_other_folds_by_hand() -> None:
+    """Each record is projected on the unit mean difference of the other folds' records (never its own fold's),
+    for every labeling at once; a fold whose training part holds a single harmful record uses that record."""
+    from workbench.separation import _fold_ids, held_out_projections
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 5, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([[1, 1, 0, 0, 0, 1, 0, 0, 0], [0, 1, 1, 0, 1, 0, 0, 1, 0]])
+    folds = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    expected = torch.zeros(2, 9, dtype=torch.float64)
+    for row in range(2):
+        for i in range(9):
+            train = folds != folds[i]
+            harmful = [j for j in range(9) if train[j] and labels[row, j] == 1]
+            benign = [j for j in range(9) if train[j] and labels[row, j] == 0]
+            direction = x[harmful].mean(0) - x[benign].mean(0)
+            expected[row, i] = x[i] @ (direction / direction.norm())
+    torch.testing.assert_close(held_out_projections(x, labels, folds), expected)
+    y = np.array([1] * 10 + [0] * 15)
+    ids = _fold_ids(y, 5, seed=0)
+    assert (ids == _fold_ids(y, 5, seed=0)).all() and not (ids == _fold_ids(y, 5, seed=1)).all()  # seeded
+    assert sorted(np.bincount(ids[y == 1])) == [2] * 5 and sorted(np.bincount(ids[y == 0])) == [3] * 5  # stratified
