@@ -216,3 +216,19 @@ def test_two_summands_keep_a_half_precision_hidden_states_dtype() -> None:
     assert steered.dtype == torch.bfloat16
     torch.testing.assert_close(steered.float(), hidden.float() + torch.ones(8) / 8 ** 0.5 + 2 * torch.eye(8)[0],
                                atol=0.05, rtol=0.02)
+
+
+def test_steered_generation_is_quiet_and_auto_batches_give_the_same_answers() -> None:
+    """nnsight warns when a step loop outlives generation (it always does when answers end early): the user should
+    not see that on every call; an "auto" batch size changes speed, not answers."""
+    import warnings
+
+    from workbench.vectors import SteeringVector
+
+    vlm = tiny("llava")
+    vector = SteeringVector({1: torch.ones(vlm.hidden_size)}, {1: torch.zeros(vlm.hidden_size)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steered = generate_ids(vlm, ITEMS, S.Steering(vector, "additive", 4.0), max_new_tokens=8)
+    assert not [w for w in caught if "was never reached" in str(w.message)]
+    assert generate_ids(vlm, ITEMS, S.Steering(vector, "additive", 4.0), max_new_tokens=8, batch_size="auto") == steered
