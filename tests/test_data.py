@@ -174,7 +174,8 @@ def test_past_the_limit_only_the_header_is_read_and_the_size_is_what_the_user_is
             attempt(tmp_path / ("a.png" if attempt is open_image else "d.csv"))
         assert str(error.value) == message
     monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1280)
-    for attempt, message in ((open_image, "the image cannot be read"), (read_csv, "d.csv line 2: image a.png cannot be read")):
+    for attempt, message in ((open_image, "the image cannot be read"),
+                             (read_csv, "d.csv line 2: image a.png cannot be read")):
         with pytest.raises(ValueError) as error:
             attempt(tmp_path / ("a.png" if attempt is open_image else "d.csv"))
         assert str(error.value).startswith(message)

@@ -204,13 +204,15 @@ def test_directions_default_to_the_mean_difference_and_a_source_without_benign_u
     acts, _, _ = _planted(n=4)
     labels = [("harmful" if source == "image" else label) for source, label in zip(acts.sources, acts.labels)]
     mixed = Activations(acts.values, labels, acts.sources, acts.prompts)  # "image" now has no benign records
-    harmful = lambda source: torch.tensor([l == "harmful" and s == source for l, s in zip(labels, acts.sources)])  # noqa: E731
-    benign = torch.tensor([l == "benign" for l in labels])
+    def harmful(source: str) -> torch.Tensor:
+        return torch.tensor([lab == "harmful" and s == source for lab, s in zip(labels, acts.sources)])
+
+    benign = torch.tensor([lab == "benign" for lab in labels])
     for source in ("image", "text"):
-        expected = mixed.values[harmful(source)].mean(0) - mixed.values[benign].mean(0)  # text's benign are all there are
+        expected = mixed.values[harmful(source)].mean(0) - mixed.values[benign].mean(0)  # text's are all the benign
         torch.testing.assert_close(D.directions(mixed, source=source), expected)
-    own = torch.tensor([l == "benign" and s == "text" for l, s in zip(acts.labels, acts.sources)])
-    text_harmful = torch.tensor([l == "harmful" and s == "text" for l, s in zip(acts.labels, acts.sources)])
+    own = torch.tensor([lab == "benign" and s == "text" for lab, s in zip(acts.labels, acts.sources)])
+    text_harmful = torch.tensor([lab == "harmful" and s == "text" for lab, s in zip(acts.labels, acts.sources)])
     torch.testing.assert_close(D.directions(acts, source="text"),
                                acts.values[text_harmful].mean(0) - acts.values[own].mean(0))
     torch.testing.assert_close(D.directions(acts), D.directions(acts, "mean_diff"))

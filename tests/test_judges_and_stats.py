@@ -295,7 +295,7 @@ def test_a_fallback_judge_names_why_the_first_could_not_load(monkeypatch) -> Non
         assert judge.keyword_based
 
 
-def _rigged_classifier(folder: Path, tokenizer, scores: dict[str, float]) -> str:
+def _rigged_yes_no_judge(folder: Path, tokenizer, scores: dict[str, float]) -> str:
     """A Llama classifier whose answer logit for each token in `scores` is that score times one positive constant
     (its layers pass the last prompt token through, its head is zero elsewhere): the judge's reading decides."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -333,24 +333,24 @@ def test_the_harmbench_judge_reads_each_spelling_of_yes_and_no_and_keeps_full_pr
     prompts, responses = ["how to x", "how to y"], ["sure , step one", "sorry"]
     spelled = make_tokenizer([], extra_words=("Yes", "No", "▁yes", "▁Yes", "▁no", "▁No"))
     for number, token in enumerate(("yes", "▁yes", "Yes", "▁Yes")):  # the other answer tokens all score 0
-        judge = harmbench_judge(_rigged_classifier(tmp_path / f"s{number}", spelled, {token: 10.0}), device="cpu")
+        judge = harmbench_judge(_rigged_yes_no_judge(tmp_path / f"s{number}", spelled, {token: 10.0}), device="cpu")
         assert judge(prompts, responses) == [True, True], token
-    judge = harmbench_judge(_rigged_classifier(tmp_path / "n", spelled, {"▁No": 10.0}), device="cpu")
+    judge = harmbench_judge(_rigged_yes_no_judge(tmp_path / "n", spelled, {"▁No": 10.0}), device="cpu")
     assert judge(prompts, responses) == [False, False]
 
     plain = make_tokenizer([])  # no "Yes" or "▁yes": those spellings map to <unk>, which scores highest here
-    rigged = _rigged_classifier(tmp_path / "unk", plain, {"yes": 10.0, "no": -10.0, "<unk>": 20.0})
+    rigged = _rigged_yes_no_judge(tmp_path / "unk", plain, {"yes": 10.0, "no": -10.0, "<unk>": 20.0})
     assert harmbench_judge(rigged, device="cpu")(prompts, responses) == [True, True]
 
     # 10 against 9.99: float32 tells them apart; bfloat16 weights (8 significant bits) would round both to one value.
-    narrow = _rigged_classifier(tmp_path / "narrow", plain, {"yes": 10.0, "no": 9.99})
+    narrow = _rigged_yes_no_judge(tmp_path / "narrow", plain, {"yes": 10.0, "no": 9.99})
     assert harmbench_judge(narrow, device="cpu")(prompts, responses) == [True, True]
     assert harmbench_judge(narrow)(prompts, responses) == [True, True]  # the default device on a CPU machine
 
     core = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "<pad>": 1, "hello": 2, "yes": 3}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     wordless = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>")
-    folder = _rigged_classifier(tmp_path / "wordless", wordless, {})
+    folder = _rigged_yes_no_judge(tmp_path / "wordless", wordless, {})
     with pytest.raises(ValueError) as error:
         harmbench_judge(folder, device="cpu")
     assert str(error.value) == f"{folder}: its tokenizer has no 'no' token; it cannot be a HarmBench-style judge"
