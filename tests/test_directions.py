@@ -249,3 +249,11 @@ def test_held_out_projections_use_only_the_other_folds_by_hand() -> None:
     ids = _fold_ids(y, 5, seed=0)
     assert (ids == _fold_ids(y, 5, seed=0)).all() and not (ids == _fold_ids(y, 5, seed=1)).all()  # seeded
     assert sorted(np.bincount(ids[y == 1])) == [2] * 5 and sorted(np.bincount(ids[y == 0])) == [3] * 5  # stratified
+
+
+def test_cohens_d_keeps_its_sign_when_each_class_is_constant() -> None:
+    """A layer that separates perfectly with no spread inside a class has a huge positive effect, not a negative one."""
+    from workbench.separation import _cohens_d
+
+    assert _cohens_d(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 1, 0, 0])) > 1e9
+    assert _cohens_d(np.array([0.0, 0.0, 1.0, 1.0]), np.array([1, 1, 0, 0])) < -1e9

@@ -85,12 +85,15 @@ def test_a_new_source_loads_by_name_and_is_offered() -> None:
         with pytest.raises(ValueError) as error:
             register_source("toy set!", lambda arg: [], "not a word")
         assert str(error.value) == "a source prefix is a word such as 'advbench', got 'toy set!'"
+        only = register_source("toyorg", lambda arg: [], "the organism's own toy", only_for_model="organism")
+        assert (only.about, only.choices, only.only_for_model) == ("the organism's own toy", ("toyorg",), "organism")
+        assert "toyorg" in dataset_choices("organism") and "toyorg" not in dataset_choices("tiny-random:llava")
         for prefix in ("My_Set", "my-set2"):  # underscores and hyphens are part of a word (hf-style names)
             source = register_source(prefix, lambda arg: [Record(f"p {arg}", "benign", "toy")], "spelled")
             assert source.prefix == prefix.lower() and SOURCES[prefix.lower()] is source
             assert [r.prompt for r in load_dataset(f"{prefix}:b")] == ["p b"]
     finally:
-        for key in ("toyset", "my_set", "my-set2"):
+        for key in ("toyset", "toyorg", "my_set", "my-set2"):
             SOURCES.pop(key, None)
 
 
