@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,3 +49,29 @@ def organism_app(tmp_path_factory: pytest.TempPathFactory):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def rigged_yes_no_judge(folder: Path, tokenizer: Any, scores: dict[str, float]) -> str:
+    """A Llama classifier whose answer logit for each token in `scores` is that score times one positive constant
+    (its layers pass the last prompt token through, its head is zero elsewhere): the judge's reading decides."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.judges import HARMBENCH_PROMPT
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        last = tokenizer(HARMBENCH_PROMPT.format(behavior="b", generation="g"))["input_ids"][-1]
+        embedding = model.model.embed_tokens.weight[last]
+        pushed = embedding / embedding.pow(2).mean().sqrt() * model.model.norm.weight
+        model.lm_head.weight.zero_()
+        for token, score in scores.items():
+            model.lm_head.weight[tokenizer.convert_tokens_to_ids(token)] = pushed * score
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

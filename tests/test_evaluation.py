@@ -159,24 +159,13 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
     asr = result.metrics()["unsteered"]["overall"]["asr"]
     assert asr["value"] == round(2 / 3, 4) and asr["n"] == 3  # from the judge, not from refusals
 
-    # A rigged classifier: its layers pass the last token through, and its head scores "yes" (or "no") highest,
-    # so the judge's own yes/no comparison decides; an inverted comparison turns this red.
-    from workbench.judges import HARMBENCH_PROMPT
+    # A rigged classifier: its head scores "yes" (or "no") highest, so the judge's own yes/no comparison decides;
+    # an inverted comparison turns this red.
+    from conftest import rigged_yes_no_judge
 
-    with torch.no_grad():
-        for layer in classifier.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        last = tokenizer(HARMBENCH_PROMPT.format(behavior="b", generation="g"))["input_ids"][-1]
-        embedding = classifier.model.embed_tokens.weight[last]
-        pushed = embedding / embedding.pow(2).mean().sqrt() * classifier.model.norm.weight
-        for says_yes, folder in ((True, "yes"), (False, "no")):
-            head = classifier.lm_head.weight
-            head.zero_()
-            head[tokenizer.convert_tokens_to_ids("yes")] = pushed * (10 if says_yes else -10)
-            head[tokenizer.convert_tokens_to_ids("no")] = pushed * (-10 if says_yes else 10)
-            classifier.save_pretrained(tmp_path / folder)
-            tokenizer.save_pretrained(tmp_path / folder)
+    for says_yes, folder in ((True, "yes"), (False, "no")):
+        rigged_yes_no_judge(tmp_path / folder, tokenizer, {"yes": 10.0 if says_yes else -10.0,
+                                                          "no": -10.0 if says_yes else 10.0})
     assert harmbench_judge(str(tmp_path / "yes"), device="cpu")(prompts, responses) == [True] * 3
     assert harmbench_judge(str(tmp_path / "no"), device="cpu")(prompts, responses) == [False] * 3
     from workbench.judges import harmbench_asr

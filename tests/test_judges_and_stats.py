@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from conftest import rigged_yes_no_judge, tiny
 
 from workbench.cli import main
 from workbench.data import Record, record_key
@@ -295,31 +295,6 @@ def test_a_fallback_judge_names_why_the_first_could_not_load(monkeypatch) -> Non
         assert judge.keyword_based
 
 
-def _rigged_yes_no_judge(folder: Path, tokenizer, scores: dict[str, float]) -> str:
-    """A Llama classifier whose answer logit for each token in `scores` is that score times one positive constant
-    (its layers pass the last prompt token through, its head is zero elsewhere): the judge's reading decides."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from workbench.judges import HARMBENCH_PROMPT
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        last = tokenizer(HARMBENCH_PROMPT.format(behavior="b", generation="g"))["input_ids"][-1]
-        embedding = model.model.embed_tokens.weight[last]
-        pushed = embedding / embedding.pow(2).mean().sqrt() * model.model.norm.weight
-        model.lm_head.weight.zero_()
-        for token, score in scores.items():
-            model.lm_head.weight[tokenizer.convert_tokens_to_ids(token)] = pushed * score
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def test_the_harmbench_judge_reads_each_spelling_of_yes_and_no_and_keeps_full_precision_on_cpu(tmp_path) -> None:
     """Real judges answer "Yes" or "▁Yes" (SentencePiece); a missing spelling must not count the unknown token as an
     answer; on a CPU the judge keeps float32, so a narrow margin is not rounded away; a judge without the words
@@ -333,24 +308,24 @@ def test_the_harmbench_judge_reads_each_spelling_of_yes_and_no_and_keeps_full_pr
     prompts, responses = ["how to x", "how to y"], ["sure , step one", "sorry"]
     spelled = make_tokenizer([], extra_words=("Yes", "No", "▁yes", "▁Yes", "▁no", "▁No"))
     for number, token in enumerate(("yes", "▁yes", "Yes", "▁Yes")):  # the other answer tokens all score 0
-        judge = harmbench_judge(_rigged_yes_no_judge(tmp_path / f"s{number}", spelled, {token: 10.0}), device="cpu")
+        judge = harmbench_judge(rigged_yes_no_judge(tmp_path / f"s{number}", spelled, {token: 10.0}), device="cpu")
         assert judge(prompts, responses) == [True, True], token
-    judge = harmbench_judge(_rigged_yes_no_judge(tmp_path / "n", spelled, {"▁No": 10.0}), device="cpu")
+    judge = harmbench_judge(rigged_yes_no_judge(tmp_path / "n", spelled, {"▁No": 10.0}), device="cpu")
     assert judge(prompts, responses) == [False, False]
 
     plain = make_tokenizer([])  # no "Yes" or "▁yes": those spellings map to <unk>, which scores highest here
-    rigged = _rigged_yes_no_judge(tmp_path / "unk", plain, {"yes": 10.0, "no": -10.0, "<unk>": 20.0})
+    rigged = rigged_yes_no_judge(tmp_path / "unk", plain, {"yes": 10.0, "no": -10.0, "<unk>": 20.0})
     assert harmbench_judge(rigged, device="cpu")(prompts, responses) == [True, True]
 
     # 10 against 9.99: float32 tells them apart; bfloat16 weights (8 significant bits) would round both to one value.
-    narrow = _rigged_yes_no_judge(tmp_path / "narrow", plain, {"yes": 10.0, "no": 9.99})
+    narrow = rigged_yes_no_judge(tmp_path / "narrow", plain, {"yes": 10.0, "no": 9.99})
     assert harmbench_judge(narrow, device="cpu")(prompts, responses) == [True, True]
     assert harmbench_judge(narrow)(prompts, responses) == [True, True]  # the default device on a CPU machine
 
     core = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "<pad>": 1, "hello": 2, "yes": 3}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     wordless = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>")
-    folder = _rigged_yes_no_judge(tmp_path / "wordless", wordless, {})
+    folder = rigged_yes_no_judge(tmp_path / "wordless", wordless, {})
     with pytest.raises(ValueError) as error:
         harmbench_judge(folder, device="cpu")
     assert str(error.value) == f"{folder}: its tokenizer has no 'no' token; it cannot be a HarmBench-style judge"
