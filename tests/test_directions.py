@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -257,3 +258,95 @@ def test_cohens_d_keeps_its_sign_when_each_class_is_constant() -> None:
 
     assert _cohens_d(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 1, 0, 0])) > 1e9
     assert _cohens_d(np.array([0.0, 0.0, 1.0, 1.0]), np.array([1, 1, 0, 0])) < -1e9
+
+
+def _expected_scores(acts: Activations, folds: int, seed: int, permutations: int) -> list[dict]:
+    """layer_scores by its definition, one record and one labeling at a time (sklearn for the probe and AUROC)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.array([label == "harmful" for label in acts.labels], dtype=int)
+    minority = min(y.sum(), len(y) - y.sum())
+    folds = max(2, min(folds, minority))
+    fold_of = np.zeros(len(y), dtype=int)
+    if minority >= 2:
+        for fold, (_, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)):
+            fold_of[test] = fold
+    rng = np.random.default_rng(seed)
+    shuffles = [rng.permutation(y) for _ in range(permutations)]
+
+    def held_out(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(labels))
+        for i in range(len(labels)):
+            train = fold_of != fold_of[i]
+            # a shuffle can leave a class out of the training folds: its mean counts as zero (as implemented)
+            harmful, benign = x[train & (labels == 1)], x[train & (labels == 0)]
+            mean_diff = harmful.sum(0) / max(len(harmful), 1) - benign.sum(0) / max(len(benign), 1)
+            out[i] = x[i] @ mean_diff / max(np.linalg.norm(mean_diff), 1e-12)
+        return out
+
+    rows, null_rows = [], []
+    for layer in range(acts.num_layers):
+        x = acts.values[:, layer].double().numpy()
+        mean_diff = x[y == 1].mean(0) - x[y == 0].mean(0)
+        row = {"layer": layer, "direction_norm": np.linalg.norm(mean_diff),
+               "auroc_in_sample": roc_auc_score(y, x @ mean_diff / np.linalg.norm(mean_diff)),
+               "auroc": math.nan, "separation": math.nan, "probe_accuracy": math.nan}
+        if minority >= 2:
+            p = held_out(x, y)
+            row["auroc"] = roc_auc_score(y, p)
+            row["separation"] = (p[y == 1].mean() - p[y == 0].mean()) / np.sqrt((p[y == 1].var() + p[y == 0].var()) / 2)
+            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            predicted = cross_val_predict(probe, x, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+            row["probe_accuracy"] = float(np.mean(predicted == y))
+            null_rows.append([roc_auc_score(s, held_out(x, s)) for s in shuffles])
+        rows.append(row)
+    null = float(np.quantile(np.max(null_rows, axis=0), 0.95)) if minority >= 2 and permutations else math.nan
+    return [dict(row, auroc_null=null) for row in rows]
+
+
+def _graded(harmful: int, benign: int, seed: int = 3) -> Activations:
+    """Two layers with partial separation (AUROC well inside (0.5, 1)), so every fold and seed choice shows."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(harmful + benign, 2, 6, generator=generator)
+    values[:harmful, 1, 0] += 1.0
+    values[:harmful, 0, :2] += 0.4
+    labels = ["harmful"] * harmful + ["benign"] * benign
+    return Activations(values, labels, ["s"] * len(labels), [f"p{i}" for i in range(len(labels))])
+
+
+@pytest.mark.parametrize(("harmful", "benign", "kwargs"), [
+    (24, 20, {}),  # the defaults: 5 folds, seed 0, 200 shuffles
+    (20, 24, {"folds": 3, "seed": 7, "permutations": 30}),
+    (3, 9, {"permutations": 30}),  # folds capped at the minority class's size
+    (9, 2, {"permutations": 30}),  # two of a class: two folds, still held out
+    (1, 8, {"permutations": 30}),  # one of a class: nothing can be held out
+    (12, 12, {"permutations": 0}),  # no shuffles: no null
+])
+def test_layer_scores_match_their_definition_computed_one_record_at_a_time(harmful: int, benign: int,
+                                                                            kwargs: dict) -> None:
+    """Every field of every layer against a slow, independent computation of what the docstrings promise."""
+    acts = _graded(harmful, benign)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no folds are cut for a class of one (sklearn would warn)
+        got = layer_scores(acts, **kwargs)
+    expected = _expected_scores(acts, kwargs.get("folds", 5), kwargs.get("seed", 0), kwargs.get("permutations", 200))
+    assert [s.layer for s in got] == [0, 1]
+    for score, want in zip(got, expected):
+        for field, value in want.items():
+            np.testing.assert_allclose(getattr(score, field), value, rtol=1e-9, atol=1e-12, err_msg=field)
+    if min(harmful, benign) >= 20:  # smaller sets in 6 dimensions can saturate
+        assert 0.5 < got[1].auroc < 1.0 and 0.5 < got[1].auroc_in_sample < 1.0  # graded, so fold choices show
+
+
+def test_layer_scores_refuse_one_class_and_auroc_rows_handle_the_smallest_rows() -> None:
+    acts = _graded(6, 0)
+    with pytest.raises(ValueError, match="^layer scores need both harmful and benign records$"):
+        layer_scores(acts)
+    with pytest.raises(ValueError, match="^layer scores need both harmful and benign records$"):
+        layer_scores(Activations(acts.values, ["benign"] * 6, acts.sources, acts.prompts))
+    labels = np.array([[1, 0], [0, 1], [1, 1], [1, 0]])
+    scores = np.array([[2.0, 1.0], [2.0, 1.0], [2.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(auroc_rows(scores, labels), [1.0, 0.0, 0.0, 0.5])  # one class: 0 by convention
