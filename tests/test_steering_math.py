@@ -151,6 +151,9 @@ def test_length_bounds_and_the_default_length(monkeypatch) -> None:
     vlm = tiny("llava")
     eos = vlm.tokenizer.eos_token_id
     assert [len(ids) for ids in generate_ids(vlm, ITEMS[:1], suppress_tokens=[eos])] == [32]  # the default
+    longer = generate_ids(vlm, ITEMS[:1], max_new_tokens=33)[0]
+    assert len(longer) == 33  # this prompt runs past 32 tokens without an end token, so the text shows the length
+    assert generate(vlm, ITEMS[:1]) == vlm.decode([longer[:32]])  # generate's own default is the same 32
     assert [len(ids) for ids in generate_ids(vlm, ITEMS[:1], max_new_tokens=1)] == [1]  # one token is allowed
     monkeypatch.setattr(S, "MAX_NEW_TOKENS", 3)
     assert len(generate_ids(vlm, ITEMS[:1], max_new_tokens=3, suppress_tokens=[eos])[0]) == 3  # the cap itself
