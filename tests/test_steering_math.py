@@ -235,3 +235,14 @@ def test_steered_generation_is_quiet_and_auto_batches_give_the_same_answers() ->
         steered = generate_ids(vlm, ITEMS, S.Steering(vector, "additive", 4.0), max_new_tokens=8)
     assert not [w for w in caught if "was never reached" in str(w.message)]
     assert generate_ids(vlm, ITEMS, S.Steering(vector, "additive", 4.0), max_new_tokens=8, batch_size="auto") == steered
+
+
+def test_each_finished_batch_is_heard_with_its_indices_and_answers() -> None:
+    """What eval streams to disk: every input once, under its own index, with the answer it gets in the result."""
+    vlm = tiny("llava")
+    heard: list[tuple[list[int], list[list[int]]]] = []
+    items = [*ITEMS, (None, "one more question here")]
+    ids = generate_ids(vlm, items, max_new_tokens=4, batch_size=2, on_batch=lambda i, a: heard.append((i, a)))
+    assert len(heard) == 2 and sorted(i for indices, _ in heard for i in indices) == [0, 1, 2, 3]
+    for indices, answers in heard:
+        assert answers == [ids[i] for i in indices]
