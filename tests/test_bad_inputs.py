@@ -227,6 +227,7 @@ BAD_VECTORS: dict[str, tuple[Callable[[Path], Path], str]] = {
                                                                "scale.0": torch.tensor([float("nan")])}), "strength"),
     "no tensors": (lambda d: _save_raw(d / "v.safetensors", {"other": torch.ones(1)[:0].reshape(0)}),
                    "unexpected tensor"),
+    "no tensors at all": (lambda d: _save_raw(d / "v.safetensors", {}), "needs at least one layer"),
     "wrong tensor names": (lambda d: _save_raw(d / "v.safetensors", {"weights": torch.ones(2)}), "unexpected tensor"),
     "mixed hidden sizes": (lambda d: _save_raw(d / "v.safetensors", {"direction.0": torch.ones(2),
                                                                      "direction.1": torch.ones(3)}), "one hidden size"),

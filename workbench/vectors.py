@@ -188,7 +188,7 @@ class SteeringVector:
             raise VectorFileError(f"{path.name}: metadata must be a JSON object, found {type(metadata).__name__}")
         try:
             summands = [cls(*parts[i][:2], {}, parts[i][2]) for i in sorted(parts)]
-            return _compose(summands, metadata) if summands else cls({}, metadata=metadata)
+            return _compose(summands, metadata)  # none at all: 'needs at least one layer'
         except VectorError as error:
             raise VectorFileError(f"{path.name}: {error}") from None
 
