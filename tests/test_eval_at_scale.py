@@ -164,6 +164,15 @@ def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProces
 
 
 @pytest.mark.slow
+def test_data_parallel_error_is_the_run_status(tmp_path: Path) -> None:
+    """Under torchrun each rank leaves through exit_process: a rank's error still fails the run, with its message."""
+    run = _torchrun(_eval_args(tmp_path / "bad", 0))
+    assert run.returncode != 0
+    assert "--limit must be at least 1, got 0" in run.stderr
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+@pytest.mark.slow
 def test_data_parallel_eval_and_stage1_equal_one_process(tmp_path: Path) -> None:
     """Two CPU processes (gloo) shard the records and merge by index: the same files as one process."""
     assert main(_eval_args(tmp_path / "one", 30)) == 0

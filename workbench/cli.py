@@ -215,6 +215,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
         result = evaluate(vlm, records, steering, toxicity, clip, config=config, asr_judge=judge,
                           allow_overlap=args.allow_overlap, stream=stream, shard=shard)
         if not shard.is_main:
+            shard.done()
             return
         result.settings.update(data=args.data, data_hash=data_hash, provenance=provenance())
         metrics = result.metrics(config.resamples, config.seed)
@@ -224,6 +225,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
                            data_hash=data_hash, toxicity_scorer=toxicity.name, clip=clip.name if clip else None,
                            processes=shard.world)
         stream.finish()
+        shard.done()
     print(metrics_table(metrics))
     for name in ("metrics", "generations", "report"):
         print(f"wrote {name}: {paths[name]}")
@@ -284,9 +286,11 @@ def run_stage1_command(args: argparse.Namespace) -> None:
     vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
     result = run_stage1(vlm, records, args.position, args.method, args.batch_size, shard=shard)
     if not shard.is_main:
+        shard.done()
         return
     paths = result.save(args.out)
     write_run_info_for(args.out, "stage1", args, position=args.position, method=args.method)
+    shard.done()
     print(result.scores_csv())
     print(f"layers: {result.verdict()}")
     for name, path in paths.items():

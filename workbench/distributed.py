@@ -9,7 +9,9 @@ environment (WORLD_SIZE unset or 1) everything runs in this process and nothing 
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,11 @@ class Shard:
         if self.world > 1:
             dist.barrier()
 
+    def done(self) -> None:
+        """Every rank's last call, after rank 0 has written the outputs: no rank exits while another still works,
+        so a rank's teardown can never make torchrun kill rank 0 mid-write."""
+        self.barrier()
+
 
 SINGLE = Shard()
 
@@ -58,6 +65,22 @@ def current_shard() -> Shard:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
     return Shard(rank, world)
+
+
+def exit_process(code: int) -> None:
+    """End `python -m workbench` with `code`; under torchrun, without the interpreter's C++ teardown.
+
+    The gloo process group outlives `destroy_process_group()` in a workbench run (its worker threads are still
+    running at exit), and in about 1 run in 40 a rank then dies with SIGABRT ("terminate called without an
+    active exception") after every output is written, which torchrun reports as a failed run. After a success
+    every rank has passed `Shard.done()`, so nothing is lost by leaving at once (flush, then `os._exit`); after
+    an error torchrun stops the other ranks, as it would anyway."""
+    if not dist.is_initialized():
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def local_device(device: str | None) -> str | None:
