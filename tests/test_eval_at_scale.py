@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.batching import length_batches, resolve_batch_size
+from workbench.batching import length_batches, prompt_lengths, resolve_batch_size
 from workbench.cli import main
+from workbench.distributed import Shard
 from workbench.eval_stream import EvalStream, partial_files
 from workbench.evaluation import EvalConfig, evaluate
 from workbench.models import load_vlm
 from workbench.progress import Cancelled
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.sources import load_dataset
-from workbench.steering import generate, steering_for
+from workbench.steering import generate, generate_ids, steering_for
 from workbench.vectors import SteeringVector
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,32 @@ def test_greedy_answers_do_not_depend_on_how_inputs_are_batched(organism) -> Non
         batched = generate(organism, items, condition, max_new_tokens=24, batch_size="auto")
         assert alone == batched
         assert len(set(alone)) > 5  # the answers differ from prompt to prompt: a real comparison
+
+
+class _LoneRank(Shard):
+    """Rank `rank` of `world` with no other process: gather hands back only this rank's part."""
+
+    def gather(self, value):
+        return [value]
+
+
+def test_sampling_shards_by_batch_and_the_ranks_together_give_one_process_samples(organism) -> None:
+    """Stage II's sampling under torchrun: rank r runs batches r, r + world, ... seeded as in one process."""
+    items = [r.item for r in load_dataset("organism:train")[::9][:24]]
+    settings = dict(max_new_tokens=12, do_sample=True, temperature=1.0, seed=7, batch_size=4)
+    alone = generate_ids(organism, items, None, **settings)
+    batches = length_batches([image is not None for image, _ in items],
+                             prompt_lengths(organism, [p for _, p in items]), 4)
+    assert len(batches) >= 4
+    merged = [[] for _ in items]
+    for rank in range(3):
+        part = generate_ids(organism, items, None, **settings, shard=_LoneRank(rank, 3))
+        ran = {i for i, ids in enumerate(part) if ids}
+        assert ran == {i for number, batch in enumerate(batches) if number % 3 == rank for i in batch}
+        for i in ran:
+            merged[i] = part[i]
+    assert merged == alone
+    assert len({tuple(ids) for ids in alone}) > 12  # sampled, and different from input to input
 
 
 def _evaluate(vlm, records, stream=None, cancel=None, progress=None):
@@ -194,3 +221,45 @@ def test_data_parallel_eval_and_stage1_equal_one_process(tmp_path: Path) -> None
     two = SteeringVector.load(tmp_path / "s1-two" / "vectors.safetensors")
     for layer in one.layers:
         torch.testing.assert_close(one.directions[layer], two.directions[layer])
+
+
+@pytest.mark.slow
+def test_shard_broadcast_gives_every_rank_rank_zeros_tensors(tmp_path: Path) -> None:
+    script = tmp_path / "broadcast.py"
+    script.write_text("import torch\nfrom workbench.distributed import current_shard, exit_process\n"
+                      "shard = current_shard()\n"
+                      "weights = [torch.full((3,), shard.rank + 1.0, requires_grad=True),\n"
+                      "           torch.arange(2.) * shard.rank]\n"
+                      "shard.broadcast(weights)\nprint(shard.rank, [w.tolist() for w in weights])\nexit_process(0)\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(run.stdout.split("\n"))[-2:] == ["0 [[1.0, 1.0, 1.0], [0.0, 0.0]]", "1 [[1.0, 1.0, 1.0], [0.0, 0.0]]"]
+
+
+@pytest.mark.slow
+def test_data_parallel_stage2_equals_one_process(tmp_path: Path) -> None:
+    """Stage II under torchrun (sampling sharded by batch, rank 0's parameters kept): the same steps and vectors
+    as one process with the same thread count."""
+    args = ["stage2", "--model", "organism", "--vectors", str(VECTORS), "--data", "organism:train", "--steps", "3",
+            "--prompts-per-step", "4", "--samples", "4", "--max-new-tokens", "16", "--out"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # torchrun's processes run one thread each: the same arithmetic
+    one = subprocess.run([sys.executable, "-m", "workbench", *args, str(tmp_path / "one")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun([*args, str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("step 3:") == 1  # rank 0 reports; the other rank says nothing
+
+    def steps(out: Path) -> list[str]:  # as JSON text: a step with no harmful prompt has a NaN mean
+        return [json.dumps({k: v for k, v in json.loads(line).items() if k != "seconds"})
+                for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert steps(tmp_path / "two") == steps(tmp_path / "one")
+    assert sum(json.loads(row)["pairs"] for row in steps(tmp_path / "one")) > 0  # some steps updated the vectors
+    refined = [SteeringVector.load(tmp_path / name / "vectors.safetensors") for name in ("one", "two")]
+    start = SteeringVector.load(VECTORS)
+    for layer in refined[0].layers:
+        assert torch.equal(refined[0].directions[layer], refined[1].directions[layer])
+    assert any(not torch.equal(refined[0].directions[layer], start.directions[layer]) for layer in start.layers)

@@ -141,13 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_stage2_command(args: argparse.Namespace) -> None:
+    from .distributed import current_shard, local_device
     from .models import load_vlm
     from .rewards.combined import RewardModel, RewardWeights
     from .sources import load_dataset
     from .stage2 import Stage2Run
     from .vectors import SteeringVector
 
-    check_out(args.out, "stage2", overwrite=False, resume=args.resume)
+    shard = current_shard()
+    if shard.is_main:
+        check_out(args.out, "stage2", overwrite=False, resume=args.resume)
     config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
                           temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
                           learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
@@ -157,13 +160,17 @@ def run_stage2_command(args: argparse.Namespace) -> None:
                           seed=args.seed)
     vector = SteeringVector.load(args.vectors)
     records = load_dataset(args.data)
-    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
+    vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
     toxicity, clip = scorers(args)
     print(f"device: {vlm.input_device}, dtype: {vlm.dtype}")
-    run = Stage2Run(vlm, vector, records, RewardModel(toxicity, clip, RewardWeights()), config, args.out, args.resume)
-    run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.4f} reward {m.reward:.3f} "
+    shard.barrier()  # rank 0 checked --out before any rank opens the run
+    run = Stage2Run(vlm, vector, records, RewardModel(toxicity, clip, RewardWeights()), config, args.out, args.resume,
+                    shard=shard)
+    run.run(on_step=lambda m: print(f"step {m.step}: loss {m.loss:.4f} reward {m.reward:.3f} "  # rank 0 only
                                     f"toxicity {m.toxicity:.3f} refusal {m.refusal_rate:.2f} pairs {m.pairs}"))
-    print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
+    shard.done()
+    if shard.is_main:
+        print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
 
 
 def run_eval_command(args: argparse.Namespace) -> None:

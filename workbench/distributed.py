@@ -3,7 +3,8 @@
 Each process loads the model once and takes every `world`-th record (record i goes to rank i % world), so
 shards differ by at most one record; results are gathered to every rank and merged by record index, which
 makes the merged output independent of how many processes ran (greedy decoding: identical to one process,
-tested with two CPU processes on gloo). Only rank 0 writes the run's outputs. Without torchrun's
+tested with two CPU processes on gloo). Stage II shards its sampling by batch instead (see `generate_ids`)
+and takes rank 0's parameters after each update. Only rank 0 writes the run's outputs. Without torchrun's
 environment (WORLD_SIZE unset or 1) everything runs in this process and nothing is initialised.
 """
 
@@ -45,6 +46,12 @@ class Shard:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def broadcast(self, tensors: list[torch.Tensor]) -> None:
+        """Overwrite every rank's `tensors` with rank 0's, in place: one authoritative copy of trained state."""
+        if self.world > 1:
+            for tensor in tensors:
+                dist.broadcast(tensor.data, src=0)
 
     def done(self) -> None:
         """Every rank's last call, after rank 0 has written the outputs: no rank exits while another still works,

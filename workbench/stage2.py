@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .data import Record, dataset_hash, record_key
+from .distributed import SINGLE, Shard
 from .models import VLM, Item
 from .preference import (
     ADVANTAGE_NORMS,
@@ -183,7 +184,7 @@ class Stage2Run:
     """One refinement run in `out_dir`; `run()` trains, checkpoints and writes the final vectors."""
 
     def __init__(self, vlm: VLM, vector: SteeringVector, records: Sequence[Record], rewards: RewardModel,
-                 config: Stage2Config, out_dir: str | Path, resume: bool = False) -> None:
+                 config: Stage2Config, out_dir: str | Path, resume: bool = False, shard: Shard = SINGLE) -> None:
         vector.check_compatible(vlm)
         if not records:
             raise ValueError("Stage II needs records (harmful and benign prompts)")
@@ -191,7 +192,9 @@ class Stage2Run:
         self.out = Path(out_dir)
         self.store = Stage2Store(self.out)
         self.lock = RunLock(self.out)
-        self.lock.check_free()  # another job is writing this run: refuse before touching anything
+        self.shard = shard  # under torchrun: sampling sharded, rank 0 writes; every rank holds rank 0's parameters
+        if shard.is_main:
+            self.lock.check_free()  # another job is writing this run: refuse before touching anything
         layers = config.layers if config.layers is not None else vector.layers
         vector.select(list(layers))  # names missing layers
         self.params = TrainableSteering(vector, layers, config.mode, config.alpha, config.train_strength)
@@ -208,7 +211,7 @@ class Stage2Run:
             self.store.check_same_settings(asdict(config), asdict(Stage2Config()), must_match)
             self.store.check_same_inputs(self.inputs)
             self.step = self.store.load_checkpoint(self.params, self.optimizer)
-        else:
+        elif shard.is_main:
             self.store.start(asdict(config), rewards.describe(), self.inputs)
 
     def _sample(self, step: int) -> tuple[list[Record], list[Item]]:
@@ -223,7 +226,8 @@ class Stage2Run:
         responses = generate_ids(self.vlm, expanded, self.params.frozen(self.base), config.max_new_tokens,
                                  do_sample=True, temperature=config.temperature,
                                  seed=config.seed * SAMPLE_SEED_STRIDE + self.step, batch_size=max(8, k * 2),
-                                 suppress_tokens=[t for t in (self.vlm.image_token_id,) if t is not None])
+                                 suppress_tokens=[t for t in (self.vlm.image_token_id,) if t is not None],
+                                 shard=self.shard)
         injected: set[int] = set()
         if config.safe_response:
             tokenizer = self.vlm.tokenizer
@@ -266,6 +270,7 @@ class Stage2Run:
             return 0.0, 0, 0.0
         result.loss.backward()
         self.optimizer.step()
+        self.shard.broadcast(list(self.params.parameters()))  # ranks agree to the bit, whatever their arithmetic
         return float(result.loss.detach()), result.count, result.margin
 
     def run(self, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
@@ -274,14 +279,18 @@ class Stage2Run:
         Cancelling saves a checkpoint first, so `resume` loses nothing."""
         from tqdm.auto import tqdm
 
-        self.lock.acquire()  # one writer per run folder, for as long as it trains
-        bar = tqdm(total=self.config.steps, initial=self.step, desc="Stage II", disable=not show_bar)
+        main = self.shard.is_main
+        if main:
+            self.lock.acquire()  # one writer per run folder, for as long as it trains
+        bar = tqdm(total=self.config.steps, initial=self.step, desc="Stage II", disable=not (show_bar and main))
         try:
             while self.step < self.config.steps:
                 if cancel is not None and cancel.is_set():
                     self.store.save_checkpoint(self.step, self.params, self.optimizer)
                     raise Cancelled(f"Stage II cancelled at step {self.step}; resume continues from there")
                 metrics = self.train_step()
+                if not main:
+                    continue
                 self.store.append_metrics(metrics.row())
                 if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
                     self.store.save_checkpoint(self.step, self.params, self.optimizer)
@@ -299,11 +308,13 @@ class Stage2Run:
                 "training_records": sorted(set(self.base.metadata.get("training_records") or [])
                                            | {record_key(r) for r in self.records}),
                 "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
-            vector.save(self.store.vectors)
+            if main:
+                vector.save(self.store.vectors)
             return vector
         finally:
             bar.close()
-            self.lock.release()
+            if main:
+                self.lock.release()
 
 
 __all__ = ["RESUMABLE_CHANGES", "Stage2Config", "Stage2Run", "StepMetrics", "TrainableSteering"]

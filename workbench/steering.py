@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import torch
 
 from .batching import length_batches, prompt_lengths, resolve_batch_size
+from .distributed import SINGLE, Shard
 from .models import VLM, Item
 from .rules import get_rule
 from .vectors import SteeringVector
@@ -219,13 +220,16 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer
 def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = None, max_new_tokens: int = 32,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                  batch_size: int | str | None = 8, suppress_tokens: Sequence[int] = (), system: str | None = None,
-                 on_batch: Callable[[list[int], list[list[int]]], None] | None = None) -> list[list[int]]:
+                 on_batch: Callable[[list[int], list[list[int]]], None] | None = None, shard: Shard = SINGLE
+                 ) -> list[list[int]]:
     """Generated token ids per (image, prompt) pair (no prompt, cut after the first EOS), in order; `system`
     is a system prompt put before each (a non-steering baseline defence). Batches hold one modality and
     prompts of similar length (`batching.py`; `batch_size` "auto" or None sizes them to the device);
     `on_batch(indices, ids)` hears each batch as it finishes (eval streams them to disk).
     Seeded per batch, so the same call gives the same samples. `suppress_tokens` are never sampled
-    (Stage II suppresses the image placeholder, which would break teacher forcing)."""
+    (Stage II suppresses the image placeholder, which would break teacher forcing). Under torchrun (`shard`)
+    batch j runs on rank j % world, built and seeded as in one process, so the samples are the same; every
+    rank returns them all."""
     if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}")
     batch_size = resolve_batch_size(vlm, batch_size, max_new_tokens)
@@ -242,7 +246,11 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = Non
     outputs: list[list[int]] = [[] for _ in items]
     batches = length_batches([image is not None for image, _ in items], prompt_lengths(vlm, [p for _, p in items]),
                              batch_size)
-    for indices in batches:
+    mine: list[int] = []
+    for number, indices in enumerate(batches):
+        if not shard.owns(number):
+            continue
+        mine += indices
         encoding = vlm.encode([items[i] for i in indices], system)
         with vlm.lock, torch.no_grad():
             torch.manual_seed(seed)
@@ -252,6 +260,10 @@ def generate_ids(vlm: VLM, items: Sequence[Item], steering: Steerer | None = Non
             outputs[index] = row[:cut]
         if on_batch is not None:
             on_batch(indices, [outputs[i] for i in indices])
+    if shard.world > 1:
+        for part in shard.gather({i: outputs[i] for i in mine}):
+            for index, row in part.items():
+                outputs[index] = row
     return outputs
 
 
