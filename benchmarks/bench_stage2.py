@@ -2,13 +2,18 @@
 
     python benchmarks/bench_stage2.py                 # CPU: a tiny random LLaVA
     python benchmarks/bench_stage2.py --shape 7b      # GPU: LLaVA-1.5-7B shapes, bf16 (about 14 GB)
+    python benchmarks/bench_stage2.py --parallel      # CPU: organism `stage2`, two torchrun processes vs one
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -52,11 +57,43 @@ def random_llava(name: str, device: str, dtype: torch.dtype) -> tuple[VLM, int]:
     return wrap(f"random-llava-{name}", model, processor), size
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage2_seconds(out: Path, steps: int, processes: int) -> float:
+    """Wall seconds of `stage2` on the organism end to end (one thread per process, as torchrun gives each)."""
+    launcher = [sys.executable, "-m"] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), "-m"]
+    command = [*launcher, "workbench", "stage2", "--model", "organism", "--data", "organism:train", "--vectors",
+               str(ROOT / "analyses/walkthrough_run/vectors.safetensors"), "--steps", str(steps),
+               "--prompts-per-step", "8", "--samples", "4", "--max-new-tokens", "32", "--out", str(out)]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"stage2 failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def parallel(steps: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        one = stage2_seconds(Path(folder) / "one", steps, 1)
+        two = stage2_seconds(Path(folder) / "two", steps, 2)
+        a, b = (SteeringVector.load(Path(folder) / name / "vectors.safetensors") for name in ("one", "two"))
+        same = all(torch.equal(a.directions[layer], b.directions[layer]) for layer in a.layers)
+    print(f"organism stage2, {steps} steps of 8 prompts x 4 samples x 32 tokens, end to end: one process {one:.1f} s, "
+          f"two processes {two:.1f} s: {one / two:.2f}x; identical vectors: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="tiny")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--parallel", action="store_true", help="organism stage2: two torchrun processes vs one")
     args = parser.parse_args()
+    if args.parallel:
+        parallel(max(args.steps, 10))
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     vlm, size = random_llava(args.shape, device, dtype)

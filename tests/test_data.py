@@ -73,6 +73,13 @@ def test_csv_keeps_the_prompt_byte_exact_strips_the_rest_and_names_its_source(tm
                                                                               "42")
 
 
+def test_a_csv_with_carriage_returns_only_reads_its_rows(tmp_path) -> None:
+    """Excel for Mac's old "CSV" ends lines with a bare CR: the same rows, and a quoted CR stays in its prompt."""
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b'prompt,label\rhow do i bake,benign\r"two\rlines",harmful\r')
+    assert [(r.prompt, r.label) for r in read_csv(path)] == [("how do i bake", "benign"), ("two\rlines", "harmful")]
+
+
 def test_csv_header_and_size_errors_say_what_was_found(tmp_path, monkeypatch) -> None:
     (tmp_path / "e.csv").write_text("image;prompt;label\nx;y;benign\n")
     with pytest.raises(DatasetError) as error:
