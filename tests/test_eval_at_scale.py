@@ -190,6 +190,25 @@ def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProces
                           text=True, timeout=600)
 
 
+def test_with_gpus_each_process_joins_on_its_own_gpu(monkeypatch) -> None:
+    """nccl's object collectives use the current GPU: each torchrun process must make LOCAL_RANK's current
+    before joining (no GPUs here, so torch.cuda and the group are stand-ins that record the calls)."""
+    import workbench.distributed as distributed
+
+    calls: list[tuple] = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "6")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, rank, world_size: calls.append((backend, rank, world_size)))
+    assert distributed.current_shard() == Shard(6, 4)
+    assert calls == [("set_device", 2), ("nccl", 6, 4)]
+    assert distributed.local_device("cuda") == "cuda:2" and distributed.local_device(None) == "cuda:2"
+
+
 @pytest.mark.slow
 def test_data_parallel_error_is_the_run_status(tmp_path: Path) -> None:
     """Under torchrun each rank leaves through exit_process: a rank's error still fails the run, with its message."""

@@ -70,6 +70,10 @@ def current_shard() -> Shard:
         return SINGLE
     rank = int(os.environ["RANK"])
     if not dist.is_initialized():
+        if torch.cuda.is_available():
+            # nccl's object collectives (gather) use the *current* GPU: without this every process would use
+            # GPU 0, and nccl refuses two ranks on one device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=rank, world_size=world)
     return Shard(rank, world)
 
