@@ -190,6 +190,14 @@ def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProces
                           text=True, timeout=600)
 
 
+def test_commands_that_do_not_shard_refuse_torchrun(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["steer", "--model", "organism", "--vectors", str(VECTORS), "--prompt", "hi"]) == 2
+    error = capsys.readouterr().err
+    assert error.strip() == ("error: steer does not run data-parallel; launch it with `python -m workbench steer`, "
+                             "not torchrun (which runs in parallel: eval, stage1, stage2)")
+
+
 def test_with_gpus_each_process_joins_on_its_own_gpu(monkeypatch) -> None:
     """nccl's object collectives use the current GPU: each torchrun process must make LOCAL_RANK's current
     before joining (no GPUs here, so torch.cuda and the group are stand-ins that record the calls)."""

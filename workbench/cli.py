@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -336,6 +337,16 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
+DATA_PARALLEL = ("eval", "stage1", "stage2")  # the commands that shard their work under torchrun
+
+
+def refuse_unsharded(command: str) -> None:
+    """Under torchrun every process would run a command that does not shard, each writing the same files."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and command not in DATA_PARALLEL:
+        raise ValueError(f"{command} does not run data-parallel; launch it with `python -m workbench {command}`, "
+                         f"not torchrun (which runs in parallel: {', '.join(DATA_PARALLEL)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
@@ -343,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 "compare": run_compare_command,
                 "eval": run_eval_command, "notebook": run_notebook_command, "gguf": run_gguf_command}
     try:
+        refuse_unsharded(args.command)
         handlers[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; a Stage II run resumes from its last checkpoint with --resume", file=sys.stderr)
