@@ -253,16 +253,21 @@ def test_data_parallel_eval_and_stage1_equal_one_process(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_shard_broadcast_gives_every_rank_rank_zeros_tensors(tmp_path: Path) -> None:
     script = tmp_path / "broadcast.py"
-    script.write_text("import torch\nfrom workbench.distributed import current_shard, exit_process\n"
-                      "shard = current_shard()\n"
-                      "weights = [torch.full((3,), shard.rank + 1.0, requires_grad=True),\n"
-                      "           torch.arange(2.) * shard.rank]\n"
-                      "shard.broadcast(weights)\nprint(shard.rank, [w.tolist() for w in weights])\nexit_process(0)\n")
+    script.write_text(f"""
+import json, pathlib, torch
+from workbench.distributed import current_shard, exit_process
+shard = current_shard()
+weights = [torch.full((3,), shard.rank + 1.0, requires_grad=True), torch.arange(2.) * shard.rank]
+shard.broadcast(weights)
+pathlib.Path({str(tmp_path)!r}, f"rank{{shard.rank}}.json").write_text(json.dumps([w.tolist() for w in weights]))
+exit_process(0)
+""")  # a file per rank: the ranks' stdout lines can interleave
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert sorted(run.stdout.split("\n"))[-2:] == ["0 [[1.0, 1.0, 1.0], [0.0, 0.0]]", "1 [[1.0, 1.0, 1.0], [0.0, 0.0]]"]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [[1.0, 1.0, 1.0], [0.0, 0.0]]
 
 
 @pytest.mark.slow
