@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -183,11 +184,28 @@ def test_a_killed_eval_resumes_with_the_cli_to_what_an_uninterrupted_run_writes(
     assert "no interrupted evaluation" in capsys.readouterr().err
 
 
-def _torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+@dataclass
+class _Ranks:
+    """A torchrun run: its status and each rank's own stdout and stderr (a shared pipe interleaves their lines)."""
+
+    returncode: int
+    stdout: list[str]
+    stderr: list[str]
+
+    def why(self) -> str:
+        return "\n".join(f"rank {rank}: {text[-1500:]}" for rank, text in enumerate(self.stderr))
+
+
+def _torchrun(args: list[str], logs: Path, processes: int = 2) -> _Ranks:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(processes), "-m", "workbench", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                          str(processes), "--log-dir", str(logs), "--redirects", "3", "-m", "workbench", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    def each(name: str) -> list[str]:
+        return [next(logs.glob(f"*/attempt_0/{rank}/{name}.log")).read_text() for rank in range(processes)]
+
+    return _Ranks(run.returncode, each("stdout"), each("stderr"))
 
 
 def test_commands_that_do_not_shard_refuse_torchrun(monkeypatch, capsys) -> None:
@@ -220,9 +238,9 @@ def test_with_gpus_each_process_joins_on_its_own_gpu(monkeypatch) -> None:
 @pytest.mark.slow
 def test_data_parallel_error_is_the_run_status(tmp_path: Path) -> None:
     """Under torchrun each rank leaves through exit_process: a rank's error still fails the run, with its message."""
-    run = _torchrun(_eval_args(tmp_path / "bad", 0))
+    run = _torchrun(_eval_args(tmp_path / "bad", 0), tmp_path / "logs")
     assert run.returncode != 0
-    assert "--limit must be at least 1, got 0" in run.stderr
+    assert all("error: --limit must be at least 1, got 0\n" in text for text in run.stderr)
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
@@ -230,8 +248,8 @@ def test_data_parallel_error_is_the_run_status(tmp_path: Path) -> None:
 def test_data_parallel_eval_and_stage1_equal_one_process(tmp_path: Path) -> None:
     """Two CPU processes (gloo) shard the records and merge by index: the same files as one process."""
     assert main(_eval_args(tmp_path / "one", 30)) == 0
-    run = _torchrun(_eval_args(tmp_path / "two", 30))
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _torchrun(_eval_args(tmp_path / "two", 30), tmp_path / "logs")
+    assert run.returncode == 0, run.why()
     assert _comparable(tmp_path / "two") == _comparable(tmp_path / "one")
     assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
     data = tmp_path / "data.jsonl"
@@ -242,8 +260,8 @@ def test_data_parallel_eval_and_stage1_equal_one_process(tmp_path: Path) -> None
                                 ("hack a bank", "harmful")]]))
     stage1 = ["stage1", "--model", "organism", "--data", str(data), "--out"]
     assert main([*stage1, str(tmp_path / "s1-one")]) == 0
-    run = _torchrun([*stage1, str(tmp_path / "s1-two")])
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _torchrun([*stage1, str(tmp_path / "s1-two")], tmp_path / "logs-s1")
+    assert run.returncode == 0, run.why()
     one = SteeringVector.load(tmp_path / "s1-one" / "vectors.safetensors")
     two = SteeringVector.load(tmp_path / "s1-two" / "vectors.safetensors")
     for layer in one.layers:
@@ -280,9 +298,10 @@ def test_data_parallel_stage2_equals_one_process(tmp_path: Path) -> None:
     one = subprocess.run([sys.executable, "-m", "workbench", *args, str(tmp_path / "one")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = _torchrun([*args, str(tmp_path / "two")])
-    assert two.returncode == 0, two.stderr[-2000:]
-    assert two.stdout.count("step 3:") == 1  # rank 0 reports; the other rank says nothing
+    two = _torchrun([*args, str(tmp_path / "two")], tmp_path / "logs")
+    assert two.returncode == 0, two.why()
+    steps_told = [[line for line in text.splitlines() if line.startswith("step ")] for text in two.stdout]
+    assert len(steps_told[0]) == 3 and not steps_told[1]  # rank 0 reports each step; the other says nothing
 
     def steps(out: Path) -> list[str]:  # as JSON text: a step with no harmful prompt has a NaN mean
         return [json.dumps({k: v for k, v in json.loads(line).items() if k != "seconds"})
