@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -342,7 +341,9 @@ DATA_PARALLEL = ("eval", "stage1", "stage2")  # the commands that shard their wo
 
 def refuse_unsharded(command: str) -> None:
     """Under torchrun every process would run a command that does not shard, each writing the same files."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and command not in DATA_PARALLEL:
+    from .distributed import launched_world
+
+    if launched_world() > 1 and command not in DATA_PARALLEL:
         raise ValueError(f"{command} does not run data-parallel; launch it with `python -m workbench {command}`, "
                          f"not torchrun (which runs in parallel: {', '.join(DATA_PARALLEL)})")
 
