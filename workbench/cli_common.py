@@ -8,19 +8,28 @@ from pathlib import Path
 from typing import Any
 
 
-def scorers(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable)."""
-    from .rewards.toxicity import ToxicityScorer
-    from .rewards.visual import default_clip_spec, load_clip
+def scorers(args: argparse.Namespace, child: bool = False) -> tuple[Any, Any]:
+    """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable);
+    with `child`, the ones `python -m workbench` started loading in a second process (`rewards.process`: the same
+    scores), when it did."""
+    from .rewards.process import spec_for, take_early
 
-    toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
+    spec = spec_for(args.model, args.clip, args.detoxify_checkpoint, args.detoxify_config)
+    early = take_early(spec) if child else None
+    if early is not None:
+        toxicity, clip = early.scorers()
+        print("scorers: loaded in a second process while the model loaded (--score-in-process keeps them here)")
+    else:
+        from .rewards.toxicity import ToxicityScorer
+        from .rewards.visual import load_clip
+
+        toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
+        try:
+            clip = load_clip(spec.clip)
+        except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
+            print(f"warning: no visual-consistency score ({spec.clip}: {error})", file=sys.stderr)
+            clip = None
     print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
-    clip_spec = args.clip or default_clip_spec(args.model)
-    try:
-        clip = load_clip(clip_spec)
-    except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
-        print(f"warning: no visual-consistency score ({clip_spec}: {error})", file=sys.stderr)
-        clip = None
     return toxicity, clip
 
 

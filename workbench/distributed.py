@@ -10,6 +10,7 @@ environment (WORLD_SIZE unset or 1) everything runs in this process and nothing 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -93,6 +94,7 @@ def exit_process(code: int) -> None:
     has passed `Shard.done()`, so nothing is lost by leaving at once (flush, then `os._exit`); after an error
     torchrun stops the other ranks, as it would anyway."""
     if not dist.is_initialized():
+        gc.freeze()  # the exit's collection skips the library's objects: measured 1.2 s -> 0.2 s after torch+open_clip
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()

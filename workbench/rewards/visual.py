@@ -14,15 +14,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..models import ORGANISM_DIR
+from .clip_names import DEFAULT_CLIP, default_clip_spec  # noqa: F401 - where the scorer process reads them
 
-ORGANISM_CLIP = ORGANISM_DIR.parent / "clip"
-DEFAULT_CLIP = "ViT-B-32:openai"  # for real checkpoints (needs the hub)
-
-
-def default_clip_spec(model_spec: str) -> str:
-    """The CLIP that scores a model's answers when none is named: the organism's own, else ViT-B-32."""
-    return "organism" if model_spec == "organism" else DEFAULT_CLIP
+ORGANISM_CLIP = Path(__file__).resolve().parents[2] / "assets" / "organism" / "clip"
 
 
 @dataclass
