@@ -73,6 +73,21 @@ def test_an_early_child_is_used_only_for_the_scorers_it_loads() -> None:
         assert module._EARLY is None, argv
 
 
+def test_no_early_child_without_a_spare_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.rewards import process as module
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert module.spare_core()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # three processes on four cores: no second core each
+    assert not module.spare_core()
+    start_early(["eval", "--model", "organism"])
+    assert module._EARLY is None
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert not module.spare_core()
+
+
 def _eval(out: Path, *extra: str, logs: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m workbench eval`; with `logs`, its output goes to files there (a pipe would also wait for every
     process that inherited it, hiding one left running)."""
