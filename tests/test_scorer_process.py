@@ -37,13 +37,17 @@ def test_the_child_scores_what_the_in_process_scorers_score(child: ScorerProcess
     assert clip(images, texts) == here_clip(images, texts)  # and on the same pixels (modes converted alike)
     assert len(set(clip(images, texts))) == 4  # four different pairs: a wrong transfer would show
     assert clip([], []) == []
+    assert list(Path(child.folder).iterdir()) == []  # each request's pixels are gone once it is answered
     with pytest.raises(ValueError, match="2 images but 1 texts"):
         clip(images[:2], texts[:1])
 
 
 def test_a_bad_request_is_one_error_and_the_child_goes_on(child: ScorerProcess) -> None:
-    with pytest.raises(ChildProcessError, match="scorer process: .*"):
-        child._request({"clip": {"texts": ["x"], "images": [{"size": [4, 4], "rgb": ""}]}})
+    pixels = Path(child.folder) / "short"
+    pixels.write_bytes(bytes(10))
+    with pytest.raises(ChildProcessError, match=r"scorer process: ValueError: 10 bytes of pixels for images of "
+                       r"sizes \[\[4, 4\]\]"):
+        child._request({"clip": ["x"], "sizes": [[4, 4]], "pixels": str(pixels)})
     toxicity, _ = child.scorers()
     assert len(toxicity(["still here"])) == 1
 
@@ -56,6 +60,7 @@ def test_a_child_that_died_says_so_in_one_line() -> None:
     with pytest.raises(ChildProcessError, match=r"the scorer process stopped \(exit code -9.*--score-in-process"):
         toxicity(["hello"])
     process.close()
+    assert not Path(process.folder).exists()
 
 
 def test_an_early_child_is_used_only_for_the_scorers_it_loads() -> None:
