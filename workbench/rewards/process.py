@@ -27,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .clip_names import default_clip_spec
 
@@ -199,7 +199,8 @@ def _images(sizes: Sequence[Sequence[int]], pixels: bytes) -> list[Any]:
     images, start, view = [], 0, memoryview(pixels)
     for width, height in sizes:
         end = start + 3 * width * height
-        images.append(Image.frombuffer("RGB", (width, height), view[start:end], "raw", "RGB", 0, 1))
+        part = cast(bytes, view[start:end])  # PIL reads any buffer: no copy of a large photo
+        images.append(Image.frombuffer("RGB", (width, height), part, "raw", "RGB", 0, 1))
         start = end
     return images
 
