@@ -27,7 +27,7 @@ def child() -> ScorerProcess:
 
 
 def test_the_child_scores_what_the_in_process_scorers_score(child: ScorerProcess) -> None:
-    toxicity, clip = child.scorers()
+    toxicity, clip, _ = child.scorers()
     here_toxicity, here_clip = ToxicityScorer.create(), load_clip("organism")
     assert (toxicity.name, toxicity.note, clip.name) == (here_toxicity.name, here_toxicity.note, here_clip.name)
     texts = ["a red square", "", "you idiot, I will hurt you", "line one\nline two \u00e9\u4e2d"]
@@ -48,13 +48,13 @@ def test_a_bad_request_is_one_error_and_the_child_goes_on(child: ScorerProcess) 
     with pytest.raises(ChildProcessError, match=r"scorer process: ValueError: 10 bytes of pixels for images of "
                        r"sizes \[\[4, 4\]\]"):
         child._request({"clip": ["x"], "sizes": [[4, 4]], "pixels": str(pixels)})
-    toxicity, _ = child.scorers()
+    toxicity, _, _ = child.scorers()
     assert len(toxicity(["still here"])) == 1
 
 
 def test_a_child_that_died_says_so_in_one_line() -> None:
     process = ScorerProcess(ScorerSpec("organism"))
-    toxicity, _ = process.scorers()
+    toxicity, _, _ = process.scorers()
     process._child.kill()
     process._child.wait()
     with pytest.raises(ChildProcessError, match=r"the scorer process stopped \(exit code -9.*--score-in-process"):
@@ -139,11 +139,22 @@ def test_eval_scores_the_same_in_a_second_process_and_leaves_none_behind(tmp_pat
 
 
 def test_a_clip_that_does_not_load_is_one_warning_as_in_process(capsys: pytest.CaptureFixture) -> None:
-    process = ScorerProcess(ScorerSpec("/no/such/clip"))
-    toxicity, clip = process.scorers()
+    from argparse import Namespace
+
+    from workbench.cli_common import scorers
+    from workbench.rewards import process as module
+
+    start_early(["eval", "--model", "organism", "--clip", "/no/such/clip"])  # what `python -m workbench` does
+    early = module._EARLY
+    args = Namespace(model="organism", clip="/no/such/clip", detoxify_checkpoint=None, detoxify_config=None,
+                     score_in_process=False)
+    toxicity, clip = scorers(args, child=True)
     toxicity(["one"]), toxicity(["two"])
-    process.close()
-    warnings = capsys.readouterr().err.splitlines()
+    early.close()
+    out = capsys.readouterr()
+    assert early is not None and "scorers: loaded in a second process" in out.out
+    warnings = out.err.splitlines()
     assert clip is None and warnings == ["warning: no visual-consistency score (/no/such/clip: CLIP folder "
                                          "/no/such/clip does not exist (give 'organism', a folder with "
                                          "open_clip_config.json, or ARCH:PRETRAINED such as ViT-B-32:openai))"]
+    assert scorers(args)[1] is None and capsys.readouterr().err.splitlines() == warnings  # in process: the same

@@ -12,23 +12,15 @@ def scorers(args: argparse.Namespace, child: bool = False) -> tuple[Any, Any]:
     """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable);
     with `child`, the ones `python -m workbench` started loading in a second process (`rewards.process`: the same
     scores), when it did."""
-    from .rewards.process import spec_for, take_early
+    from .rewards.process import load_scorers, spec_for, take_early
 
     spec = spec_for(args.model, args.clip, args.detoxify_checkpoint, args.detoxify_config)
     early = take_early(spec) if child else None
+    toxicity, clip, clip_error = early.scorers() if early is not None else load_scorers(spec)
     if early is not None:
-        toxicity, clip = early.scorers()
         print("scorers: loaded in a second process while the model loaded (--score-in-process keeps them here)")
-    else:
-        from .rewards.toxicity import ToxicityScorer
-        from .rewards.visual import load_clip
-
-        toxicity = ToxicityScorer.create(checkpoint=args.detoxify_checkpoint, config_dir=args.detoxify_config)
-        try:
-            clip = load_clip(spec.clip)
-        except Exception as error:  # noqa: BLE001 - offline hub, missing folder: say so and go on without it
-            print(f"warning: no visual-consistency score ({spec.clip}: {error})", file=sys.stderr)
-            clip = None
+    if clip_error is not None:
+        print(f"warning: no visual-consistency score ({spec.clip}: {clip_error})", file=sys.stderr)
     print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
     return toxicity, clip
 

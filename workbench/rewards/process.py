@@ -92,16 +92,14 @@ class ScorerProcess:
             raise ChildProcessError(f"scorer process: {reply['error']}")
         return reply["scores"]
 
-    def scorers(self) -> tuple[Any, Any]:
-        """(toxicity, clip or None) as the in-process loaders would give them; waits for the child to load."""
+    def scorers(self) -> tuple[Any, Any, str | None]:
+        """What `load_scorers` gives in process, answered by the child; waits for it to load."""
         from .toxicity import ToxicityScorer
 
         loaded = self._loaded()
         toxicity = ToxicityScorer(loaded["toxicity"], lambda texts: self._request({"toxicity": texts}), loaded["note"])
-        if loaded["clip_error"] is not None:
-            print(f"warning: no visual-consistency score ({self.spec.clip}: {loaded['clip_error']})", file=sys.stderr)
-            return toxicity, None
-        return toxicity, RemoteClip(loaded["clip"], self)
+        clip = RemoteClip(loaded["clip"], self) if loaded["clip_error"] is None else None
+        return toxicity, clip, loaded["clip_error"]
 
     def close(self) -> None:
         """End the child (closing its stdin ends it; one still loading is terminated)."""
@@ -205,13 +203,23 @@ def _images(sizes: Sequence[Sequence[int]], pixels: bytes) -> list[Any]:
     return images
 
 
+def load_scorers(spec: ScorerSpec) -> tuple[Any, Any, str | None]:
+    """(toxicity, clip, why there is no clip): Detoxify or its named fallback, and open_clip (None when it does not
+    load, with the reason, so the caller can warn and go on: an offline hub, a missing folder)."""
+    from .toxicity import ToxicityScorer
+    from .visual import load_clip
+
+    toxicity = ToxicityScorer.create(checkpoint=spec.detoxify_checkpoint, config_dir=spec.detoxify_config)
+    try:
+        return toxicity, load_clip(spec.clip), None
+    except Exception as error:  # noqa: BLE001 - reported by the caller, which goes on without CLIP
+        return toxicity, None, str(error)
+
+
 def _serve(spec: ScorerSpec) -> None:
     """The child: load, say what loaded, then answer requests until stdin closes."""
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # a library's print goes to stderr, never into the protocol
-    from .toxicity import ToxicityScorer
-    from .visual import load_clip
-
     def send(message: dict[str, Any]) -> None:
         try:
             protocol.write(json.dumps(message) + "\n")
@@ -220,15 +228,10 @@ def _serve(spec: ScorerSpec) -> None:
             os._exit(0)  # the parent is gone (killed, or done without us)
 
     try:
-        toxicity = ToxicityScorer.create(checkpoint=spec.detoxify_checkpoint, config_dir=spec.detoxify_config)
+        toxicity, clip, clip_error = load_scorers(spec)
     except Exception as error:  # noqa: BLE001 - reported to the parent, which raises it
         send({"error": f"{type(error).__name__}: {error}"})
         return
-    clip, clip_error = None, None
-    try:
-        clip = load_clip(spec.clip)
-    except Exception as error:  # noqa: BLE001 - the in-process path warns and goes on without CLIP; so does this
-        clip_error = str(error)
     send({"toxicity": toxicity.name, "note": toxicity.note, "clip": clip.name if clip else None,
           "clip_error": clip_error})
     requests = sys.stdin.buffer
