@@ -177,6 +177,11 @@ def start_early(argv: Sequence[str]) -> None:
         _EARLY = ScorerProcess(spec_for(known.model, known.clip, known.detoxify_checkpoint, known.detoxify_config))
 
 
+def early_started() -> bool:
+    """Whether `start_early` started a child (then this process does not load the scorers unless told to)."""
+    return _EARLY is not None
+
+
 def take_early(spec: ScorerSpec) -> ScorerProcess | None:
     """The early child when it loads exactly `spec` (else it is ended and the caller loads in process: a child
     started this late would only add its start-up to the wait)."""
@@ -252,5 +257,9 @@ def _serve(spec: ScorerSpec) -> None:
 
 
 if __name__ == "__main__":
+    from ..startup import SCORER_LIBRARIES, collector_paused, preimport
+
     parsed = _reward_parser().parse_args()
+    with collector_paused():  # imports only: the checkpoints load after it, with the collector on
+        preimport(SCORER_LIBRARIES)
     _serve(ScorerSpec(parsed.clip, parsed.detoxify_checkpoint, parsed.detoxify_config))

@@ -1,0 +1,87 @@
+"""The CLI's start-up imports with the collector paused (`startup.py`): the collector is back on for the work."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from workbench.startup import MODEL_LIBRARIES, SCORER_LIBRARIES, collector_paused, libraries_for, preimport
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_collector_paused_freezes_what_the_block_built_and_turns_the_collector_back_on() -> None:
+    out = _run("""
+        import gc
+        from workbench.startup import collector_paused
+        before = gc.get_freeze_count()
+        with collector_paused():
+            inside = gc.isenabled()
+            made = [[i] for i in range(1000)]
+        print(inside, gc.isenabled(), gc.get_freeze_count() - before >= 1000, gc.is_tracked(made))
+        gc.disable()
+        with collector_paused():  # turned off by the caller: left off, nothing frozen
+            pass
+        print(gc.isenabled())
+    """)
+    assert out.split() == ["False", "True", "True", "True", "False"]
+
+
+def test_the_collector_is_back_on_even_when_an_import_in_the_block_fails() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with collector_paused():
+            raise RuntimeError("an import failed")
+    assert gc.isenabled()
+    gc.unfreeze()  # this test process's objects go back to being collected
+
+
+def test_preimport_skips_what_fails_and_leaves_the_error_to_the_code_that_needs_it(tmp_path: Path) -> None:
+    (tmp_path / "broken_at_import.py").write_text("raise RuntimeError('broken')\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        preimport(["no_such_module_xyz", "broken_at_import", "json"])
+        assert "json" in sys.modules and "broken_at_import" not in sys.modules
+        with pytest.raises(RuntimeError, match="broken"):
+            __import__("broken_at_import")  # the real import still reports it
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_libraries_for_a_command() -> None:
+    assert libraries_for(["notebook", "run"], scorers_here=True) == ("workbench.cli",)
+    assert libraries_for(["eval", "--help"], scorers_here=True) == ("workbench.cli",)
+    assert libraries_for([], scorers_here=True) == ("workbench.cli",)
+    assert libraries_for(["stage1"], scorers_here=True) == ("workbench.cli", *MODEL_LIBRARIES)
+    assert libraries_for(["eval"], scorers_here=False) == ("workbench.cli", *MODEL_LIBRARIES)
+    assert libraries_for(["eval"], scorers_here=True) == ("workbench.cli", *MODEL_LIBRARIES, *SCORER_LIBRARIES)
+    assert libraries_for(["stage2"], scorers_here=True)[-len(SCORER_LIBRARIES):] == SCORER_LIBRARIES
+
+
+def test_the_cli_runs_its_command_with_the_collector_on_and_the_imports_frozen() -> None:
+    """`python -m workbench`'s entry: the command (here a stand-in for cli.main) sees the collector on, the model
+    libraries already imported, and start-up's objects frozen out of its collections."""
+    out = _run("""
+        import gc, sys
+        import workbench.cli
+        def main():
+            print(gc.isenabled(), "transformers.image_processing_utils" in sys.modules, gc.get_freeze_count() > 100000)
+            return 0
+        workbench.cli.main = main
+        sys.argv = ["workbench", "stage1", "--model", "organism"]
+        from workbench.__main__ import run
+        run()
+    """)
+    assert out.split() == ["True", "True", "True"]
