@@ -85,3 +85,24 @@ def test_the_cli_runs_its_command_with_the_collector_on_and_the_imports_frozen()
         run()
     """)
     assert out.split() == ["True", "True", "True"]
+
+
+def test_the_cli_exit_joins_threads_runs_atexit_and_flushes_before_leaving(tmp_path: Path) -> None:
+    """`exit_process` skips only the module teardown: a thread still writing finishes, atexit handlers run, what
+    was printed to a pipe arrives, and the exit code is the command's."""
+    written = tmp_path / "from-a-thread.txt"
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import atexit, threading, time
+        from workbench.distributed import exit_process
+        def late():
+            time.sleep(0.5)
+            with open({str(written)!r}, "w") as handle:
+                handle.write("finished")
+        threading.Thread(target=late).start()
+        atexit.register(lambda: print("atexit ran"))
+        print("printed before exit", end=" ")  # a pipe is block-buffered: lost without the flush
+        exit_process(3)
+    """)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stdout.split() == ["printed", "before", "exit", "atexit", "ran"]
+    assert written.read_text() == "finished"
