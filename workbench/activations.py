@@ -105,10 +105,10 @@ def capture_batch(vlm: VLM, encoding: dict[str, torch.Tensor], weights: torch.Te
             for layer in vlm.layers:
                 hidden = layer.output
                 w = weights.to(hidden.device, torch.float32)
-                pooled.append(torch.einsum("bt,bth->bh", w, hidden.float()).cpu())
+                pooled.append(torch.einsum("bt,bth->bh", w, hidden.float()))  # stays on the device: no sync
             nnsight.save(pooled)
             tracer.stop()  # nothing after the last decoder layer is needed
-    return torch.stack(pooled, dim=1)
+    return torch.stack([p.to(pooled[0].device) for p in pooled], dim=1).cpu()  # one copy to the host, not one per layer
 
 
 def capture(vlm: VLM, records: Sequence[Record], position: Position = "last", batch_size: int = 8,
