@@ -2,11 +2,11 @@
 
 Importing torch, transformers (with torchvision and torch._dynamo behind its image processors), open_clip and
 Detoxify creates a few million objects that live until exit. With the collector on, every full collection scans
-all of them again as the heap grows: measured 4.2 s vs 3.4 s for those imports on a 2-core machine. `python -m
-workbench` imports what its command will need inside `collector_paused()`, which then freezes what the imports
-built (`gc.freeze`: later collections skip it) and turns the collector back on. Only imports run paused: model
-weights, datasets and scorer checkpoints load afterwards with the collector on, so no garbage holding tensors is
-ever frozen, and every long job runs with the collector as usual.
+all of them again as the heap grows: measured 4.2 s vs 3.4 s for those imports on a 2-core machine.
+`python -m workbench` (and app.py) imports what its command will need inside `collector_paused()`, which then
+freezes what the imports built (`gc.freeze`: later collections skip it) and turns the collector back on. Only
+imports run paused: model weights, datasets and scorer checkpoints load afterwards with the collector on, so no
+garbage holding tensors is ever frozen, and every long job runs with the collector as usual.
 """
 
 from __future__ import annotations
