@@ -88,12 +88,16 @@ def test_the_cli_runs_its_command_with_the_collector_on_and_the_imports_frozen()
 
 
 def test_the_cli_exit_joins_threads_runs_atexit_and_flushes_before_leaving(tmp_path: Path) -> None:
-    """`exit_process` skips only the module teardown: a thread still writing finishes, atexit handlers run, what
-    was printed to a pipe arrives, and the exit code is the command's."""
+    """`exit_process` skips only the module teardown: a thread still writing finishes, an idle thread pool left
+    open does not hang the exit, atexit handlers run, what was printed to a pipe arrives, and the exit code is the
+    command's."""
     written = tmp_path / "from-a-thread.txt"
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import atexit, threading, time
+        from concurrent.futures import ThreadPoolExecutor
         from workbench.distributed import exit_process
+        pool = ThreadPoolExecutor(2)  # left open, as a library may: its idle workers must not block the exit
+        pool.submit(time.sleep, 0.01).result()
         def late():
             time.sleep(0.5)
             with open({str(written)!r}, "w") as handle:
