@@ -49,10 +49,16 @@ def preimport(modules: Iterable[str]) -> None:
             continue
 
 
+def command_to_run(argv: Sequence[str]) -> str | None:
+    """The CLI command `argv` will run, read before argparse (None for no command or a request for help)."""
+    return None if not argv or {"-h", "--help"} & set(argv) else argv[0]
+
+
 def libraries_for(argv: Sequence[str], scorers_here: bool) -> tuple[str, ...]:
     """What the command in `argv` will import: the CLI, the model libraries for a command that loads a model, and
     the scorers' when it loads them in this process (stage2; eval/compare without a scorer process)."""
-    if not argv or argv[0] not in MODEL_COMMANDS or {"-h", "--help"} & set(argv):
+    command = command_to_run(argv)
+    if command not in MODEL_COMMANDS:
         return ("workbench.cli",)
-    return ("workbench.cli", *MODEL_LIBRARIES, *(SCORER_LIBRARIES if scorers_here and argv[0] in SCORING_COMMANDS
-                                                 else ()))
+    scorers = SCORER_LIBRARIES if scorers_here and command in SCORING_COMMANDS else ()
+    return ("workbench.cli", *MODEL_LIBRARIES, *scorers)

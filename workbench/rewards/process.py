@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from ..startup import command_to_run
 from .clip_names import default_clip_spec
 
 COMMANDS = ("eval", "compare")  # the CLI commands that score in a child process (unless --score-in-process)
@@ -170,7 +171,7 @@ def start_early(argv: Sequence[str]) -> None:
     """Before the CLI imports the library: start the child for an `eval`/`compare` command line when a core is free
     for it (a guess that `take_early` checks; a wrong or unused one is ended at exit)."""
     global _EARLY
-    if not argv or argv[0] not in COMMANDS or {"-h", "--help"} & set(argv) or not spare_core():
+    if command_to_run(argv) not in COMMANDS or not spare_core():
         return
     known, _ = _reward_parser().parse_known_args(list(argv[1:]))
     if not known.score_in_process:
