@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .activations import POSITIONS
-from .cli_args import add_model_args, add_reward_args, add_score_in_process_arg, add_steering_args, signs_text
+from .cli_args import add_model_args, add_reward_args, add_steering_args, signs_text
 from .cli_common import check_out, scorers, write_run_info_for
 from .cli_compare import add_compare_parser, run_compare_command
 from .directions import METHODS
@@ -108,7 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--allow-overlap", action="store_true",
                             help="evaluate even on records the vectors were trained on (the overlap is reported)")
     add_reward_args(evaluation)
-    add_score_in_process_arg(evaluation)
 
     gguf = commands.add_parser(
         "gguf", help="write a llama.cpp control vector (use with --control-vector FILE)",
@@ -204,7 +203,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     judge = choose_judge(f"harmbench:{args.harmbench}" if args.harmbench else args.judge, args.data,
                          vector.metadata if vector is not None else None)
     print(f"ASR judge: {judge.name}")
-    toxicity, clip = scorers(args, child=True)
+    toxicity, clip = scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     data_hash = dataset_hash(records)
     fingerprint = {"model": vlm.spec, "data": args.data, "data_hash": data_hash, "records": len(records),

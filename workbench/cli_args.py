@@ -47,12 +47,6 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True, defau
                         help="allow the checkpoint's own Python code to run (off unless you ask)")
 
 
-def add_score_in_process_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--score-in-process", action="store_true",
-                        help="load and run the scorers in this process (default: a second process loads them "
-                        "while the model loads; the scores are the same)")
-
-
 def add_reward_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", default=None, help="open_clip model: 'organism', a local-dir folder or "
                         "ARCH:PRETRAINED (default: organism for the organism, else ViT-B-32:openai)")

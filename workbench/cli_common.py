@@ -8,17 +8,13 @@ from pathlib import Path
 from typing import Any
 
 
-def scorers(args: argparse.Namespace, child: bool = False) -> tuple[Any, Any]:
-    """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when unavailable);
-    with `child`, the ones `python -m workbench` started loading in a second process (`rewards.process`: the same
-    scores), when it did."""
-    from .rewards.process import load_scorers, spec_for, take_early
+def scorers(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The toxicity scorer (saying which one runs) and the open_clip scorer (None, with a warning, when
+    unavailable), as the command's arguments name them."""
+    from .rewards.scorers import ScorerSpec, load_scorers
 
-    spec = spec_for(args.model, args.clip, args.detoxify_checkpoint, args.detoxify_config)
-    early = take_early(spec) if child else None
-    toxicity, clip, clip_error = early.scorers() if early is not None else load_scorers(spec)
-    if early is not None:
-        print("scorers: loaded in a second process while the model loaded (--score-in-process keeps them here)")
+    spec = ScorerSpec.for_model(args.model, args.clip, args.detoxify_checkpoint, args.detoxify_config)
+    toxicity, clip, clip_error = load_scorers(spec)
     if clip_error is not None:
         print(f"warning: no visual-consistency score ({spec.clip}: {clip_error})", file=sys.stderr)
     print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))

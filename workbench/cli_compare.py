@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_args import add_model_args, add_reward_args, add_score_in_process_arg, add_steering_args, count_arg
+from .cli_args import add_model_args, add_reward_args, add_steering_args, count_arg
 from .cli_common import check_out, scorers, write_run_info_for
 
 
@@ -32,7 +32,6 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     add_steering_args(compare)
     add_reward_args(compare)
-    add_score_in_process_arg(compare)
 
 
 def run_compare_command(args: argparse.Namespace) -> None:
@@ -58,7 +57,7 @@ def run_compare_command(args: argparse.Namespace) -> None:
         defences.append(Defence(name, steering))
     if args.system_prompt:
         defences.append(Defence("system prompt", system_prompt=args.system_prompt))
-    toxicity, clip = scorers(args, child=True)
+    toxicity, clip = scorers(args)
     config = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     table = run_compare(vlm, data, defences, toxicity, clip, args.judge, config, args.allow_overlap)
     paths = save(table, args.out, plots=not args.no_plots)

@@ -10,11 +10,9 @@ environment (WORLD_SIZE unset or 1) everything runs in this process and nothing 
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,25 +84,15 @@ def current_shard() -> Shard:
 
 
 def exit_process(code: int) -> None:
-    """End `python -m workbench` with `code`, without the interpreter's teardown of every module.
-
-    What a normal exit does that matters still happens, in its order: thread pools are stopped and threads that are
-    not daemons joined (`threading._shutdown`, as the interpreter does), atexit handlers run (logging's flush,
-    kaleido's browser, the scorer process), stdout and stderr are flushed.
-    Skipped: the teardown of the few thousand modules torch, transformers and open_clip bring (0.16 s measured;
-    1.2 s before start-up's objects were frozen). Every file the workbench writes is closed before its command
-    returns. Under torchrun (a process group), atexit handlers do not run either: the gloo process group outlives
-    `destroy_process_group()` (its worker threads are still running at exit), and a rank then sometimes died with
-    SIGABRT ("terminate called without an active exception") after every output was written, which torchrun
-    reports as a failed run (measured: 1 run in 12; 1 in 69 with a final barrier and `destroy_process_group()`;
-    0 in 80 leaving at once). After a success every rank has passed `Shard.done()`, so nothing is lost; after an
-    error torchrun stops the other ranks, as it would anyway."""
+    """End `python -m workbench` with `code`: the ordinary `sys.exit` in one process; under torchrun (a process
+    group) at once with `os._exit`, after flushing. The gloo process group outlives `destroy_process_group()` (its
+    worker threads are still running at exit), and a rank then sometimes died with SIGABRT ("terminate called
+    without an active exception") after every output was written, which torchrun reports as a failed run
+    (measured: 1 run in 12; 1 in 69 with a final barrier and `destroy_process_group()`; 0 in 80 leaving at once).
+    After a success every rank has passed `Shard.done()`, so nothing is lost; after an error torchrun stops the
+    other ranks, as it would anyway."""
     if not dist.is_initialized():
-        shutdown_threads = getattr(threading, "_shutdown", None)  # what the interpreter's exit calls first
-        if shutdown_threads is None:  # not this CPython: the ordinary exit, teardown and all
-            sys.exit(code)
-        shutdown_threads()  # thread pools told to stop (concurrent.futures), then non-daemon threads joined
-        atexit._run_exitfuncs()
+        sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -24,8 +24,9 @@ from PIL import Image
 from ..data import DatasetError, Record, open_image
 from ..models import VLM, load_vlm
 from ..rewards.responses import score_responses
+from ..rewards.scorers import ScorerSpec, load_scorers
 from ..rewards.toxicity import ToxicityScorer
-from ..rewards.visual import ClipScorer, default_clip_spec, load_clip
+from ..rewards.visual import ClipScorer
 from ..rules import get_rule
 from ..runs import RunStore, run_kind
 from ..sources import dataset_choices, load_dataset, source_of
@@ -101,13 +102,9 @@ class SharedModel:
     def scorers(self) -> tuple[ToxicityScorer, ClipScorer | None]:
         """Toxicity (Detoxify, else the named fallback) and open_clip (the organism's own, else ViT-B-32)."""
         with self.lock:
-            if self._scorers is None:
-                clip: ClipScorer | None
-                try:
-                    clip = load_clip(default_clip_spec(self.spec))
-                except Exception:  # noqa: BLE001 - offline: visual consistency is shown as unavailable
-                    clip = None
-                self._scorers = (ToxicityScorer.create(), clip)
+            if self._scorers is None:  # without CLIP (offline) visual consistency is shown as unavailable
+                toxicity, clip, _ = load_scorers(ScorerSpec.for_model(self.spec))
+                self._scorers = (toxicity, clip)
             return self._scorers
 
     def switch_model(self, spec: str) -> None:

@@ -14,9 +14,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .clip_names import DEFAULT_CLIP, default_clip_spec  # noqa: F401 - where the scorer process reads them
-
+DEFAULT_CLIP = "ViT-B-32:openai"  # for real checkpoints (needs the hub)
 ORGANISM_CLIP = Path(__file__).resolve().parents[2] / "assets" / "organism" / "clip"
+
+
+def default_clip_spec(model_spec: str) -> str:
+    """The CLIP that scores a model's answers when none is named: the organism's own, else ViT-B-32."""
+    return "organism" if model_spec == "organism" else DEFAULT_CLIP
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""Loading the two scorers every scored job needs, in one place for the CLI, the app and the job pipelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .toxicity import ToxicityScorer
+from .visual import ClipScorer, default_clip_spec, load_clip
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """Which scorers to load: the open_clip model, and a local Detoxify checkpoint and config (None: Detoxify's
+    own 'original' checkpoint, else the named offline fallback)."""
+
+    clip: str
+    detoxify_checkpoint: str | None = None
+    detoxify_config: str | None = None
+
+    @classmethod
+    def for_model(cls, model: str, clip: str | None = None, detoxify_checkpoint: str | None = None,
+                  detoxify_config: str | None = None) -> ScorerSpec:
+        """The scorers for `model`: the organism's own CLIP unless one is named, else ViT-B-32."""
+        return cls(clip or default_clip_spec(model), detoxify_checkpoint, detoxify_config)
+
+
+def load_scorers(spec: ScorerSpec) -> tuple[ToxicityScorer, ClipScorer | None, str | None]:
+    """(toxicity, clip, why there is no clip): Detoxify or its named fallback, and open_clip (None when it does not
+    load, with the reason, so the caller can warn and go on: an offline hub, a missing folder)."""
+    toxicity = ToxicityScorer.create(checkpoint=spec.detoxify_checkpoint, config_dir=spec.detoxify_config)
+    try:
+        return toxicity, load_clip(spec.clip), None
+    except Exception as error:  # noqa: BLE001 - reported by the caller, which goes on without CLIP
+        return toxicity, None, str(error)
