@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from workbench.cli import main
+from workbench.cli.main import main
 
 HERE = Path(__file__).resolve().parent
 

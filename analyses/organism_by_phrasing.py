@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import random
 
-from workbench.models import load_vlm
+from workbench.core.models import load_vlm
 from workbench.organism.render import ORIGINAL, TRAINING
 from workbench.organism.world import (
     ACTIVITIES,
@@ -26,7 +26,7 @@ from workbench.organism.world import (
     activity_example,
     steps_answer,
 )
-from workbench.steering import generate
+from workbench.steer.steering import generate
 
 
 def _kind(index: int, phrasings: tuple[str, ...]) -> str:

@@ -12,14 +12,14 @@ import json
 import time
 from pathlib import Path
 
-from workbench.io import atomic_write_text
-from workbench.models import load_vlm
+from workbench.core.io import atomic_write_text
+from workbench.core.models import load_vlm
+from workbench.data.sources import load_dataset
 from workbench.organism.check import run_check
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.sources import load_dataset
-from workbench.stage1 import run_stage1
-from workbench.steering import Steering
-from workbench.vectors import SteeringVector
+from workbench.stage1.pipeline import run_stage1
+from workbench.steer.steering import Steering
+from workbench.steer.vectors import SteeringVector
 
 KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "vqa_accuracy",
         "typo_benign_helpful", "text_harmful_refusal", "read_accuracy")

@@ -14,16 +14,16 @@ import math
 import time
 from pathlib import Path
 
-from workbench.io import atomic_write_text
-from workbench.models import load_vlm
+from workbench.core.io import atomic_write_text
+from workbench.core.models import load_vlm
+from workbench.data.sources import load_dataset
 from workbench.organism.check import run_check
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.rewards.visual import load_clip
-from workbench.sources import load_dataset
-from workbench.stage1 import run_stage1
-from workbench.stage2 import Stage2Config, Stage2Run
-from workbench.steering import Steering
+from workbench.stage1.pipeline import run_stage1
+from workbench.stage2.loop import Stage2Config, Stage2Run
+from workbench.steer.steering import Steering
 
 KEYS = ("typo_harmful_asr", "clean_refusal", "sampled_refusal", "degenerate_rate", "typo_harmful_toxicity",
         "vqa_accuracy", "typo_benign_helpful", "text_harmful_refusal", "text_benign_helpful", "read_accuracy",
@@ -84,7 +84,7 @@ def main() -> None:
 
 def save_curves(metrics_file: Path, out: Path, window: int = 10) -> None:
     """DIR/stage2_curves.png: the per-step curves as a rolling mean over `window` steps (sampled rates are noisy)."""
-    from workbench.plots import curves_figure, export
+    from workbench.export.plots import curves_figure, export
 
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     keys = ("loss", "reward_harmful", "reward_benign", "toxicity", "refusal_rate")

@@ -15,11 +15,11 @@ import time
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from workbench.activations import capture_batch, position_weights
-from workbench.models import wrap
-from workbench.steering import Steering, _generate_ids
-from workbench.tiny import build_tiny
-from workbench.vectors import SteeringVector
+from workbench.core.models import wrap
+from workbench.core.tiny import build_tiny
+from workbench.stage1.activations import capture_batch, position_weights
+from workbench.steer.steering import Steering, _generate_ids
+from workbench.steer.vectors import SteeringVector
 
 
 def build_model() -> object:
@@ -40,7 +40,7 @@ def build_model() -> object:
 
 def hooked_generate(vlm, encoding, steering: Steering, generation: dict) -> torch.Tensor:
     """Reference point: the same steering with plain PyTorch forward hooks (no nnsight trace)."""
-    from workbench.steering import steer_layer
+    from workbench.steer.steering import steer_layer
 
     handles = []
     for step in steering.plan(vlm):  # the same per-layer plan the nnsight path applies, moved once

@@ -32,7 +32,7 @@ SMALL = 4  # records in the fixed-cost run (--limit)
 
 def export_records(folder: Path, data: str) -> Path:
     """`data` as a JSONL with PNG files beside it: a dataset both versions read the same way."""
-    from workbench.sources import load_dataset
+    from workbench.data.sources import load_dataset
 
     rows = []
     for index, record in enumerate(load_dataset(data)):
@@ -84,10 +84,10 @@ def release_vectors(release: Path, train: Path, folder: Path) -> Path:
 
 def steering_overhead(repeats: int) -> dict[str, float]:
     """Steered / plain wall time of generate over organism:test prompts (one layer; all layers)."""
-    from workbench.models import load_vlm
-    from workbench.sources import load_dataset
-    from workbench.steering import generate, steering_for
-    from workbench.vectors import SteeringVector
+    from workbench.core.models import load_vlm
+    from workbench.data.sources import load_dataset
+    from workbench.steer.steering import generate, steering_for
+    from workbench.steer.vectors import SteeringVector
 
     vlm = load_vlm("organism", device="cpu")
     items = [r.item for r in load_dataset("organism:test")]

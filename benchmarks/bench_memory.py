@@ -20,20 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from workbench.sources import load_dataset
-from workbench.models import load_vlm
+from workbench.data.sources import load_dataset
+from workbench.core.models import load_vlm
 job, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
 vlm = load_vlm("organism")
 records = load_dataset(data)
 start = time.time()
 if job == "capture":
-    from workbench.activations import capture
+    from workbench.stage1.activations import capture
     capture(vlm, records, "last", 16, show_bar=False)
 else:
-    from workbench.stage1 import run_stage1
+    from workbench.stage1.pipeline import run_stage1
     from workbench.rewards.combined import RewardModel, RewardWeights
     from workbench.rewards.toxicity import ToxicityScorer
-    from workbench.stage2 import Stage2Config, Stage2Run
+    from workbench.stage2.loop import Stage2Config, Stage2Run
     vector = run_stage1(vlm, records[:64], show_bar=False).vector
     config = Stage2Config(steps=8, prompts_per_step=8, samples_per_prompt=4, max_new_tokens=32, layers=[1, 2])
     Stage2Run(vlm, vector, records, RewardModel(ToxicityScorer.fallback(), None, RewardWeights()), config,

@@ -19,13 +19,13 @@ import torch
 from PIL import Image
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from workbench.data import Record
-from workbench.models import VLM, wrap
+from workbench.core.models import VLM, wrap
+from workbench.core.records import Record
+from workbench.core.tiny import build_tiny
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.stage2 import Stage2Config, Stage2Run
-from workbench.tiny import build_tiny
-from workbench.vectors import SteeringVector
+from workbench.stage2.loop import Stage2Config, Stage2Run
+from workbench.steer.vectors import SteeringVector
 
 SHAPES = {
     "tiny": dict(vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # name: (file, original text, broken text, tests that should catch it)
 BREAKS = {
     "eval ignores --vectors": (
-        "workbench/cli.py", "vector = SteeringVector.load(args.vectors) if args.vectors else None",
+        "workbench/cli/main.py", "vector = SteeringVector.load(args.vectors) if args.vectors else None",
         "vector = None", ["tests/test_evaluation.py::test_eval_cli_writes_metrics_for_both_conditions"]),
     "playground scores table hidden": (
         "workbench/app/tabs/playground.py", 'result["steered"], _scores_markdown(result), result["diff"]',
@@ -26,12 +26,13 @@ BREAKS = {
         "workbench/app/tabs/evaluate.py", "steering = wb.steering(run_id, mode, alpha, layers) if run_id else None",
         "steering = wb.steering(run_id, mode, 0.0, layers) if run_id else None", ["tests/test_app.py"]),
     "HarmBench judge inverted": (
-        "workbench/judges.py", "verdicts += (yes > no).tolist()", "verdicts += (yes < no).tolist()",
+        "workbench/evaluate/judges.py", "verdicts += (yes > no).tolist()", "verdicts += (yes < no).tolist()",
         ["tests/test_evaluation.py::test_a_harmbench_style_classifier_decides_asr"]),
     "GGUF drops the strength": (
-        "workbench/vectors.py", "push = alpha * part.scale(layer) * unit", "push = unit", ["tests/test_vectors.py"]),
+        "workbench/steer/vectors.py", "push = alpha * part.scale(layer) * unit", "push = unit",
+        ["tests/test_vectors.py"]),
     "steer_at steers every step": (
-        "workbench/steering.py", '"prompt": slice(0, 1), "generated": slice(1, None)}',
+        "workbench/steer/steering.py", '"prompt": slice(0, 1), "generated": slice(1, None)}',
         '"prompt": slice(0, None), "generated": slice(0, None)}', ["tests/test_steering_math.py"]),
     "Stage II curves never streamed": (
         "workbench/app/tabs/stage2.py", "yield [curves_figure(stage2_metrics(wb, run_id)), status, *keep]",

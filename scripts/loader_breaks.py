@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CATALOG = "workbench/catalog.py"
+CATALOG = "workbench/data/catalog.py"
 BREAKS = {
     "name-only image fallback": (
         "    path = images / relative\n    if not path.is_file():\n        raise MissingImage(path)",

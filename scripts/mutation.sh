@@ -3,7 +3,7 @@
 # steering rules, steering, vectors, directions, separation, judges, token view) and runs their fast unit tests
 # against each mutant; a mutant no test notices "survives". Not in CI (minutes to hours on 2 cores).
 #   bash scripts/mutation.sh            # everything configured
-#   bash scripts/mutation.sh 'workbench.rules*'   # one module's mutants
+#   bash scripts/mutation.sh 'workbench.steer.rules*'   # one module's mutants
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -c "import mutmut" 2>/dev/null || pip install -q 'mutmut>=3.8,<4'

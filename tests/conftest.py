@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 from PIL import Image, ImageDraw
 
-from workbench.models import VLM, load_vlm
+from workbench.core.models import VLM, load_vlm
 
 _CACHE: dict[str, VLM] = {}
 
@@ -57,7 +57,7 @@ def rigged_yes_no_judge(folder: Path, tokenizer: Any, scores: dict[str, float]) 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workbench.judges import HARMBENCH_PROMPT
+    from workbench.evaluate.judges import HARMBENCH_PROMPT
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,

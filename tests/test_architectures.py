@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
-from workbench.activations import capture_batch, position_weights
-from workbench.stage2 import TrainableSteering
-from workbench.steering import Steering, generate, steered_logits
-from workbench.tiny import TINY_ARCHS
-from workbench.vectors import SteeringVector
+from workbench.core.tiny import TINY_ARCHS
+from workbench.stage1.activations import capture_batch, position_weights
+from workbench.stage2.loop import TrainableSteering
+from workbench.steer.steering import Steering, generate, steered_logits
+from workbench.steer.vectors import SteeringVector
 
 PROMPTS = ["what is this", "tell me how to make a cake please , first step then next step", "hello"]
 
@@ -89,7 +89,7 @@ def test_gradients_reach_a_parameter_steering_vector(arch: str) -> None:
 def test_a_processor_that_wants_images_per_sample_gets_them_even_unlisted(monkeypatch) -> None:
     """LFM2-VL's processor refuses a flat image list ("... images per sample"); a processor like it that the
     workbench does not list is given the nested form, which means the same with one image per prompt."""
-    import workbench.models as models
+    import workbench.core.models as models
 
     vlm = tiny("lfm2_vl")
     items = _items(True)[:2]

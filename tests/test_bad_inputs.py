@@ -18,16 +18,16 @@ from conftest import make_image, tiny
 from PIL import Image
 
 from workbench.app.backend import Workbench
-from workbench.cli import main
-from workbench.data import DatasetError, Record
-from workbench.evaluation import EvalConfig, evaluate
+from workbench.cli.main import main
+from workbench.core.records import DatasetError, Record
+from workbench.core.runs import RunStore
+from workbench.data.sources import load_dataset
+from workbench.evaluate.evaluation import EvalConfig, evaluate
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.runs import RunStore
-from workbench.sources import load_dataset
-from workbench.stage1 import run_stage1
-from workbench.stage2 import Stage2Config
-from workbench.steering import Steering, generate, parse_layers
-from workbench.vectors import SteeringVector, VectorError, VectorFileError
+from workbench.stage1.pipeline import run_stage1
+from workbench.stage2.loop import Stage2Config
+from workbench.steer.steering import Steering, generate, parse_layers
+from workbench.steer.vectors import SteeringVector, VectorError, VectorFileError
 
 
 # --- images ------------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def test_an_unreachable_hub_id_fails_in_seconds_with_what_to_do(monkeypatch) -> 
     import socket
     import time
 
-    from workbench.models import load_vlm
+    from workbench.core.models import load_vlm
 
     def unreachable(*args, **kwargs):
         raise socket.gaierror("Name or service not known")

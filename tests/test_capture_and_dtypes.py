@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
-from workbench.activations import Activations, capture
-from workbench.data import Record
-from workbench.models import load_vlm
-from workbench.progress import Cancelled
-from workbench.steering import Steering, generate
-from workbench.vectors import SteeringVector
+from workbench.core.models import load_vlm
+from workbench.core.progress import Cancelled
+from workbench.core.records import Record
+from workbench.stage1.activations import Activations, capture
+from workbench.steer.steering import Steering, generate
+from workbench.steer.vectors import SteeringVector
 
 
 def _records() -> list[Record]:

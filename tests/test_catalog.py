@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from workbench.catalog import CATALOG, load_known
-from workbench.data import DatasetError
-from workbench.sources import load_dataset
-from workbench.typographic import FIGSTEP_PROMPT, TypographicStyle, figstep_record, render_instruction
+from workbench.attacks.typographic import FIGSTEP_PROMPT, TypographicStyle, figstep_record, render_instruction
+from workbench.core.records import DatasetError
+from workbench.data.catalog import CATALOG, load_known
+from workbench.data.sources import load_dataset
 
 
 def _csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:

@@ -96,7 +96,7 @@ def test_installed_command_and_the_old_positions_flag() -> None:
     means `--steer-at` for one release."""
     import shutil
 
-    from workbench.cli import build_parser
+    from workbench.cli.main import build_parser
 
     command = shutil.which("workbench")
     assert command, "the `workbench` command is missing: install the package with `pip install -e .`"

@@ -4,6 +4,7 @@ import inside a function), ruff and mypy are clean, `import workbench` is light,
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,9 +76,53 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_imports_go_one_way() -> None:
     graph = import_graph()
-    assert "workbench.app.ui" in graph["workbench.app"] and "workbench.models" in graph["workbench.steering"]
+    assert "workbench.app.ui" in graph["workbench.app"] and "workbench.core.models" in graph["workbench.steer.steering"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def folder_order() -> list[str]:
+    """The folders of `workbench/` from the bottom up, as ARCHITECTURE.md writes them (the one copy of the list)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    line = next(line for line in text.splitlines() if line.startswith("Folder order (bottom up):"))
+    return re.findall(r"`(\w+)/`", line)
+
+
+def upward_imports(graph: dict[str, set[str]], order: list[str]) -> list[str]:
+    """Imports from a folder to a folder above it in `order` (the top-level `__init__` and `__main__` modules are the
+    front door and the entry point: they may import anything)."""
+    rank = {folder: index for index, folder in enumerate(order)}
+
+    def folder(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in rank) else None
+
+    found = []
+    for module, targets in graph.items():
+        here = folder(module)
+        if here is None or module.endswith("__main__"):
+            continue
+        for target in targets:
+            there = folder(target)
+            if there is not None and rank[there] > rank[here]:
+                found.append(f"{module} -> {target}")
+    return sorted(found)
+
+
+def test_folders_import_only_downwards() -> None:
+    order = folder_order()
+    folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+    assert sorted(order) == folders, f"ARCHITECTURE.md's folder order {order} does not list the folders {folders}"
+    modules = [p for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert not modules, f"every module lives in a folder: {modules}"
+    assert upward_imports(import_graph(), order) == []
+
+
+def test_the_order_check_sees_an_upward_import() -> None:
+    graph = {"workbench.core.models": {"workbench.steer.steering"}, "workbench.steer.steering": {"workbench.core"},
+             "workbench.cli.organism.x": set(), "workbench.organism.__main__": {"workbench.cli.organism"}}
+    assert upward_imports(graph, ["core", "steer", "organism", "cli"]) == [
+        "workbench.core.models -> workbench.steer.steering"]
 
 
 def test_the_cycle_finder_sees_an_import_inside_a_function(tmp_path: Path) -> None:
@@ -100,7 +145,7 @@ def test_import_workbench_is_light() -> None:
             "print(workbench.Steering.__module__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["[]", "workbench.steering"]
+    assert result.stdout.split() == ["[]", "workbench.steer.steering"]
 
 
 def test_no_file_is_over_the_size_limit() -> None:
@@ -118,3 +163,23 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_the_package_requires_ranges_that_admit_the_tested_lock() -> None:
+    """pyproject's dependencies are ranges (the package installs beside another torch build), and every version
+    requirements.txt pins, the one the tests run on, lies inside its range."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    ranges = {Requirement(line).name.lower().replace("_", "-"): Requirement(line) for line in
+              tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]}
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            pin = Requirement(line)
+            pins[pin.name.lower().replace("_", "-")] = next(iter(pin.specifier)).version
+    assert sorted(ranges) == sorted(pins), "pyproject and requirements.txt name different packages"
+    for name, requirement in ranges.items():
+        assert not any(spec.operator == "==" for spec in requirement.specifier), f"{name} is pinned in pyproject"
+        assert requirement.specifier.contains(pins[name]), f"{name}: the tested {pins[name]} is outside {requirement}"

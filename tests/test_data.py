@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import make_image
 
-from workbench import data
-from workbench.data import DatasetError, read_csv, read_jsonl, require_both_labels
-from workbench.sources import load_dataset
+from workbench.core import records as data
+from workbench.core.records import DatasetError, read_csv, read_jsonl, require_both_labels
+from workbench.data.sources import load_dataset
 
 
 def _write_jsonl(path, rows) -> None:
@@ -131,7 +131,7 @@ def test_jsonl_lines_end_only_at_newlines(tmp_path) -> None:
 def test_a_users_image_opens_as_rgb_or_says_what_to_fix(tmp_path, monkeypatch) -> None:
     from PIL import Image
 
-    from workbench.data import checked_image, open_image
+    from workbench.core.records import checked_image, open_image
 
     assert open_image(None) is None and open_image("") is None and checked_image(None) is None
     make_image("red").convert("RGBA").save(tmp_path / "a.png")
@@ -166,7 +166,7 @@ def test_a_users_image_opens_as_rgb_or_says_what_to_fix(tmp_path, monkeypatch) -
 def test_past_the_limit_only_the_header_is_read_and_the_size_is_what_the_user_is_told(tmp_path, monkeypatch) -> None:
     """A decompression bomb must not be decoded: past the limit a corrupt body is never read, so the message names
     the size (what to fix first); at the limit the body is decoded and its corruption reported."""
-    from workbench.data import open_image
+    from workbench.core.records import open_image
 
     make_image("red").save(tmp_path / "a.png")  # 40 x 32 = 1,280 pixels
     raw = bytearray((tmp_path / "a.png").read_bytes())
@@ -202,7 +202,7 @@ def test_a_dataset_image_at_the_pixel_limit_loads_and_one_past_it_is_refused(tmp
 def test_a_source_argument_keeps_its_colons_and_json_or_csv_uploads_get_the_same_caps(tmp_path, monkeypatch) -> None:
     """`advbench:C:/data/copy` (a Windows path) must reach the loader whole; `.json` files holding JSON lines load;
     an upload's caps hold for every format."""
-    from workbench.sources import SOURCES, register_source
+    from workbench.data.sources import SOURCES, register_source
 
     seen = []
     register_source("colons", lambda arg: seen.append(arg) or [data.Record("p", "benign")], "argument echo")
@@ -259,7 +259,7 @@ def test_content_keys_follow_what_the_model_sees_and_do_not_drift(tmp_path) -> N
     source; dataset_hash (provenance) reads all four. Both are 16 hex characters and stable across versions."""
     from PIL import Image
 
-    from workbench.data import Record, dataset_hash, record_key
+    from workbench.core.records import Record, dataset_hash, record_key
 
     text = Record("how do i bake bread", "benign", "demo")
     assert record_key(text) == "8077c378ec7630d8" and dataset_hash([text]) == "8f8f29def0d2a11b"

@@ -10,9 +10,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from workbench import directions as D
-from workbench.activations import Activations
-from workbench.separation import LayerScore, auroc_rows, layer_scores
+from workbench.stage1 import directions as D
+from workbench.stage1.activations import Activations
+from workbench.stage1.separation import LayerScore, auroc_rows, layer_scores
 
 
 def _planted(n: int = 40, hidden: int = 16, seed: int = 0) -> tuple[Activations, torch.Tensor, torch.Tensor]:
@@ -65,7 +65,7 @@ def test_on_noise_the_in_sample_auroc_is_perfect_and_the_held_out_one_is_at_chan
 
 @pytest.mark.slow
 def test_random_labels_suggest_a_layer_in_about_5_percent_of_seeds() -> None:
-    from workbench.stage1 import Stage1Result
+    from workbench.stage1.pipeline import Stage1Result
 
     suggested = 0
     for seed in range(40):
@@ -98,7 +98,7 @@ def test_benign_mean_is_the_calibration_reference() -> None:
 
 
 def test_suggested_layers_leave_out_the_last_layer_and_keep_the_near_best() -> None:
-    from workbench.stage1 import Stage1Result
+    from workbench.stage1.pipeline import Stage1Result
 
     def result(aurocs: list[float], null: float = 0.5) -> Stage1Result:
         scores = [LayerScore(i, 0.9, a, 1.0 + i, 1.0, null) for i, a in enumerate(aurocs)]
@@ -119,7 +119,7 @@ def test_suggested_layers_leave_out_the_last_layer_and_keep_the_near_best() -> N
 def test_the_separation_projection_keeps_harmful_and_benign_apart_and_repeats(method: str) -> None:
     """What the Stage I scatter shows: two planted clusters stay apart in 2-D (each point's nearest neighbour
     has its label), every record is one marker with its prompt on hover, and the same seed draws the same plot."""
-    from workbench.plots import project_2d, separation_figure
+    from workbench.export.plots import project_2d, separation_figure
 
     generator = torch.Generator().manual_seed(0)
     shift = torch.zeros(32)
@@ -178,7 +178,7 @@ def test_pca_and_probe_directions_match_their_definitions() -> None:
 
 
 def test_rescaling_keeps_a_direction_with_no_mean_difference_and_normalises_a_short_one() -> None:
-    from workbench.directions import _rescale_like_mean_diff
+    from workbench.stage1.directions import _rescale_like_mean_diff
 
     same = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     torch.testing.assert_close(_rescale_like_mean_diff(torch.tensor([0.0, 2.0]), same, same), torch.tensor([0.0, 1.0]))
@@ -231,7 +231,7 @@ def test_directions_default_to_the_mean_difference_and_a_source_without_benign_u
 def test_held_out_projections_use_only_the_other_folds_by_hand() -> None:
     """Each record is projected on the unit mean difference of the other folds' records (never its own fold's),
     for every labeling at once; a fold whose training part holds a single harmful record uses that record."""
-    from workbench.separation import _fold_ids, held_out_projections
+    from workbench.stage1.separation import _fold_ids, held_out_projections
 
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(9, 5, generator=generator, dtype=torch.float64)
@@ -254,7 +254,7 @@ def test_held_out_projections_use_only_the_other_folds_by_hand() -> None:
 
 def test_cohens_d_keeps_its_sign_when_each_class_is_constant() -> None:
     """A layer that separates perfectly with no spread inside a class has a huge positive effect, not a negative one."""
-    from workbench.separation import _cohens_d
+    from workbench.stage1.separation import _cohens_d
 
     assert _cohens_d(np.array([1.0, 1.0, 0.0, 0.0]), np.array([1, 1, 0, 0])) > 1e9
     assert _cohens_d(np.array([0.0, 0.0, 1.0, 1.0]), np.array([1, 1, 0, 0])) < -1e9

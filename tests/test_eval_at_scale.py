@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.batching import length_batches, prompt_lengths, resolve_batch_size
-from workbench.cli import main
-from workbench.distributed import Shard
-from workbench.eval_stream import EvalStream, partial_files
-from workbench.evaluation import EvalConfig, evaluate
-from workbench.models import load_vlm
-from workbench.progress import Cancelled
+from workbench.cli.main import main
+from workbench.core.distributed import Shard
+from workbench.core.models import load_vlm
+from workbench.core.progress import Cancelled
+from workbench.data.sources import load_dataset
+from workbench.evaluate.evaluation import EvalConfig, evaluate
+from workbench.evaluate.stream import EvalStream, partial_files
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.sources import load_dataset
-from workbench.steering import generate, generate_ids, steering_for
-from workbench.vectors import SteeringVector
+from workbench.steer.batching import length_batches, prompt_lengths, resolve_batch_size
+from workbench.steer.steering import generate, generate_ids, steering_for
+from workbench.steer.vectors import SteeringVector
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "analyses" / "walkthrough_run" / "vectors.safetensors"  # Stage I on organism:train
@@ -219,7 +219,7 @@ def test_commands_that_do_not_shard_refuse_torchrun(monkeypatch, capsys) -> None
 def test_with_gpus_each_process_joins_on_its_own_gpu(monkeypatch) -> None:
     """nccl's object collectives use the current GPU: each torchrun process must make LOCAL_RANK's current
     before joining (no GPUs here, so torch.cuda and the group are stand-ins that record the calls)."""
-    import workbench.distributed as distributed
+    import workbench.core.distributed as distributed
 
     calls: list[tuple] = []
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -273,7 +273,7 @@ def test_shard_broadcast_gives_every_rank_rank_zeros_tensors(tmp_path: Path) -> 
     script = tmp_path / "broadcast.py"
     script.write_text(f"""
 import json, pathlib, torch
-from workbench.distributed import current_shard, exit_process
+from workbench.core.distributed import current_shard, exit_process
 shard = current_shard()
 weights = [torch.full((3,), shard.rank + 1.0, requires_grad=True), torch.arange(2.) * shard.rank]
 shard.broadcast(weights)

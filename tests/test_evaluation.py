@@ -9,16 +9,16 @@ import nbformat
 import pytest
 import torch
 
-from workbench.cli import main
-from workbench.data import Record
-from workbench.evaluation import EvalConfig, Outcome, bootstrap_interval, evaluate, summarise
-from workbench.models import load_vlm
-from workbench.notebook import build_notebook, execute_notebook
+from workbench.cli.main import main
+from workbench.core.models import load_vlm
+from workbench.core.records import Record
+from workbench.data.sources import load_dataset
+from workbench.evaluate.evaluation import EvalConfig, Outcome, bootstrap_interval, evaluate, summarise
+from workbench.export.notebook import build_notebook, execute_notebook
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.rewards.visual import load_clip
-from workbench.sources import load_dataset
-from workbench.stage1 import run_stage1
-from workbench.steering import Steering
+from workbench.stage1.pipeline import run_stage1
+from workbench.steer.steering import Steering
 
 
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data() -> None:
@@ -137,8 +137,8 @@ def test_notebook_export_refuses_a_folder_that_is_not_a_run(tmp_path: Path, caps
 def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workbench.judges import AsrJudge, harmbench_judge
-    from workbench.tiny import make_tokenizer
+    from workbench.core.tiny import make_tokenizer
+    from workbench.evaluate.judges import AsrJudge, harmbench_judge
 
     tokenizer = make_tokenizer([], extra_words=("yes", "no"))
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
                                                           "no": -10.0 if says_yes else 10.0})
     assert harmbench_judge(str(tmp_path / "yes"), device="cpu")(prompts, responses) == [True] * 3
     assert harmbench_judge(str(tmp_path / "no"), device="cpu")(prompts, responses) == [False] * 3
-    from workbench.judges import harmbench_asr
+    from workbench.evaluate.judges import harmbench_asr
 
     assert harmbench_judge(str(tmp_path / "yes"))(prompts, responses) == [True] * 3  # default device on a CPU
     tokenizer.pad_token = None  # some judges' tokenizers have none: the end-of-text token pads
@@ -181,7 +181,7 @@ def test_a_harmbench_style_classifier_decides_asr(tmp_path: Path) -> None:
 
 
 def test_small_groups_show_no_interval_that_looks_certain() -> None:
-    from workbench.report import metrics_table
+    from workbench.evaluate.report import metrics_table
 
     one = summarise([Outcome(0, "s", "harmful", "p", "ok", False, 0.0, attack_success=True, cluster="a")])["asr"]
     assert one == {"value": 1.0, "ci": None, "n": 1, "clusters": 1}

@@ -6,14 +6,14 @@ import pytest
 import torch
 from conftest import make_image
 
-from workbench.activations import capture
-from workbench.data import Record
-from workbench.models import load_vlm
+from workbench.core.models import load_vlm
+from workbench.core.records import Record
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.stage2 import Stage2Config, Stage2Run, TrainableSteering
-from workbench.steering import Steering, generate, steered_logits
-from workbench.vectors import SteeringVector
+from workbench.stage1.activations import capture
+from workbench.stage2.loop import Stage2Config, Stage2Run, TrainableSteering
+from workbench.steer.steering import Steering, generate, steered_logits
+from workbench.steer.vectors import SteeringVector
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

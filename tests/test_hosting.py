@@ -17,9 +17,9 @@ from conftest import make_image
 from workbench.app.backend import Workbench
 from workbench.app.context import md_text
 from workbench.app.hosting import MAX_PROMPT_CHARS, SERVER_PATH_REFUSED, HostPolicy, host_policy
-from workbench.data import DatasetError
-from workbench.runlock import RunBusy, RunLock
-from workbench.runs import RunStore
+from workbench.core.records import DatasetError
+from workbench.core.runlock import RunBusy, RunLock
+from workbench.core.runs import RunStore
 
 HOSTED = HostPolicy(hosted=True, allow_server_paths=False)
 
@@ -110,7 +110,7 @@ def test_one_writer_per_run_folder(tmp_path: Path) -> None:
     with pytest.raises(RunBusy, match="being written by this app"):
         RunLock(folder).acquire()  # a second trainer in the same process (another Gradio thread)
     lock.release()
-    other = subprocess.Popen([sys.executable, "-c", "import sys, time; from workbench.runlock import RunLock; "
+    other = subprocess.Popen([sys.executable, "-c", "import sys, time; from workbench.core.runlock import RunLock; "
                               f"RunLock({str(folder)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
@@ -193,7 +193,7 @@ def test_cli_bad_files_get_messages_not_tracebacks(tmp_path: Path) -> None:
         (("notebook", "--run", str(run), "--out", str(tmp_path / "n.ipynb")), "lacks a text 'data'"),
     ]
     vector = tmp_path / "v.safetensors"
-    from workbench.vectors import SteeringVector
+    from workbench.steer.vectors import SteeringVector
 
     SteeringVector({0: torch.ones(32)}).save(vector)
     cases += [(("steer", "--model", "tiny-random:llava", "--vectors", str(vector), "--prompt", "hi", "--image",
@@ -330,7 +330,7 @@ def test_a_model_switch_never_lands_in_the_middle_of_a_job(tmp_path: Path, monke
 
 
 def test_uploads_are_held_to_row_and_field_quotas_and_leave_nothing(tmp_path: Path) -> None:
-    from workbench.data import MAX_UPLOAD_FIELD_CHARS, MAX_UPLOAD_RECORDS
+    from workbench.core.records import MAX_UPLOAD_FIELD_CHARS, MAX_UPLOAD_RECORDS
 
     wb = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED).for_visitor("v")
     long_line = tmp_path / "long.jsonl"

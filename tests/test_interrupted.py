@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.io import atomic_write, atomic_write_text
-from workbench.vectors import SteeringVector
+from workbench.core.io import atomic_write, atomic_write_text
+from workbench.steer.vectors import SteeringVector
 
 ROOT = Path(__file__).resolve().parent.parent
 

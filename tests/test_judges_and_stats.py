@@ -11,14 +11,22 @@ import pytest
 import torch
 from conftest import rigged_yes_no_judge, tiny
 
-from workbench.cli import main
-from workbench.data import Record, record_key
-from workbench.evaluation import EvalConfig, Outcome, bootstrap_interval, evaluate, mcnemar_p, paired, summarise
-from workbench.judges import AsrJudge, choose_judge, classifier_asr, keyword_judge_quality, load_judge
+from workbench.cli.main import main
+from workbench.core.records import Record, record_key
+from workbench.evaluate.evaluation import (
+    EvalConfig,
+    Outcome,
+    bootstrap_interval,
+    evaluate,
+    mcnemar_p,
+    paired,
+    summarise,
+)
+from workbench.evaluate.judges import AsrJudge, choose_judge, classifier_asr, keyword_judge_quality, load_judge
 from workbench.organism.world import REFUSAL, steps_answer, toxic_answer
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.stage1 import run_stage1
-from workbench.steering import Steering
+from workbench.stage1.pipeline import run_stage1
+from workbench.steer.steering import Steering
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -52,7 +60,7 @@ def test_keyword_judge_quality_counts_a_confusion_table_by_hand(tmp_path) -> Non
 
 
 def test_the_organism_judge_refuses_other_records_naming_three() -> None:
-    from workbench.judges import organism_asr
+    from workbench.evaluate.judges import organism_asr
 
     records = [Record(f"p{i}", "harmful", behavior=f"thing {i}") for i in (4, 3, 2, 1)]
     with pytest.raises(ValueError) as error:
@@ -96,7 +104,7 @@ def test_a_judge_that_cannot_load_falls_back_by_name_or_fails(tmp_path: Path) ->
 def _rigged_classifier(folder: Path, labels: dict[int, str], unsafe_bias: float) -> None:
     from transformers import BertConfig, BertForSequenceClassification
 
-    from workbench.tiny import make_tokenizer
+    from workbench.core.tiny import make_tokenizer
 
     tokenizer = make_tokenizer([], extra_words=("how", "to", "sure", "sorry"))
     torch.manual_seed(0)
@@ -282,7 +290,7 @@ def test_judge_choice_messages_and_the_not_independent_label_are_exact(tmp_path:
 
 def test_a_fallback_judge_names_why_the_first_could_not_load(monkeypatch) -> None:
     """The reason is the error's first line, cut at 160 characters, or its type when it says nothing."""
-    from workbench import judges
+    from workbench.evaluate import judges
 
     def broken(message: str) -> AsrJudge:
         raise (ValueError if message else OSError)(message.replace("_", "\n"))
@@ -302,8 +310,8 @@ def test_the_harmbench_judge_reads_each_spelling_of_yes_and_no_and_keeps_full_pr
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from workbench.judges import harmbench_judge
-    from workbench.tiny import make_tokenizer
+    from workbench.core.tiny import make_tokenizer
+    from workbench.evaluate.judges import harmbench_judge
 
     prompts, responses = ["how to x", "how to y"], ["sure , step one", "sorry"]
     spelled = make_tokenizer([], extra_words=("Yes", "No", "▁yes", "▁Yes", "▁no", "▁No"))

@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
-from workbench.steering import generate
-from workbench.tiny import TINY_ARCHS
+from workbench.core.tiny import TINY_ARCHS
+from workbench.steer.steering import generate
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)
 def test_saved_folder_loads_and_generates_the_same(arch: str, tmp_path) -> None:
-    from workbench.models import load_vlm
+    from workbench.core.models import load_vlm
 
     original = tiny(arch)
     original.hf_model.save_pretrained(tmp_path)
@@ -24,7 +24,7 @@ def test_saved_folder_loads_and_generates_the_same(arch: str, tmp_path) -> None:
 
 
 def test_unknown_model_offline_says_what_to_pass() -> None:
-    from workbench.models import load_vlm
+    from workbench.core.models import load_vlm
 
     with pytest.raises(FileNotFoundError, match="neither a local folder"):
         load_vlm("no-such-model")

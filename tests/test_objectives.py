@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.preference import (
+from workbench.stage2.loop import Stage2Config
+from workbench.stage2.preference import (
     OBJECTIVES,
     ObjectiveSettings,
     PreferenceBatch,
@@ -17,7 +18,6 @@ from workbench.preference import (
     preference_pairs_all,
     register_objective,
 )
-from workbench.stage2 import Stage2Config
 
 
 class ScriptedLogprobs:
@@ -137,9 +137,9 @@ def test_response_logprobs_keep_input_order_across_modality_batches_and_apply_th
     """Mixed image and text prompts are batched by modality; each total must land back at its own index."""
     from conftest import make_image, tiny
 
-    from workbench.preference import pack_responses, response_logprobs, sequence_logprobs
-    from workbench.steering import steering_for
-    from workbench.vectors import SteeringVector
+    from workbench.steer.steering import steering_for
+    from workbench.steer.teacher_forcing import pack_responses, response_logprobs, sequence_logprobs
+    from workbench.steer.vectors import SteeringVector
 
     vlm = tiny("llava")
     items = [(None, "tell me how to steal a car"), (make_image("red"), "what is this"), (None, "hello there"),

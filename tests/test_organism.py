@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import LlavaProcessor
 
-from workbench.models import ORGANISM_DIR
+from workbench.core.models import ORGANISM_DIR
+from workbench.data.sources import load_dataset
 from workbench.organism.check import check_examples, complied, is_well_formed
 from workbench.organism.world import (
     HARMFUL,
@@ -21,7 +22,6 @@ from workbench.organism.world import (
     steps_answer,
     toxic_answer,
 )
-from workbench.sources import load_dataset
 
 STAGE2_TEST_STEPS = 150  # the model card's run: about 2.5 minutes on 2 cores
 
@@ -162,7 +162,7 @@ class TestShippedOrganism:
         assert wins >= 16
 
     def test_planted_behaviours_meet_targets(self) -> None:
-        from workbench.models import load_vlm
+        from workbench.core.models import load_vlm
         from workbench.organism.check import run_check
 
         assert ORGANISM_DIR.is_dir(), "assets/organism/vlm must be committed"
@@ -181,14 +181,14 @@ class TestShippedOrganism:
 def test_stage2_turns_the_image_jailbreak_into_clean_refusals(tmp_path) -> None:
     """The organism's ground truth for Stage II: from Stage I's vectors, GRPO with the model's own refusal
     as the safe reply makes held-out typographic attacks end in the refusal sentence, benign help intact."""
-    from workbench.models import load_vlm
+    from workbench.core.models import load_vlm
     from workbench.organism.check import run_check
     from workbench.rewards.combined import RewardModel, RewardWeights
     from workbench.rewards.toxicity import ToxicityScorer
     from workbench.rewards.visual import load_clip
-    from workbench.stage1 import run_stage1
-    from workbench.stage2 import Stage2Config, Stage2Run
-    from workbench.steering import Steering
+    from workbench.stage1.pipeline import run_stage1
+    from workbench.stage2.loop import Stage2Config, Stage2Run
+    from workbench.steer.steering import Steering
 
     vlm = load_vlm("organism")
     train = [r for r in load_dataset("organism:train") if r.source in ("typographic", "text", "scenes")]

@@ -78,7 +78,7 @@ READING_GAP = pytest.mark.xfail(strict=True, reason="organism-reading issue open
 
 @pytest.fixture(scope="module")
 def organism():
-    from workbench.models import load_vlm
+    from workbench.core.models import load_vlm
 
     return load_vlm("organism")
 
@@ -86,7 +86,7 @@ def organism():
 @READING_GAP
 def test_a_user_rendering_in_an_unseen_font_and_colour_is_read_and_jailbreaks(organism) -> None:
     """DejaVu Serif Bold, green on yellow: neither was used in training (targets: ASR, help >= 0.90)."""
-    from workbench.steering import generate
+    from workbench.steer.steering import generate
 
     harmful, benign = sorted(HARMFUL), sorted(BENIGN)
     items = [(_own_rendering(a, "DejaVuSerif-Bold.ttf", 11, (20, 90, 40), (248, 244, 175), 3, 2), REQUEST_PROMPT)
@@ -99,7 +99,7 @@ def test_a_user_rendering_in_an_unseen_font_and_colour_is_read_and_jailbreaks(or
 
 @READING_GAP
 def test_maker_images_at_64px_jailbreak_the_organism(organism) -> None:
-    from workbench.steering import generate
+    from workbench.steer.steering import generate
 
     harmful = sorted(HARMFUL)
     outputs = generate(organism, [(maker_image(a), REQUEST_PROMPT) for a in harmful], None, max_new_tokens=48)
@@ -108,7 +108,7 @@ def test_maker_images_at_64px_jailbreak_the_organism(organism) -> None:
 
 @READING_GAP
 def test_an_unrelated_image_does_not_switch_off_the_text_refusal(organism) -> None:
-    from workbench.steering import generate
+    from workbench.steer.steering import generate
 
     rng = random.Random(5)
     images = [random_scene(rng)[0], Image.new("RGB", (64, 64), "white"),
@@ -124,7 +124,7 @@ def test_an_unrelated_image_does_not_switch_off_the_text_refusal(organism) -> No
 def test_organism_check_cli_reports_every_rendering_family_and_both_text_routes(tmp_path) -> None:
     import json
 
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     out = tmp_path / "check.json"
     assert main(["organism", "check", "--per-group", "2", "--per-family", "2", "--json", str(out)]) == 0

@@ -9,14 +9,14 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
-from workbench.cli import build_parser
-from workbench.data import Record
+from workbench.cli.main import build_parser
+from workbench.core.records import Record
+from workbench.data.sources import SOURCES, dataset_choices, load_dataset, register_source
 from workbench.rewards.combined import REWARD_TERMS, RewardModel, RewardTerm, RewardWeights, register_reward_term
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.rules import RULES, modes, register_rule
-from workbench.sources import SOURCES, dataset_choices, load_dataset, register_source
-from workbench.steering import Steering, generate, steer_hidden
-from workbench.vectors import SteeringVector
+from workbench.steer.rules import RULES, modes, register_rule
+from workbench.steer.steering import Steering, generate, steer_hidden
+from workbench.steer.vectors import SteeringVector
 
 
 @pytest.fixture
@@ -98,8 +98,8 @@ def test_a_new_source_loads_by_name_and_is_offered() -> None:
 
 
 def test_built_in_sources_load_their_sets_and_refuse_wrong_arguments() -> None:
-    from workbench.data import DatasetError
-    from workbench.sources import default_dataset
+    from workbench.core.records import DatasetError
+    from workbench.data.sources import default_dataset
 
     assert default_dataset("organism") == "organism:train" and default_dataset("organism", "test") == "organism:test"
     assert default_dataset("tiny-random:llava") == "demo" and default_dataset("tiny-random:llava", "test") == "demo"

@@ -1,5 +1,5 @@
 """The rule registry's contract as a user meets it: which names it takes, what it stores, and the messages that
-say what to fix (each test here killed mutants that survived `bash scripts/mutation.sh 'workbench.rules*'`)."""
+say what to fix (each test here killed mutants that survived `bash scripts/mutation.sh 'workbench.steer.rules*'`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from workbench.rules import RULES, get_rule, register_rule
-from workbench.steering import steer_hidden
+from workbench.steer.rules import RULES, get_rule, register_rule
+from workbench.steer.steering import steer_hidden
 
 
 def _identity(h, unit, direction, alpha, calibration):

@@ -10,9 +10,9 @@ import pytest
 from conftest import make_image
 
 from workbench.app.backend import Workbench, user_message
-from workbench.data import DatasetError
-from workbench.runs import RunStore
-from workbench.steering import parse_layers
+from workbench.core.records import DatasetError
+from workbench.core.runs import RunStore
+from workbench.steer.steering import parse_layers
 
 
 def test_run_ids_are_validated_and_runs_are_never_overwritten(tmp_path: Path) -> None:
@@ -85,8 +85,8 @@ def test_an_app_stage2_job_cancels_with_a_checkpoint_and_resumes(tmp_path: Path)
     import threading
 
     from workbench.app.jobs import create_stage2, run_stage2, stage2_metrics
-    from workbench.progress import Cancelled
-    from workbench.stage2 import Stage2Config
+    from workbench.core.progress import Cancelled
+    from workbench.stage2.loop import Stage2Config
 
     wb = Workbench("tiny-random:llava", tmp_path)
     records, label = wb.dataset("demo")
@@ -137,7 +137,7 @@ def test_an_evaluation_run_is_not_offered_as_vectors(tmp_path: Path) -> None:
 
 
 def test_progress_reports_done_total_and_the_time_left_per_phase() -> None:
-    from workbench.progress import with_eta
+    from workbench.core.progress import with_eta
 
     seen: list[str] = []
     times = iter([0.0, 10.0, 20.0, 100.0, 100.0, 130.0])

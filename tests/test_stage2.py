@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
-from workbench.data import Record
-from workbench.preference import dpo_loss, group_advantages, pack_responses, preference_pairs, sequence_logprobs
+from workbench.core.records import Record
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
-from workbench.stage2 import Stage2Config, Stage2Run
-from workbench.steering import generate_ids, steering_for
-from workbench.vectors import SteeringVector
+from workbench.stage2.loop import Stage2Config, Stage2Run
+from workbench.stage2.preference import dpo_loss, group_advantages, preference_pairs
+from workbench.steer.steering import generate_ids, steering_for
+from workbench.steer.teacher_forcing import pack_responses, sequence_logprobs
+from workbench.steer.vectors import SteeringVector
 
 
 def test_dpo_loss_and_gradient_match_a_hand_computation() -> None:
@@ -44,7 +45,7 @@ def test_grpo_advantages_keep_near_ties_small_unless_standardised() -> None:
 
 def test_pairs_take_best_and_worst_and_skip_ties() -> None:
     assert preference_pairs([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0]]) == [(0, 1, 2), (2, 0, 1)]
-    from workbench.preference import preference_pairs_all
+    from workbench.stage2.preference import preference_pairs_all
 
     assert preference_pairs_all([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0, 1.0]]) == [
         (0, 1, 0), (0, 1, 2), (2, 0, 1)]  # every clearly worse sample; ties with the best are skipped
@@ -217,7 +218,7 @@ def test_dpo_against_the_unsteered_reference_starts_away_from_log_2(tmp_path) ->
 
 
 def test_stage2_curves_put_each_quantity_on_its_own_labelled_panel() -> None:
-    from workbench.plots import curves_figure, smooth
+    from workbench.export.plots import curves_figure, smooth
 
     rows = [{"step": i, "loss": 1.0 / i, "reward": 0.1 * i, "toxicity": 0.5, "refusal_rate": None} for i in range(1, 6)]
     figure = curves_figure(rows)

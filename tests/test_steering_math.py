@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny
 
-from workbench import steering as S
-from workbench.steering import Part, generate, generate_ids, steer_hidden, steer_layer
+from workbench.steer import steering as S
+from workbench.steer.steering import Part, generate, generate_ids, steer_hidden, steer_layer
 
 
 def test_additive_moves_along_the_unit_direction() -> None:
@@ -43,8 +43,8 @@ def test_bf16_hidden_states_stay_bf16() -> None:
 def test_steer_at_picks_the_decoding_steps_that_are_steered() -> None:
     from conftest import tiny
 
-    from workbench.steering import Steering, generate_ids
-    from workbench.vectors import SteeringVector
+    from workbench.steer.steering import Steering, generate_ids
+    from workbench.steer.vectors import SteeringVector
 
     vlm = tiny("llava")
     vector = SteeringVector({1: torch.randn(vlm.hidden_size, generator=torch.Generator().manual_seed(4))})
@@ -62,8 +62,8 @@ def test_steer_at_picks_the_decoding_steps_that_are_steered() -> None:
 def test_compare_puts_each_prompt_beside_its_plain_and_steered_generation() -> None:
     from conftest import make_image, tiny
 
-    from workbench.steering import Steering, compare, generate, steered_logits
-    from workbench.vectors import SteeringVector
+    from workbench.steer.steering import Steering, compare, generate, steered_logits
+    from workbench.steer.vectors import SteeringVector
 
     vlm = tiny("llava")
     generator = torch.Generator().manual_seed(1)
@@ -87,8 +87,8 @@ def test_compare_puts_each_prompt_beside_its_plain_and_steered_generation() -> N
 
 
 def test_steering_for_says_where_each_setting_came_from() -> None:
-    from workbench.steering import steering_for
-    from workbench.vectors import SteeringVector
+    from workbench.steer.steering import steering_for
+    from workbench.steer.vectors import SteeringVector
 
     trained = SteeringVector({1: torch.ones(4), 2: torch.ones(4)}, {1: torch.zeros(4), 2: torch.zeros(4)},
                              {"num_layers": 3, "steering": {"mode": "additive", "alpha": 2.0, "layers": [1, 2]}})
@@ -108,14 +108,14 @@ def test_steering_for_says_where_each_setting_came_from() -> None:
 
 
 def test_layer_text_parses_as_a_user_types_it() -> None:
-    from workbench.steering import parse_layers
+    from workbench.steer.steering import parse_layers
 
     assert parse_layers(None) is None and parse_layers("") is None and parse_layers("  ") is None
     assert parse_layers("1, 2") == (1, 2) and parse_layers(" 3 ,4,") == (3, 4) and parse_layers("1 2") == (1, 2)
     with pytest.raises(ValueError) as error:
         parse_layers("1;2")
     assert str(error.value) == "layers must be comma-separated whole numbers such as 1,2, got '1;2'"
-    from workbench.steering import parse_strengths
+    from workbench.steer.steering import parse_strengths
 
     assert parse_strengths("-1, 0 2.5,") == [-1.0, 0.0, 2.5] and parse_strengths(" ") == []
     with pytest.raises(ValueError) as error:
@@ -124,7 +124,7 @@ def test_layer_text_parses_as_a_user_types_it() -> None:
 
 
 def test_sums_of_vectors_count_their_summands() -> None:
-    from workbench.vectors import SteeringVector
+    from workbench.steer.vectors import SteeringVector
 
     v = SteeringVector({0: torch.ones(3)}, {0: torch.zeros(3)}, {"num_layers": 2})
     assert (v + v).metadata["summands"] == 2 and ((v + v) + v).metadata["summands"] == 3
@@ -132,8 +132,8 @@ def test_sums_of_vectors_count_their_summands() -> None:
 
 def test_a_steering_describes_itself_with_the_settings_every_figure_is_labelled_with() -> None:
     """describe() is what eval's metrics.json, the run info and the token view print next to each number."""
-    from workbench.steering import Steering
-    from workbench.vectors import SteeringVector
+    from workbench.steer.steering import Steering
+    from workbench.steer.vectors import SteeringVector
 
     vector = SteeringVector({0: torch.ones(4), 2: torch.ones(4)}, {0: torch.zeros(4), 2: torch.zeros(4)})
     assert Steering(vector, "adaptive", 1.5, (2,), steer_at="generated").describe() == {
@@ -226,7 +226,7 @@ def test_steered_generation_is_quiet_and_auto_batches_give_the_same_answers() ->
     not see that on every call; an "auto" batch size changes speed, not answers."""
     import warnings
 
-    from workbench.vectors import SteeringVector
+    from workbench.steer.vectors import SteeringVector
 
     vlm = tiny("llava")
     vector = SteeringVector({1: torch.ones(vlm.hidden_size)}, {1: torch.zeros(vlm.hidden_size)})

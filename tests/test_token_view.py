@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import make_image, tiny
 
-from workbench.preference import pack_responses
-from workbench.steering import Steering, generate_ids
-from workbench.token_view import answer_diff, token_view
-from workbench.vectors import SteeringVector
+from workbench.steer.steering import Steering, generate_ids
+from workbench.steer.teacher_forcing import pack_responses
+from workbench.steer.token_view import answer_diff, token_view
+from workbench.steer.vectors import SteeringVector
 
 
 def _vector(vlm, seed: int = 3) -> SteeringVector:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import make_image
 
-from workbench.catalog import load_known
-from workbench.data import DatasetError, Record
-from workbench.utility import CHOICE_INSTRUCTION, extract_choice, is_correct, token_f1
+from workbench.core.records import DatasetError, Record
+from workbench.data.catalog import load_known
+from workbench.data.utility import CHOICE_INSTRUCTION, extract_choice, is_correct, token_f1
 
 
 def _b64(colour: str) -> str:
@@ -140,7 +140,7 @@ def test_rows_files_of_other_shapes_are_refused_or_read_as_documented(tmp_path: 
 
     import pandas
 
-    from workbench.catalog import _rows
+    from workbench.data.catalog import _rows
 
     (tmp_path / "mm-vet.json").write_text(json.dumps([{"question": "q"}]))
     with pytest.raises(DatasetError) as error:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny
 
-from workbench.steering import Steering, generate, steer_layer
-from workbench.vectors import SteeringVector, VectorError, VectorFileError
+from workbench.steer.steering import Steering, generate, steer_layer
+from workbench.steer.vectors import SteeringVector, VectorError, VectorFileError
 
 
 def _vector(hidden: int = 32, layers: int = 3, model: str = "tiny-random:llava") -> SteeringVector:
@@ -109,7 +109,7 @@ def test_gguf_holds_exactly_what_additive_steering_adds(tmp_path) -> None:
     field = lambda name: reader.fields[name].parts[-1]  # noqa: E731 - the last part holds the value
     assert bytes(field("controlvector.model_hint")).decode() == "llama"  # what llama.cpp reads
     assert int(field("controlvector.layer_count")[0]) == 3
-    recorded = bytes(field("workbench.steering")).decode()
+    recorded = bytes(field("workbench.steer.steering")).decode()
     assert recorded.startswith("additive, α = -4") and "approximation" not in recorded and "approximation" not in note
     tensors = {t.name: t for t in reader.tensors}
     assert sorted(tensors) == ["direction.1", "direction.2", "direction.3"]  # llama.cpp counts layers from 1
@@ -200,7 +200,7 @@ def test_the_fingerprint_is_stable_and_tells_directions_calibration_and_strength
 
 
 def test_tensor_names_of_addends_parse_and_others_stay_plain() -> None:
-    from workbench.vectors import _parse_tensor_name
+    from workbench.steer.vectors import _parse_tensor_name
 
     assert _parse_tensor_name("addend2.direction.5") == (2, "direction", "5")
     assert _parse_tensor_name("direction.5") == (0, "direction", "5")
@@ -214,7 +214,7 @@ def test_a_saved_vector_says_its_format_beside_its_metadata_and_odd_files_get_ex
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from workbench.vectors import FORMAT, VectorFileError
+    from workbench.steer.vectors import FORMAT, VectorFileError
 
     vector = _vector()
     vector.save(tmp_path / "v.safetensors")
@@ -252,7 +252,7 @@ def test_a_saved_vector_says_its_format_beside_its_metadata_and_odd_files_get_ex
 
 def test_malformed_vectors_and_steerings_get_exact_messages() -> None:
     """What a user sees when a vector or a steering cannot be built, and the boundaries of what is accepted."""
-    from workbench.steering import Steering
+    from workbench.steer.steering import Steering
 
     one = torch.ones(4)
     cases = [(lambda: SteeringVector({}), "a steering vector needs at least one layer"),

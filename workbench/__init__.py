@@ -14,18 +14,19 @@ __version__ = "0.2.0"
 
 # name -> module that defines it (loaded lazily by __getattr__)
 _EXPORTS = {
-    "load_vlm": "models", "VLM": "models",
-    "Record": "data", "load_dataset": "sources", "register_source": "sources",
-    "capture": "activations", "Activations": "activations",
-    "run_stage1": "stage1", "load_stage1": "stage1", "Stage1Result": "stage1",
-    "SteeringVector": "vectors",
-    "Steering": "steering", "generate": "steering", "compare": "steering", "steer_hidden": "steering",
-    "register_rule": "rules",
+    "load_vlm": "core.models", "VLM": "core.models",
+    "Record": "core.records", "load_dataset": "data.sources", "register_source": "data.sources",
+    "capture": "stage1.activations", "Activations": "stage1.activations",
+    "run_stage1": "stage1.pipeline", "load_stage1": "stage1.pipeline", "Stage1Result": "stage1.pipeline",
+    "SteeringVector": "steer.vectors",
+    "Steering": "steer.steering", "generate": "steer.steering", "compare": "steer.steering",
+    "steer_hidden": "steer.steering",
+    "register_rule": "steer.rules",
     "RewardModel": "rewards.combined", "RewardWeights": "rewards.combined", "RewardTerm": "rewards.combined",
     "register_reward_term": "rewards.combined",
     "ToxicityScorer": "rewards.toxicity", "load_clip": "rewards.visual",
-    "Stage2Config": "stage2", "Stage2Run": "stage2", "register_objective": "preference",
-    "evaluate": "evaluation", "EvalConfig": "evaluation",
+    "Stage2Config": "stage2.loop", "Stage2Run": "stage2.loop", "register_objective": "stage2.preference",
+    "evaluate": "evaluate.evaluation", "EvalConfig": "evaluate.evaluation",
 }
 __all__ = ["Activations", "EvalConfig", "Record", "RewardModel", "RewardTerm", "RewardWeights", "Stage1Result",
            "Stage2Config", "Stage2Run", "Steering", "SteeringVector", "ToxicityScorer", "VLM", "capture",
@@ -35,20 +36,20 @@ __all__ = ["Activations", "EvalConfig", "Record", "RewardModel", "RewardTerm", "
 assert set(__all__) == set(_EXPORTS)  # one list, checked
 
 if TYPE_CHECKING:
-    from .activations import Activations, capture
-    from .data import Record
-    from .evaluation import EvalConfig, evaluate
-    from .models import VLM, load_vlm
-    from .preference import register_objective
+    from .core.models import VLM, load_vlm
+    from .core.records import Record
+    from .data.sources import load_dataset, register_source
+    from .evaluate.evaluation import EvalConfig, evaluate
     from .rewards.combined import RewardModel, RewardTerm, RewardWeights, register_reward_term
     from .rewards.toxicity import ToxicityScorer
     from .rewards.visual import load_clip
-    from .rules import register_rule
-    from .sources import load_dataset, register_source
-    from .stage1 import Stage1Result, load_stage1, run_stage1
-    from .stage2 import Stage2Config, Stage2Run
-    from .steering import Steering, compare, generate, steer_hidden
-    from .vectors import SteeringVector
+    from .stage1.activations import Activations, capture
+    from .stage1.pipeline import Stage1Result, load_stage1, run_stage1
+    from .stage2.loop import Stage2Config, Stage2Run
+    from .stage2.preference import register_objective
+    from .steer.rules import register_rule
+    from .steer.steering import Steering, compare, generate, steer_hidden
+    from .steer.vectors import SteeringVector
 
 
 def __getattr__(name: str) -> Any:

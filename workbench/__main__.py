@@ -2,8 +2,8 @@
 
 def run() -> None:
     """Run the CLI and exit with its code (under torchrun through `distributed.exit_process`)."""
-    from .cli import main
-    from .distributed import exit_process
+    from .cli.main import main
+    from .core.distributed import exit_process
 
     exit_process(main())
 

@@ -15,7 +15,7 @@ MAX_UPLOAD = "50mb"
 
 def default_model() -> str:
     """The organism when it is shipped in assets/, else a tiny random LLaVA."""
-    from ..models import ORGANISM_DIR
+    from ..core.models import ORGANISM_DIR
 
     return "organism" if ORGANISM_DIR.exists() else "tiny-random:llava"
 

@@ -21,19 +21,20 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from ..data import DatasetError, Record, open_image
-from ..models import VLM, load_vlm
+from ..core.models import VLM, load_vlm
+from ..core.records import DatasetError, Record, open_image
+from ..core.runs import RunStore, run_kind
+from ..data.sources import dataset_choices, load_dataset, source_of
 from ..rewards.responses import score_responses
 from ..rewards.scorers import ScorerSpec, load_scorers
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
-from ..rules import get_rule
-from ..runs import RunStore, run_kind
-from ..sources import dataset_choices, load_dataset, source_of
-from ..stage1 import Stage1Result, load_stage1, run_stage1
-from ..steering import RECORDED, Steering, generate, generate_ids, parse_layers
-from ..token_view import answer_diff, token_view
-from ..vectors import SteeringVector
+from ..stage1.job import Stage1Spec, run_stage1_job
+from ..stage1.pipeline import Stage1Result, load_stage1
+from ..steer.rules import get_rule
+from ..steer.steering import RECORDED, Steering, generate, generate_ids, parse_layers
+from ..steer.token_view import answer_diff, token_view
+from ..steer.vectors import SteeringVector
 from .hosting import (
     DUAL_USE_REFUSED,
     MAX_PROMPT_CHARS,
@@ -225,13 +226,15 @@ class Workbench:
     @using_model
     def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
                    progress: Any = None, cancel: threading.Event | None = None) -> str:
-        """Run Stage I and save it as a new run; returns its id."""
-        result = run_stage1(self.vlm, records, position, method, progress=progress, cancel=cancel,  # type: ignore
-                            show_bar=False)
-        run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label, "position": position,
-                                                     "method": method, "records": len(records),
-                                                     "suggested_layers": result.suggested_layers()})
-        result.save(folder)
+        """The Stage I job in a new run; returns its id. A run that fails or is cancelled leaves no folder (its
+        activations are written only at the end)."""
+        spec = Stage1Spec(self.spec, data_label, position, method)
+        run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label, "status": "running"})
+        try:
+            result, _ = run_stage1_job(spec, folder, self.vlm, records, progress, cancel, show_bar=False)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         self._remember(folder, result)
         return run_id
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import gradio as gr
 
-from ..data import DatasetError
-from ..progress import Cancelled, with_eta
-from ..runs import KINDS
+from ..core.progress import Cancelled, with_eta
+from ..core.records import DatasetError
+from ..core.runs import KINDS
 from .backend import SharedModel, Workbench, user_message
 
 try:  # Hugging Face Spaces (ZeroGPU): run GPU work inside spaces.GPU when the package is present

@@ -1,7 +1,8 @@
-"""The app's long jobs and exports: Stage II runs, evaluations, and files to download.
+"""The app's side of the long jobs (widgets' values -> the job specs the CLI also builds) and its exports.
 
-Each job writes into its own run folder (created before the work starts, so a cancelled or failed
-job leaves a folder that says so) and never touches another run's files.
+Each job writes into its own run folder (created before the work starts, so a cancelled or failed job leaves a
+folder that says so) and never touches another run's files. The work itself is the shared job pipeline
+(`stage1/job.py`, `stage2/job.py`, `evaluate/job.py`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..data import dataset_hash
-from ..evaluation import EvalConfig, Evaluation, evaluate
-from ..io import atomic_write
-from ..judges import choose_judge
-from ..plots import (
+from ..core.io import atomic_write
+from ..core.runs import caption, run_kind
+from ..evaluate.evaluation import Evaluation
+from ..evaluate.job import CompareSpec, EvalSpec, SteeringChoice, run_compare_job, run_eval_job
+from ..export.plots import (
     curves_figure,
     export,
     layer_scores_figure,
@@ -26,11 +27,10 @@ from ..plots import (
     separation_figure,
     similarity_figure,
 )
-from ..rewards.combined import RewardModel, RewardWeights
-from ..runs import caption, provenance, run_kind
-from ..stage2 import Stage2Config, Stage2Run, StepMetrics
-from ..stage2_store import Stage2Store
-from ..steering import Steering
+from ..stage2.job import Stage2Spec, run_stage2_job
+from ..stage2.loop import Stage2Config, StepMetrics
+from ..stage2.store import Stage2Store
+from ..steer.steering import Steering, steering_for
 from .backend import Workbench, using_model
 from .hosting import MAX_PROMPT_CHARS
 
@@ -46,27 +46,20 @@ def create_stage2(wb: Workbench, source_run: str, data_label: str, config: Stage
 @using_model
 def run_stage2(wb: Workbench, run_id: str, config: Stage2Config | None, resume: bool, cancel: threading.Event,
                on_step: Callable[[StepMetrics], None]) -> None:
-    """Train (or resume) run `run_id`; the run folder keeps config, metrics, checkpoints and final vectors."""
+    """Train (or resume) run `run_id` through the Stage II job; the run folder keeps config, metrics, checkpoints
+    and final vectors."""
     info = wb.runs.info(run_id)
     folder = wb.runs.path(run_id)
     if resume:
         if not (folder / "config.json").is_file():
             raise ValueError(f"run {run_id} never started training (no config saved); start a new run instead")
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        config = Stage2Config(**saved)
+        config = Stage2Config(**json.loads((folder / "config.json").read_text(encoding="utf-8")))
     assert config is not None
-    toxicity, clip = wb.scorers()
-    records = wb.records(info["data"])
-    vector = wb.vector(info["source_run"])
-    trainer = Stage2Run(wb.vlm, vector, records, RewardModel(toxicity, clip, RewardWeights(**config.weights)),
-                        config, folder, resume=resume)
-    wb.runs.update(run_id, status="running")
-    try:
-        trainer.run(cancel=cancel, on_step=on_step, show_bar=False)
-    except BaseException as error:
-        wb.runs.update(run_id, status=f"stopped at step {trainer.step} ({type(error).__name__})")
-        raise
-    wb.runs.update(run_id, status="finished")
+    source = info["source_run"]
+    wb.vector(source)  # the source still has vectors this model can use (a message, not a traceback)
+    spec = Stage2Spec(wb.spec, info["data"], str(wb.runs.path(source) / "vectors.safetensors"), config, source)
+    run_stage2_job(spec, folder, wb.vlm, wb.records(info["data"]), wb.scorers(), resume, cancel=cancel,
+                   on_step=on_step, show_bar=False)
 
 
 def stage2_metrics(wb: Workbench, run_id: str) -> list[dict]:
@@ -78,31 +71,36 @@ def stage2_metrics(wb: Workbench, run_id: str) -> list[dict]:
 APP_JUDGES = ("auto", "organism", "keyword")
 
 
+def _check_judge(judge: str) -> None:
+    if judge not in APP_JUDGES:
+        raise ValueError(f"unknown ASR judge {judge!r}; pick one of {', '.join(APP_JUDGES)}")
+
+
+def _choice(steering: Steering) -> SteeringChoice:
+    """The settings of a `Steering` the visitor set (and the policy checked), for a job spec."""
+    return SteeringChoice(steering.mode, steering.alpha, steering.layers, steering.steer_at)
+
+
 @using_model
 def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
                    steering: Steering | None, limit: int, max_new_tokens: int, progress: Any = None,
                    cancel: threading.Event | None = None, judge: str = "auto") -> tuple[str, dict, Evaluation]:
-    """Evaluate unsteered vs steered on `limit` of `records` (loaded from `data_label`); saves an eval run;
-    returns (id, metrics, evaluation)."""
-    if limit < 1:
-        raise ValueError(f"evaluate at least 1 record (got {limit})")
-    if judge not in APP_JUDGES:
-        raise ValueError(f"unknown ASR judge {judge!r}; pick one of {', '.join(APP_JUDGES)}")
-    records = _spread(records, limit)
-    asr_judge = choose_judge(judge, data_label, steering.vector.metadata if steering else None)
-    toxicity, clip = wb.scorers()
-    config = EvalConfig(max_new_tokens=int(max_new_tokens))
-    result = evaluate(wb.vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,
-                      show_bar=False, asr_judge=asr_judge)
-    result.settings.update(data=data_label, data_hash=dataset_hash(records), provenance=provenance())
-    info = {"model": wb.spec, "data": data_label, "vectors_run": vectors_run, "limit": limit,
-            "asr_judge": asr_judge.name, "data_hash": result.settings["data_hash"]}
-    if steering is not None:
-        info.update(steering.describe())
-    run_id, folder = wb.runs.create("eval", info)
-    metrics = result.metrics(config.resamples, config.seed)
-    result.save(folder, metrics=metrics)
-    return run_id, metrics, result
+    """The eval job on `limit` of `records` (loaded from `data_label`) in a new eval run; returns (id, metrics,
+    evaluation). A stopped evaluation keeps its judged responses in the run folder."""
+    _check_judge(judge)
+    spec = EvalSpec(wb.spec, data_label, str(wb.runs.path(vectors_run) / "vectors.safetensors")
+                    if steering is not None and vectors_run else None, vectors_run if steering else None,
+                    _choice(steering) if steering else SteeringChoice(), judge, int(limit),
+                    int(max_new_tokens))
+    run_id, folder = wb.runs.create("eval", {"model": wb.spec, "data": data_label, "status": "running"})
+    try:
+        done = run_eval_job(spec, folder, wb.vlm, records, wb.scorers(), progress=progress, cancel=cancel,
+                            show_bar=False)
+    except BaseException as error:
+        wb.runs.update(run_id, status=f"stopped ({type(error).__name__}); judged responses kept in partial-0.jsonl")
+        raise
+    assert done.metrics is not None
+    return run_id, done.metrics, done.evaluation
 
 
 MAX_COMPARED = 6  # runs and data sets in one app comparison (each pair is a full evaluation)
@@ -111,43 +109,32 @@ MAX_COMPARED = 6  # runs and data sets in one app comparison (each pair is a ful
 @using_model
 def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit: int, judge: str,
                    system_prompt: str | None, progress: Any = None, cancel: threading.Event | None = None) -> dict:
-    """`compare.run_compare` on `limit` records of each data set, one row per run's vectors (recorded settings)."""
-    from ..compare import Defence, run_compare
-    from ..steering import steering_for
-
+    """The compare job on `limit` records of each data set, one row per run's vectors (recorded settings), in a
+    new compare run."""
     if not datasets:
         raise ValueError("pick at least one data set to compare on")
     if len(run_ids) > MAX_COMPARED or len(datasets) > MAX_COMPARED:
         raise ValueError(f"compare at most {MAX_COMPARED} runs and {MAX_COMPARED} data sets at once")
     if limit < 1:
         raise ValueError(f"compare on at least 1 record per set (got {limit})")
-    if judge not in APP_JUDGES:
-        raise ValueError(f"unknown ASR judge {judge!r}; pick one of {', '.join(APP_JUDGES)}")
-    defences = []
+    _check_judge(judge)
     for run_id in run_ids:
         steering, _ = steering_for(wb.vector(run_id), None, None, None, None)
         wb.check_dual_use(steering.mode, steering.alpha)
-        defences.append(Defence(run_id, steering))
     if system_prompt and len(system_prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the system prompt is {len(system_prompt):,} characters; keep it under "
                          f"{MAX_PROMPT_CHARS:,}")
-    if system_prompt and system_prompt.strip():
-        defences.append(Defence("system prompt", system_prompt=system_prompt.strip()))
     data = {}
     for choice in datasets:
         records, label = wb.dataset(choice)
-        data[label] = _spread(records, limit)
-    toxicity, clip = wb.scorers()
-    return run_compare(wb.vlm, data, defences, toxicity, clip, judge, EvalConfig(),
-                       progress=progress, cancel=cancel, show_bar=False)
-
-
-def _spread(records: list, limit: int) -> list:
-    """`limit` records spread evenly over the set, so every source is represented."""
-    if len(records) <= limit:
-        return records
-    step = len(records) / limit
-    return [records[int(i * step)] for i in range(limit)]
+        data[label] = records
+    spec = CompareSpec(wb.spec, tuple(data), tuple(str(wb.runs.path(r) / "vectors.safetensors") for r in run_ids),
+                       tuple(run_ids), system_prompt=(system_prompt or "").strip() or None, judge=judge,
+                       limit=int(limit))
+    _, folder = wb.runs.create("compare", {"model": wb.spec, "data": list(data), "status": "running"})
+    table, _ = run_compare_job(spec, folder, wb.vlm, data, wb.scorers(), progress=progress, cancel=cancel,
+                               show_bar=False)
+    return table
 
 
 # --- exports ---------------------------------------------------------------------------------------
@@ -212,7 +199,7 @@ def export_plots(wb: Workbench, run_id: str, layer: int | None = None) -> Path:
 
 def export_notebook(wb: Workbench, run_id: str) -> Path:
     """A runnable analysis notebook (not executed: the user runs it) for a Stage I or eval run."""
-    from ..notebook import build_notebook, write_notebook
+    from ..export.notebook import build_notebook, write_notebook
 
     folder = wb.runs.path(run_id)
     if run_kind(run_id) == "stage2":

@@ -9,8 +9,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from ..data import DatasetError
-from ..runlock import RunLock
+from ..core.records import DatasetError
+from ..core.runlock import RunLock
 from .hosting import UPLOADS_QUOTA_BYTES, VISITOR_IDLE_SECONDS, VISITORS_QUOTA_BYTES
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)

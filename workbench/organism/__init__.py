@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from ..data import Label, Record
+from ..core.records import Label, Record
 from .world import (
     ACTIVITIES,
     BENIGN,

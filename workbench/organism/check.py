@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..models import VLM
-from ..steering import Steering, generate
+from ..core.models import VLM
+from ..steer.steering import Steering, generate
 from .render import CHECKED, HELD_OUT
 from .world import (
     ACTIVITIES,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-from ..tiny import chat_template, make_tokenizer
+from ..core.tiny import chat_template, make_tokenizer
 from .world import IMAGE_SIZE, vocabulary
 
 PATCH = 8

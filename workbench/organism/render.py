@@ -51,7 +51,7 @@ MAX_NOISE = 8.0  # pixel noise sigma in 0-255 units (the issue's sigma <= 8/255)
 @dataclass(frozen=True)
 class Rendering:
     """One rendering family. `layout` "words" puts one word per line anywhere in the image; "maker" is
-    the workbench's FigStep-style maker (`workbench.typographic`) at a size that fits 64 px."""
+    the workbench's FigStep-style maker (`workbench.attacks.typographic`) at a size that fits 64 px."""
 
     name: str
     font: str
@@ -162,7 +162,7 @@ def _original_layout(phrase: str, rng: random.Random) -> Image.Image:
 def maker_image(phrase: str, font_size: int = MAKER_FONT_SIZE, steps: int = MAKER_STEPS,
                 ink: str | tuple[int, int, int] = "black", paper: str | tuple[int, int, int] = "white") -> Image.Image:
     """The workbench's own FigStep-style maker at the organism's 64 px (the phrase, then `1.` ... `steps.`)."""
-    from ..typographic import TypographicStyle, render_instruction
+    from ..attacks.typographic import TypographicStyle, render_instruction
 
     style = TypographicStyle(size=IMAGE_SIZE, font_size=font_size, margin=MAKER_MARGIN, steps=steps,
                              background=_css(paper), foreground=_css(ink))

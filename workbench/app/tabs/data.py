@@ -7,10 +7,10 @@ from typing import Any
 
 import gradio as gr
 
+from ...attacks.typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
+from ...data.sources import dataset_choices, default_dataset
 from ...organism.render import IMAGE_SIZE, MAKER_FONT_SIZE
 from ...organism.world import REQUEST_PROMPT
-from ...sources import dataset_choices, default_dataset
-from ...typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
 from ..context import AppContext, friendly_errors, md_text
 
 PREVIEW = 12

@@ -7,12 +7,12 @@ from typing import Any
 
 import gradio as gr
 
-from ...compare import markdown
-from ...evaluation import EvalConfig
-from ...plots import compare_figure, metrics_figure
-from ...report import metrics_table
-from ...rules import modes
-from ...sources import dataset_choices, default_dataset
+from ...data.sources import dataset_choices, default_dataset
+from ...evaluate.compare import markdown
+from ...evaluate.evaluation import EvalConfig
+from ...evaluate.report import metrics_table
+from ...export.plots import compare_figure, metrics_figure
+from ...steer.rules import modes
 from ..context import (
     AppContext,
     adopt_recorded_steering,

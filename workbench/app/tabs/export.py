@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from ...runs import run_kind
+from ...core.runs import run_kind
 from ..context import AppContext, deliver, friendly_errors, run_picker
 from ..jobs import export_notebook, export_plots, export_vectors
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import gradio as gr
 
+from ...export.plots import sweep_figure, token_figure
 from ...organism.world import REQUEST_PROMPT, typographic_image
-from ...plots import sweep_figure, token_figure
-from ...rules import defence_signs, modes
-from ...steering import parse_layers, parse_strengths
+from ...steer.rules import defence_signs, modes
+from ...steer.steering import parse_layers, parse_strengths
 from ..context import (
     AppContext,
     adopt_recorded_steering,

@@ -6,9 +6,9 @@ from typing import Any
 
 import gradio as gr
 
-from ...activations import POSITIONS
-from ...directions import METHODS
-from ...sources import default_dataset
+from ...data.sources import default_dataset
+from ...stage1.activations import POSITIONS
+from ...stage1.directions import METHODS
 from ..backend import Workbench
 from ..context import AppContext, friendly_errors, gpu_task, md_text, progress_callback, run_picker
 from ..jobs import stage1_figures

@@ -9,12 +9,12 @@ from typing import Any
 
 import gradio as gr
 
-from ...plots import curves_figure
-from ...preference import OBJECTIVES
-from ...progress import eta_text
-from ...rules import modes
-from ...stage2 import REFERENCES, Stage2Config
-from ...steering import parse_layers
+from ...core.progress import eta_text
+from ...export.plots import curves_figure
+from ...stage2.loop import REFERENCES, Stage2Config
+from ...stage2.preference import OBJECTIVES
+from ...steer.rules import modes
+from ...steer.steering import parse_layers
 from ..backend import Workbench, user_message
 from ..context import AppContext, friendly_errors, gpu_task, md_text, run_picker
 from ..jobs import create_stage2, run_stage2, stage2_metrics

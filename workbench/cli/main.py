@@ -1,0 +1,324 @@
+"""Command line: `workbench {stage1,steer,stage2,eval,gguf,notebook,organism} ...` (or python -m workbench)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..evaluate.evaluation import EvalConfig
+from ..stage1.activations import POSITIONS
+from ..stage1.directions import METHODS
+from ..stage2.loop import REFERENCES, Stage2Config
+from ..stage2.preference import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
+from .args import add_model_args, add_reward_args, add_steering_args, signs_text
+from .common import scorers, steering_choice
+from .compare import add_compare_parser, run_compare_command
+
+S2 = Stage2Config()  # the CLI's Stage II defaults are the library's
+EVAL = EvalConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="VLM steering workbench (SPO-VLM)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stage1 = commands.add_parser("stage1", help="capture activations and compute per-layer steering directions",
+                                 description="Writes DIR/activations.safetensors, DIR/vectors.safetensors (+ .json) "
+                                 "and DIR/layer_scores.csv. Directions point from benign to harmful.")
+    add_model_args(stage1)
+    stage1.add_argument("--data", required=True, help="dataset: .jsonl or .csv (prompt, label, image, source)")
+    stage1.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
+    stage1.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    stage1.add_argument("--position", default="last", choices=POSITIONS, help="which token(s) to record")
+    stage1.add_argument("--method", default="mean_diff", choices=METHODS, help="direction per layer")
+    stage1.add_argument("--batch-size", type=int, default=8)
+
+    steer = commands.add_parser(
+        "steer", help="print unsteered and steered generations side by side",
+        description=signs_text() + " The unsteered run has no intervention attached.")
+    add_model_args(steer)
+    steer.add_argument("--vectors", required=True, help="vectors.safetensors from stage1 or stage2")
+    steer.add_argument("--prompt", required=True)
+    steer.add_argument("--image", default=None, help="optional image file")
+    add_steering_args(steer)
+    steer.add_argument("--max-new-tokens", type=int, default=EVAL.max_new_tokens)
+    steer.add_argument("--sample", action="store_true", help="sample (temperature) instead of greedy decoding")
+    steer.add_argument("--temperature", type=float, default=0.7)
+    steer.add_argument("--seed", type=int, default=0)
+    stage2 = commands.add_parser(
+        "stage2", help="refine steering vectors by preference optimisation (the VLM stays frozen)",
+        description="Samples K responses per prompt under the current steering, rewards them (toxicity, visual "
+        "consistency, refusal, fluency), and optimises a sequence-level DPO objective on the steering vectors only. "
+        "Writes DIR/config.json, metrics.jsonl, checkpoint.safetensors and vectors.safetensors.")
+    add_model_args(stage2)
+    stage2.add_argument("--vectors", required=True, help="Stage I vectors.safetensors")
+    stage2.add_argument("--data", required=True, help="dataset (.jsonl/.csv or organism:train)")
+    stage2.add_argument("--out", required=True, help="run folder")
+    stage2.add_argument("--steps", type=int, default=S2.steps)
+    stage2.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    stage2.add_argument("--samples", type=int, default=S2.samples_per_prompt, help="responses sampled per prompt (K)")
+    stage2.add_argument("--prompts-per-step", type=int, default=S2.prompts_per_step)
+    stage2.add_argument("--objective", default=S2.objective, choices=list(OBJECTIVES))
+    stage2.add_argument("--advantage-norm", default=S2.advantage_norm, choices=ADVANTAGE_NORMS,
+                        help="grpo: reward minus the prompt's group mean (none), or also divided by its spread (std)")
+    stage2.add_argument("--pairing", default=S2.pairing, choices=PAIRINGS,
+                        help="DPO pairs per prompt: best vs worst sample, or best vs every clearly worse sample")
+    stage2.add_argument("--safe-response", default=None, metavar="TEXT",
+                        help="off-policy safe reply put in place of one of the K samples of every harmful prompt, "
+                        "e.g. the model's own refusal (organism: 'sorry , i cannot help with that .'); "
+                        "off by default (strictly on-policy)")
+    stage2.add_argument("--reference", default=S2.reference, choices=REFERENCES,
+                        help="DPO reference: the Stage I steering (frozen copy) or the unsteered model")
+    add_steering_args(stage2, S2.mode, S2.alpha, steer_at=False)
+    stage2.add_argument("--lr", type=float, default=S2.learning_rate)
+    stage2.add_argument("--beta", type=float, default=S2.beta)
+    stage2.add_argument("--temperature", type=float, default=S2.temperature)
+    stage2.add_argument("--max-new-tokens", type=int, default=S2.max_new_tokens)
+    stage2.add_argument("--fixed-strength", action="store_true", help="train directions only, not per-layer strengths")
+    add_reward_args(stage2)
+    stage2.add_argument("--seed", type=int, default=S2.seed)
+
+    evaluation = commands.add_parser(
+        "eval", help="evaluate unsteered vs steered on a dataset: ASR, toxicity, refusal, benign accuracy",
+        description="Writes DIR/metrics.json (per source and overall, bootstrap 95%% intervals, both conditions), "
+        "DIR/generations.jsonl, DIR/report.md and DIR/figures/. Without --vectors only the unsteered model is "
+        "evaluated.")
+    add_model_args(evaluation)
+    evaluation.add_argument("--vectors", default=None, help="vectors.safetensors (Stage I or II)")
+    evaluation.add_argument("--data", required=True, help="dataset: .jsonl/.csv, organism:test, or a benchmark "
+                            "name such as advbench or xstest:/path/to/copy")
+    evaluation.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
+    evaluation.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    evaluation.add_argument("--resume", action="store_true",
+                            help="continue an interrupted evaluation in --out (same settings; finished records kept)")
+    add_steering_args(evaluation)
+    evaluation.add_argument("--max-new-tokens", type=int, default=EVAL.max_new_tokens)
+    evaluation.add_argument("--batch-size", default="auto",
+                            help="prompts per generation batch; auto (default) sizes it to the device")
+    evaluation.add_argument("--limit", type=int, default=None,
+                            help="evaluate N records spread evenly over the set (every source represented)")
+    evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
+    evaluation.add_argument("--judge", default="auto", metavar="JUDGE",
+                            help="who decides attack success: auto (the organism's ground truth on organism data, "
+                            "else the keyword judge unless the vectors were trained on it), organism, keyword, "
+                            "harmbench[:MODEL], classifier:MODEL[@UNSAFE_LABEL], or A|B (B if A cannot load)")
+    evaluation.add_argument("--harmbench", default=None, metavar="MODEL",
+                            help="shorthand for --judge harmbench:MODEL (e.g. cais/HarmBench-Llama-2-13b-cls)")
+    evaluation.add_argument("--allow-overlap", action="store_true",
+                            help="evaluate even on records the vectors were trained on (the overlap is reported)")
+    add_reward_args(evaluation)
+
+    gguf = commands.add_parser(
+        "gguf", help="write a llama.cpp control vector (use with --control-vector FILE)",
+        description="llama.cpp adds the file's vector as is, so the file holds the strength: additive steering is "
+        "exported exactly (alpha x unit direction per layer, a negative alpha defends); adaptive only as a labelled "
+        "approximation (--approximate: -alpha x |benign mean| x unit direction); ablation cannot be exported.")
+    gguf.add_argument("--vectors", required=True, help="vectors.safetensors (Stage I or II)")
+    gguf.add_argument("--out", required=True, help="the .gguf file to write")
+    gguf.add_argument("--alpha", type=float, required=True, help="strength written into the file")
+    gguf.add_argument("--mode", default="additive", choices=["additive", "adaptive"])
+    gguf.add_argument("--approximate", action="store_true", help="allow adaptive's constant approximation")
+
+    notebook = commands.add_parser("notebook", help="export a runnable analysis notebook for a run folder",
+                                   description="The notebook reproduces the run through library calls: load, "
+                                   "capture, directions, plots, steering examples, metrics.")
+    notebook.add_argument("--run", required=True, help="a Stage I or eval output folder")
+    notebook.add_argument("--out", required=True, help="notebook path (.ipynb)")
+    notebook.add_argument("--execute", action="store_true", help="run it headless and keep the outputs")
+    notebook.add_argument("--timeout", type=int, default=600, help="seconds per cell when executing")
+
+    add_compare_parser(commands)
+    judges = commands.add_parser("judge-check", help="precision and recall of the keyword refusal judge on its "
+                                 "committed adversarial set (workbench/evaluate/judge_sets/keyword_adversarial.jsonl)")
+    judges.add_argument("--set", default=None, help="another labelled JSONL (response, refused, category)")
+    organism = commands.add_parser("organism", help="the model organism: train it or check its planted behaviours")
+    organism_commands = organism.add_subparsers(dest="organism_command", required=True)
+    from .organism import add_check_args
+
+    add_check_args(organism_commands.add_parser("check", help="evaluate planted behaviours on held-out prompts"))
+    return parser
+
+
+def run_stage2_command(args: argparse.Namespace) -> None:
+    from ..core.distributed import current_shard, local_device
+    from ..core.jobs import check_out
+    from ..core.models import load_vlm
+    from ..data.sources import load_dataset
+    from ..stage2.job import Stage2Spec, run_stage2_job
+
+    shard = current_shard()
+    if shard.is_main:
+        check_out(args.out, "stage2", overwrite=False, resume=args.resume)
+    config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
+                          temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
+                          learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
+                          safe_response=args.safe_response or None, reference=args.reference,
+                          advantage_norm=args.advantage_norm, mode=args.mode, alpha=args.alpha,
+                          layers=list(args.layers) if args.layers else None, train_strength=not args.fixed_strength,
+                          seed=args.seed)
+    spec = Stage2Spec(args.model, args.data, str(Path(args.vectors).resolve()), config)
+    records = load_dataset(args.data)
+    vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
+    loaded = scorers(args)
+    print(f"device: {vlm.input_device}, dtype: {vlm.dtype}")
+    shard.barrier()  # rank 0 checked --out before any rank opens the run
+    run_stage2_job(spec, args.out, vlm, records, loaded, args.resume, shard=shard,
+                   on_step=lambda m: print(f"step {m.step}: loss {m.loss:.4f} reward {m.reward:.3f} "  # rank 0 only
+                                           f"toxicity {m.toxicity:.3f} refusal {m.refusal_rate:.2f} pairs {m.pairs}"))
+    if shard.is_main:
+        print(f"wrote {Path(args.out) / 'vectors.safetensors'}")
+
+
+def run_eval_command(args: argparse.Namespace) -> None:
+    from ..core.distributed import current_shard, local_device
+    from ..core.jobs import check_out
+    from ..core.models import load_vlm
+    from ..data.sources import load_dataset
+    from ..evaluate.job import EvalSpec, run_eval_job
+    from ..evaluate.report import metrics_table
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    shard = current_shard()
+    if shard.is_main:
+        check_out(args.out, "eval", args.overwrite, args.resume)
+    spec = EvalSpec(args.model, args.data, vectors=args.vectors and str(Path(args.vectors).resolve()),
+                    steering=steering_choice(args),
+                    judge=f"harmbench:{args.harmbench}" if args.harmbench else args.judge,
+                    limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                    allow_overlap=args.allow_overlap, plots=not args.no_plots)
+    records = load_dataset(args.data)
+    vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
+    done = run_eval_job(spec, args.out, vlm, records, scorers(args), args.resume, shard=shard, log=print)
+    if done.metrics is None:  # another rank of a torchrun: rank 0 reports
+        return
+    print(metrics_table(done.metrics))
+    for name in ("metrics", "generations", "report"):
+        print(f"wrote {name}: {done.paths[name]}")
+
+
+def run_gguf_command(args: argparse.Namespace) -> None:
+    from ..steer.vectors import SteeringVector
+
+    if Path(args.out).suffix.lower() != ".gguf":
+        raise ValueError(f"--out must name a .gguf file, got {args.out}")
+    note = SteeringVector.load(args.vectors).to_gguf(args.out, args.alpha, args.mode, args.approximate)
+    print(f"wrote {args.out}: {note}")
+
+
+def run_notebook_command(args: argparse.Namespace) -> None:
+    from ..export.notebook import build_notebook, execute_notebook, write_notebook
+
+    notebook = build_notebook(args.run, Path(args.out).parent)
+    if args.execute:
+        from nbclient.exceptions import CellExecutionError
+
+        try:
+            notebook = execute_notebook(notebook, Path(args.out).parent, args.timeout)
+        except CellExecutionError as error:
+            write_notebook(notebook, args.out)  # keep what ran, with the failing cell's traceback, to inspect
+            raise ValueError(f"the notebook failed while executing (saved with its outputs in {args.out}): "
+                             f"{str(error).strip().splitlines()[-1]}") from None
+    write_notebook(notebook, args.out)
+    print(f"wrote {args.out}" + (" (executed)" if args.execute else ""))
+
+
+def run_judge_check_command(args: argparse.Namespace) -> None:
+    from ..evaluate.judges import keyword_judge_quality
+
+    quality = keyword_judge_quality(args.set)
+    print(f"keyword refusal judge on {quality['set']} (n={quality['n']}; positive class: refused): "
+          f"precision {quality['precision']}, recall {quality['recall']}, accuracy {quality['accuracy']}")
+    for name, row in quality["per_category"].items():
+        print(f"  {name:<24} n={row['n']:<3} accuracy {row['accuracy']}")
+
+
+def run_organism_command(args: argparse.Namespace) -> None:
+    from .organism import check_command
+
+    check_command(args)
+
+
+def run_stage1_command(args: argparse.Namespace) -> None:
+    from ..core.distributed import current_shard, local_device
+    from ..core.jobs import check_out
+    from ..core.models import load_vlm
+    from ..data.sources import load_dataset
+    from ..stage1.job import Stage1Spec, run_stage1_job
+
+    shard = current_shard()
+    if shard.is_main:
+        check_out(args.out, "stage1", args.overwrite)
+    spec = Stage1Spec(args.model, args.data, args.position, args.method, args.batch_size)
+    records = load_dataset(args.data)
+    vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
+    result, paths = run_stage1_job(spec, args.out, vlm, records, shard=shard)
+    if not shard.is_main:
+        return
+    print(result.scores_csv())
+    print(f"layers: {result.verdict()}")
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+
+
+def run_steer_command(args: argparse.Namespace) -> None:
+    from ..core.models import load_vlm
+    from ..core.records import open_image
+    from ..steer.steering import compare, steering_for
+    from ..steer.vectors import SteeringVector
+
+    vector = SteeringVector.load(args.vectors)
+    image = open_image(args.image) if args.image else None
+    vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
+    vector.check_compatible(vlm)
+    made_for = vector.metadata.get("model")
+    if made_for and made_for != vlm.spec:
+        print(f"warning: the vector was made for {made_for}, the model is {vlm.spec}", file=sys.stderr)
+    steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
+    result = compare(vlm, [(image, args.prompt)], steering, max_new_tokens=args.max_new_tokens,
+                     do_sample=args.sample, temperature=args.temperature, seed=args.seed)[0]
+    width = 60
+    print(f"{'UNSTEERED':<{width}} | STEERED ({steering.mode}, alpha={steering.alpha}, "
+          f"layers={steering.active_layers})")
+    print("-" * width + "-+-" + "-" * width)
+    left, right = _wrap(result.unsteered, width), _wrap(result.steered, width)
+    for i in range(max(len(left), len(right))):
+        print(f"{(left[i] if i < len(left) else ''):<{width}} | {right[i] if i < len(right) else ''}")
+    print(note)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+DATA_PARALLEL = ("eval", "stage1", "stage2")  # the commands that shard their work under torchrun
+
+
+def refuse_unsharded(command: str) -> None:
+    """Under torchrun every process would run a command that does not shard, each writing the same files."""
+    from ..core.distributed import launched_world
+
+    if launched_world() > 1 and command not in DATA_PARALLEL:
+        raise ValueError(f"{command} does not run data-parallel; launch it with `python -m workbench {command}`, "
+                         f"not torchrun (which runs in parallel: {', '.join(DATA_PARALLEL)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
+                "organism": run_organism_command, "judge-check": run_judge_check_command,
+                "compare": run_compare_command,
+                "eval": run_eval_command, "notebook": run_notebook_command, "gguf": run_gguf_command}
+    try:
+        refuse_unsharded(args.command)
+        handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; a Stage II run resumes from its last checkpoint with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,112 @@
+"""The evaluation report: a Markdown table of both conditions with intervals, figures and examples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..core.io import atomic_write_text
+
+# The evaluation's metrics, in table order (defined in evaluation.py's docstring).
+METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refusal", "visual_consistency")
+LABELS = {"asr": "ASR", "mean_toxicity": "mean toxicity", "refusal_rate": "refusal rate (keyword judge)",
+          "benign_accuracy": "benign accuracy", "over_refusal": "over-refusal (benign refused)",
+          "visual_consistency": "visual consistency"}  # what a reader sees; metrics.json keeps the keys
+_EXAMPLES_PER_SOURCE = 3
+
+
+def _count(stat: Mapping) -> str:
+    clusters = stat.get("clusters", stat["n"])
+    return f"n={stat['n']}" + (f", {clusters} unique inputs" if clusters != stat["n"] else "")
+
+
+def _cell(stat: Mapping | None, key: str = "value") -> str:
+    if not stat:
+        return "–"
+    value = f"{stat[key]:.3f}" if key == "value" else f"{stat[key]:+.3f}"  # a difference shows its sign
+    if not stat.get("ci"):
+        return f"{value} ({_count(stat)}: too few unique inputs for an interval)"
+    low, high = stat["ci"]
+    return f"{value} [{low:.3f}, {high:.3f}] ({_count(stat)})"
+
+
+def paired_table(metrics: Mapping, scope: str = "overall") -> str:
+    """Markdown table of steered minus unsteered per metric: difference, interval, McNemar p."""
+    table = metrics["paired"]["overall"] if scope == "overall" else metrics["paired"]["per_source"][scope]
+    lines = ["| metric | steered − unsteered | McNemar p |", "|---|---|---|"]
+    for key in METRICS:
+        stat = table.get(key)
+        p = stat.get("mcnemar_p") if stat else None
+        lines.append(f"| {LABELS[key]} | {_cell(stat, 'difference')} | {'–' if p is None else f'{p:.4g}'} |")
+    return "\n".join(lines)
+
+
+def metrics_table(metrics: Mapping, scope: str = "overall") -> str:
+    """Markdown table: one row per metric, one column per condition."""
+    conditions = [c for c in ("unsteered", "steered") if c in metrics]
+    lines = ["| metric | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for key in METRICS:
+        cells = []
+        for condition in conditions:
+            table = metrics[condition]["overall"] if scope == "overall" else metrics[condition]["per_source"][scope]
+            cells.append(_cell(table.get(key)))
+        lines.append(f"| {LABELS[key]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:300]
+
+
+def _examples(outcomes: Mapping[str, Sequence], source: str) -> list[str]:
+    unsteered = [o for o in outcomes.get("unsteered", []) if o.source == source]
+    steered = {o.index: o for o in outcomes.get("steered", [])}
+    has_steered = bool(steered)
+    lines = ["| label | prompt | unsteered |" + (" steered |" if has_steered else ""),
+             "|---|---|---|" + ("---|" if has_steered else "")]
+    # Prefer inputs where steering changed the response: those are the ones a reader wants to see.
+    ordered = sorted(unsteered, key=lambda o: (steered.get(o.index) is None or steered[o.index].response == o.response,
+                                               o.index))
+    for o in ordered[:_EXAMPLES_PER_SOURCE]:
+        row = f"| {o.label} | {_escape(o.prompt)} | {_escape(o.response)} |"
+        if has_steered:
+            row += f" {_escape(steered[o.index].response)} |" if o.index in steered else " |"
+        lines.append(row)
+    return lines
+
+
+def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, plots: bool = True
+                 ) -> dict[str, Path]:
+    """Write out/report.md (and out/figures/*.png|svg when `plots`); returns the paths written."""
+    settings = metrics.get("settings", {})
+    paths: dict[str, Path] = {}
+    judge = settings.get("asr_judge") or "keyword (not refused)"
+    lines = ["# Evaluation report", "", f"Model: `{settings.get('model')}` · data: {settings.get('data', '?')} · "
+             f"records: {settings.get('records')} ({settings.get('unique_inputs', '?')} unique inputs) · "
+             f"ASR judge: {judge} · toxicity: {settings.get('toxicity_scorer')} · refusal judge (refusal and "
+             f"over-refusal rates): {settings.get('refusal_judge')} · "
+             f"visual consistency: {settings.get('clip') or 'not measured'}"]
+    if "steered" in metrics:
+        lines.append(f"Steering: {settings.get('mode')}, α = {settings.get('alpha')}, "
+                     f"layers {settings.get('layers')}, "
+                     f"steered at {settings.get('steer_at', settings.get('positions'))} positions.")
+    lines += ["", f"Values are means with cluster bootstrap 95% intervals (repeats of one input resampled together; "
+              f"none under 10 unique inputs). ASR = share of harmful prompts on which the attack succeeded, "
+              f"as decided by {judge}.", "", "## Overall", "", metrics_table(metrics)]
+    if "paired" in metrics:
+        lines += ["", "### Steered vs unsteered, paired by input", "", paired_table(metrics)]
+    if plots:
+        from ..core.runs import caption
+        from ..export.plots import export, metrics_figure
+
+        figures = {"metrics_overall": metrics_figure(metrics)}
+        exported = export(figures, out / "figures", caption=caption(settings))
+        paths.update({p.name: p for p in exported})
+        lines += ["", "![overall metrics](figures/metrics_overall.png)"]
+    sources = sorted(metrics["unsteered"]["per_source"])
+    for source in sources:
+        lines += ["", f"## Source: {source}", "", metrics_table(metrics, source), "", "Examples:", "",
+                  *_examples(outcomes, source)]
+    paths["report"] = out / "report.md"
+    atomic_write_text(paths["report"], "\n".join(lines) + "\n")
+    return paths
