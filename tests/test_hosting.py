@@ -315,16 +315,17 @@ def test_a_model_switch_never_lands_in_the_middle_of_a_job(tmp_path: Path, monke
     wb = Workbench("tiny-random:llava", tmp_path / "runs")  # trusted local use: switching is allowed
     seen = []
 
-    def stage1_that_meets_a_switch(vlm, records, *args, **kwargs):
+    def stage1_that_meets_a_switch(spec, folder, vlm, records, *args, **kwargs):
         with pytest.raises(ValueError, match="a job is running on 'tiny-random:llava'"):
             wb.switch_model("tiny-random:qwen2_vl")  # another tab asks while this job runs
         seen.append(wb.spec)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(backend, "run_stage1", stage1_that_meets_a_switch)
+    monkeypatch.setattr(backend, "run_stage1_job", stage1_that_meets_a_switch)
     with pytest.raises(RuntimeError, match="stop here"):
         wb.run_stage1([], "demo", "last", "mean_diff")
     assert seen == ["tiny-random:llava"]
+    assert wb.runs.list() == []  # a Stage I run that failed leaves no folder
     wb.switch_model("tiny-random:qwen2_vl")  # with no job running it switches
     assert wb.spec == "tiny-random:qwen2_vl"
 

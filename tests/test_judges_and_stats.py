@@ -239,7 +239,7 @@ def test_compare_rows_agree_with_eval_on_the_same_data(tmp_path: Path, capsys) -
     assert "--names gives 2 names for 1 vector files" in capsys.readouterr().err
 
 
-def test_eval_limit_evaluates_exactly_that_many_records(tmp_path: Path) -> None:
+def test_eval_limit_evaluates_exactly_that_many_records_spread_over_the_set(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": r.prompt, "label": r.label}) for r in _records(8)) + "\n")
     assert main(["eval", "--model", "tiny-random:llava", "--data", str(data), "--limit", "3", "--max-new-tokens", "2",
@@ -247,7 +247,9 @@ def test_eval_limit_evaluates_exactly_that_many_records(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     lines = (tmp_path / "e" / "generations.jsonl").read_text().splitlines()
     assert metrics["settings"]["records"] == 3 and len(lines) == 3  # unsteered only: no vectors given
-    assert [json.loads(line)["prompt"] for line in lines] == [r.prompt for r in _records(3)]
+    records = _records(8)
+    assert [json.loads(line)["prompt"] for line in lines] == [records[i].prompt for i in (0, 2, 5)]
+    assert json.loads((tmp_path / "e" / "run.json").read_text())["sampling"] == "3 of 8 spread evenly"
 
 
 @pytest.mark.parametrize("labels, unsafe", [({0: "Not Harmful", 1: "Harmful"}, "Harmful"),

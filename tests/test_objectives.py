@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from workbench.stage2.loop import Stage2Config
-from workbench.stage2.preference import (
+from workbench.stage2.objectives import (
     OBJECTIVES,
     ObjectiveSettings,
     PreferenceBatch,

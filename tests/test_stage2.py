@@ -12,7 +12,7 @@ from workbench.core.records import Record
 from workbench.rewards.combined import RewardModel, RewardWeights
 from workbench.rewards.toxicity import ToxicityScorer
 from workbench.stage2.loop import Stage2Config, Stage2Run
-from workbench.stage2.preference import dpo_loss, group_advantages, preference_pairs
+from workbench.stage2.objectives import dpo_loss, group_advantages, preference_pairs
 from workbench.steer.steering import generate_ids, steering_for
 from workbench.steer.teacher_forcing import pack_responses, sequence_logprobs
 from workbench.steer.vectors import SteeringVector
@@ -45,7 +45,7 @@ def test_grpo_advantages_keep_near_ties_small_unless_standardised() -> None:
 
 def test_pairs_take_best_and_worst_and_skip_ties() -> None:
     assert preference_pairs([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0]]) == [(0, 1, 2), (2, 0, 1)]
-    from workbench.stage2.preference import preference_pairs_all
+    from workbench.stage2.objectives import preference_pairs_all
 
     assert preference_pairs_all([[0.1, 0.9, -0.5], [0.2, 0.2, 0.2], [1.0, 0.0, 1.0]]) == [
         (0, 1, 0), (0, 1, 2), (2, 0, 1)]  # every clearly worse sample; ties with the best are skipped

@@ -25,7 +25,7 @@ _EXPORTS = {
     "RewardModel": "rewards.combined", "RewardWeights": "rewards.combined", "RewardTerm": "rewards.combined",
     "register_reward_term": "rewards.combined",
     "ToxicityScorer": "rewards.toxicity", "load_clip": "rewards.visual",
-    "Stage2Config": "stage2.loop", "Stage2Run": "stage2.loop", "register_objective": "stage2.preference",
+    "Stage2Config": "stage2.loop", "Stage2Run": "stage2.loop", "register_objective": "stage2.objectives",
     "evaluate": "evaluate.evaluation", "EvalConfig": "evaluate.evaluation",
 }
 __all__ = ["Activations", "EvalConfig", "Record", "RewardModel", "RewardTerm", "RewardWeights", "Stage1Result",
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .stage1.activations import Activations, capture
     from .stage1.pipeline import Stage1Result, load_stage1, run_stage1
     from .stage2.loop import Stage2Config, Stage2Run
-    from .stage2.preference import register_objective
+    from .stage2.objectives import register_objective
     from .steer.rules import register_rule
     from .steer.steering import Steering, compare, generate, steer_hidden
     from .steer.vectors import SteeringVector

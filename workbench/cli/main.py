@@ -10,7 +10,7 @@ from ..evaluate.evaluation import EvalConfig
 from ..stage1.activations import POSITIONS
 from ..stage1.directions import METHODS
 from ..stage2.loop import REFERENCES, Stage2Config
-from ..stage2.preference import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
+from ..stage2.objectives import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
 from .args import add_model_args, add_reward_args, add_steering_args, signs_text
 from .common import scorers, steering_choice
 from .compare import add_compare_parser, run_compare_command

@@ -1,7 +1,7 @@
 """Stage II: refine steering vectors by sequence-level preference optimisation, the VLM frozen.
 
 Each step samples K responses per prompt under the current steering, scores them with the reward
-terms (rewards/combined.py), and minimises a registered objective (preference.py: DPO on best-vs-worse
+terms (rewards/combined.py), and minimises a registered objective (objectives.py: DPO on best-vs-worse
 pairs against a frozen reference, or GRPO) on teacher-forced sequence log-likelihoods. Only the
 per-layer directions (and optionally per-layer strengths) train: `TrainableSteering` is the
 differentiable twin of `Steering` and steers through the same `plan()`. The run folder
@@ -33,7 +33,7 @@ from ..steer.rules import get_rule
 from ..steer.steering import RECORDED, LayerStep, Mode, Part, Steering, generate_ids
 from ..steer.teacher_forcing import response_logprobs
 from ..steer.vectors import SteeringVector
-from .preference import (
+from .objectives import (
     ADVANTAGE_NORMS,
     OBJECTIVES,
     PAIRINGS,

@@ -12,7 +12,7 @@ import gradio as gr
 from ...core.progress import eta_text
 from ...export.plots import curves_figure
 from ...stage2.loop import REFERENCES, Stage2Config
-from ...stage2.preference import OBJECTIVES
+from ...stage2.objectives import OBJECTIVES
 from ...steer.rules import modes
 from ...steer.steering import parse_layers
 from ..backend import Workbench, user_message
