@@ -9,6 +9,7 @@ line fails early with its line number.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -28,6 +29,9 @@ MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs; a 6k x 6k photo sti
 # An upload (read with confine=True: a visitor's file) is held to these; the one model is shared by everyone.
 MAX_UPLOAD_RECORDS = 20_000
 MAX_UPLOAD_FIELD_CHARS = 4_000  # a prompt, reference or behaviour: the playground's prompt cap
+# Every record decodes its image when used, so an upload's pixels count per record (one image named by 200 records
+# is 200 decodes): 2,000 megapixels is 2,000 one-megapixel photos, or 50 images at the per-image limit.
+MAX_UPLOAD_PIXELS = 2_000_000_000
 
 
 class DatasetError(ValueError):
@@ -67,14 +71,13 @@ class Record:
         return self.load_image(), self.prompt
 
 
-def _check_image(path: Path, where: str) -> None:
+def _check_image(path: Path, where: str) -> int:
+    """The image's pixel count, read from its header (and verified once per file and version) without decoding it;
+    missing, unreadable and oversized images get a message naming the record."""
     if not path.is_file():
         raise DatasetError(f"{where}: image file {path} does not exist (paths are relative to the dataset file)")
     try:
-        with Image.open(path) as image:  # the header gives the size; only an image within the limit is verified
-            width, height = image.size
-            if width * height <= MAX_IMAGE_PIXELS:
-                image.verify()
+        width, height = _verified_size(str(path), path.stat().st_mtime_ns, MAX_IMAGE_PIXELS)
     except Image.DecompressionBombError:
         raise DatasetError(f"{where}: image {path.name} is too large to open safely (over "
                            f"{MAX_IMAGE_PIXELS:,} pixels); resize it") from None
@@ -83,9 +86,36 @@ def _check_image(path: Path, where: str) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise DatasetError(f"{where}: image {path.name} is {width}x{height}; resize it below "
                            f"{MAX_IMAGE_PIXELS:,} pixels")
+    return width * height
 
 
-def _make_record(row: dict, base: Path, where: str, default_source: str, confine: bool = False) -> Record:
+@functools.lru_cache(maxsize=4096)
+def _verified_size(path: str, version: int, limit: int) -> tuple[int, int]:
+    """(width, height) from the header; an image within `limit` pixels is verified (a file named by many records
+    is read once per version and limit)."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if width * height <= limit:
+            image.verify()
+    return width, height
+
+
+class _PixelBudget:
+    """An upload's pixels, counted per record as they will be decoded, held to MAX_UPLOAD_PIXELS before any is."""
+
+    def __init__(self) -> None:
+        self.pixels = 0
+
+    def spend(self, pixels: int, where: str) -> None:
+        self.pixels += pixels
+        if self.pixels > MAX_UPLOAD_PIXELS:
+            raise DatasetError(f"{where}: the upload's images add up to over {MAX_UPLOAD_PIXELS // 10**6:,} megapixels "
+                               "(each record's image counts, also when records share one); use fewer or smaller "
+                               "images (the model is shared)")
+
+
+def _make_record(row: dict, base: Path, where: str, default_source: str, budget: _PixelBudget,
+                 confine: bool = False) -> Record:
     if confine:
         long = [k for k, v in row.items() if len(str(v)) > MAX_UPLOAD_FIELD_CHARS]
         if long:
@@ -104,7 +134,9 @@ def _make_record(row: dict, base: Path, where: str, default_source: str, confine
         if confine and base.resolve() not in path.parents:
             raise DatasetError(f"{where}: image path {row['image']!r} leaves the dataset's folder; put the images "
                                "beside the file (uploads may only reference their own zip's images)")
-        _check_image(path, where)
+        pixels = _check_image(path, where)
+        if confine:
+            budget.spend(pixels, where)
         image_path = str(path)
     reference = row.get("reference", row.get("answer"))
     behavior = row.get("behavior")
@@ -119,7 +151,7 @@ def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
     text = _read_text(path)
     if text.lstrip().startswith("["):
         raise DatasetError(f"{path.name}: this is a JSON array; write one JSON object per line (JSONL)")
-    records = []
+    records, budget = [], _PixelBudget()
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON strings may hold a raw U+2028
         if not line.strip():
             continue
@@ -130,7 +162,7 @@ def read_jsonl(path: str | Path, confine: bool = False) -> list[Record]:
             raise DatasetError(f"{where}: not valid JSON ({error.msg})") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected a JSON object with prompt and label")
-        records.append(_make_record(row, path.parent, where, path.stem, confine))
+        records.append(_make_record(row, path.parent, where, path.stem, budget, confine))
         _check_count(records, path, confine)
     return _nonempty(records, path)
 
@@ -144,11 +176,12 @@ def read_csv(path: str | Path, confine: bool = False) -> list[Record]:
     if missing:
         raise DatasetError(f"{path.name} line 1: header lacks column(s) {', '.join(missing)}; found "
                            f"{', '.join(columns) or 'nothing'} (a comma-separated header is expected)")
-    records = []
+    records, budget = [], _PixelBudget()
     for row in reader:
         clean = {(k or "").strip().lower(): v or "" for k, v in row.items() if k is not None}
         clean = {k: v if k == "prompt" else v.strip() for k, v in clean.items()}  # the prompt stays byte-exact
-        records.append(_make_record(clean, path.parent, f"{path.name} line {reader.line_num}", path.stem, confine))
+        records.append(_make_record(clean, path.parent, f"{path.name} line {reader.line_num}", path.stem, budget,
+                                    confine))
         _check_count(records, path, confine)
     return _nonempty(records, path)
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import Any
 
 import gradio as gr
+from PIL import Image, ImageDraw
 
 from ...attacks.typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
+from ...core.records import Record
 from ...data.sources import dataset_choices, default_dataset
 from ...organism.render import IMAGE_SIZE, MAKER_FONT_SIZE
 from ...organism.world import REQUEST_PROMPT
 from ..context import AppContext, friendly_errors, md_text
 
-PREVIEW = 12
+PREVIEW = 12  # images shown
+PREVIEW_SIDE = 256  # thumbnails: the gallery never holds a full-size image
+PREVIEW_MAX_PIXELS = 8_000_000  # larger images (after a JPEG's reduced decode) are named, not decoded, in the preview
 
 
 def build(ctx: AppContext) -> None:
@@ -89,8 +94,26 @@ def _use(ctx: AppContext, choice: str, upload: str | None, images_zip: str | Non
                + ", ".join(f"{md_text(s)} ({n})" for s, n in sorted(sources.items())))
     if not labels["harmful"] or not labels["benign"]:
         summary += "\n\n⚠️ Stage I needs both harmful and benign records; this set can still be evaluated."
-    gallery = [(r.load_image(), f"{r.label} · {r.source} · {r.prompt[:60]}") for r in records if r.has_image][:PREVIEW]
+    shown = itertools.islice((r for r in records if r.has_image), PREVIEW)  # decoded: these only, one at a time
+    gallery = [(thumbnail(r), f"{r.label} · {r.source} · {r.prompt[:60]}") for r in shown]
     return label, summary, gallery
+
+
+def thumbnail(record: Record) -> Image.Image:
+    """A small RGB preview of a record's image: JPEGs decode at a reduced scale, an image still over
+    PREVIEW_MAX_PIXELS is not decoded at all (a grey tile gives its size)."""
+    if record.image_data is not None:
+        image = record.image_data.convert("RGB")
+    else:
+        with Image.open(str(record.image_path)) as opened:
+            opened.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG: decode at 1/2 .. 1/8 scale; others: no-op
+            if opened.width * opened.height > PREVIEW_MAX_PIXELS:
+                tile = Image.new("RGB", (PREVIEW_SIDE, PREVIEW_SIDE), "#d0d0d0")
+                ImageDraw.Draw(tile).text((8, 8), f"{opened.width}x{opened.height}\nnot previewed", fill="#202020")
+                return tile
+            image = opened.convert("RGB")
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    return image
 
 
 def _render(ctx: AppContext, text: str, size: float, font: float, background: str, foreground: str) -> Any:
