@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from workbench.evaluate.evaluation import (
     evaluate,
     mcnemar_p,
     paired,
+    sign_flip_p,
     summarise,
 )
 from workbench.evaluate.judges import AsrJudge, choose_judge, classifier_asr, keyword_judge_quality, load_judge
@@ -155,7 +157,35 @@ def test_paired_difference_and_mcnemar() -> None:
     after = [Outcome(i, "s", "harmful", "p", "r", False, 0.0, attack_success=i < 2, cluster=str(i))
              for i in range(20)]
     asr = paired(before, after)["asr"]
-    assert asr["difference"] == pytest.approx(-0.7) and asr["ci"][1] < 0 and asr["mcnemar_p"] < 0.001
+    assert asr["difference"] == pytest.approx(-0.7) and asr["ci"][1] < 0 and asr["p"] < 0.001
+    assert asr["p_test"] == "McNemar" and asr["p"] == round(mcnemar_p([i < 16 for i in range(20)],
+                                                                       [i < 2 for i in range(20)]), 6)
+
+
+def test_repeated_inputs_count_once_in_the_paired_test() -> None:
+    """Three copies of 10 inputs give the 10 inputs' paired result: p, interval and difference (issue 45)."""
+    def outcomes(success: Callable[[int], bool], copies: int) -> list[Outcome]:
+        return [Outcome(i, "s", "harmful", "p", "r", False, 0.0, attack_success=success(i % 10), cluster=str(i % 10))
+                for i in range(10 * copies)]
+
+    once = paired(outcomes(lambda i: i < 8, 1), outcomes(lambda i: i < 2, 1))["asr"]
+    thrice = paired(outcomes(lambda i: i < 8, 3), outcomes(lambda i: i < 2, 3))["asr"]
+    assert thrice["p"] == once["p"] == round(mcnemar_p([1] * 8 + [0] * 2, [1] * 2 + [0] * 8), 6)
+    assert thrice["ci"] == once["ci"] and thrice["difference"] == once["difference"]
+    assert (thrice["n"], thrice["clusters"]) == (30, 10)
+    as_records = mcnemar_p([1] * 24 + [0] * 6, [1] * 6 + [0] * 24)
+    assert as_records < once["p"] / 10  # what counting each copy as a pair claimed
+
+
+def test_a_sign_flip_test_takes_over_where_repeats_of_an_input_disagree() -> None:
+    assert sign_flip_p([1, 1, 1, 1, 1, -1]) == pytest.approx(mcnemar_p([1] * 5 + [0], [0] * 5 + [1]))
+    assert sign_flip_p([0.5, 0.0, 0.0]) == 1.0 and sign_flip_p([]) == 1.0
+    before = [Outcome(i, "s", "harmful", "p", "r", False, 0.0, attack_success=True, cluster=str(i // 2))
+              for i in range(24)]
+    after = [Outcome(i, "s", "harmful", "p", "r", False, 0.0, attack_success=i % 2 == 0, cluster=str(i // 2))
+             for i in range(24)]
+    asr = paired(before, after)["asr"]
+    assert asr["p_test"] == "sign-flip" and asr["p"] == round(sign_flip_p([-0.5] * 12), 6) < 0.001
 
 
 @pytest.fixture(scope="module")

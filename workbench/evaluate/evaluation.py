@@ -12,8 +12,8 @@ input, prompt and image, form one cluster and are resampled together; no interva
 - `over_refusal`: share of benign prompts refused;
 - `visual_consistency`: mean open_clip image-response similarity on benign prompts with images.
 Steered vs unsteered is also compared as a paired difference per record (`paired`): the difference of
-means with its cluster bootstrap interval and, for yes/no metrics, an exact McNemar p-value (which treats
-records as independent pairs; the interval is the one that respects clusters).
+means with its cluster bootstrap interval and, for yes/no metrics, a p-value by unique input (repeats of one input
+are one pair): exact McNemar, or a sign-flip test where repeats of an input disagree.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .report import METRICS, write_report
 from .stream import EvalStream
 
 __all__ = ["METRICS", "EvalConfig", "Evaluation", "Outcome", "bootstrap_interval", "evaluate", "guard_leakage",
-           "leakage", "mcnemar_p", "paired", "summarise"]
+           "leakage", "mcnemar_p", "paired", "sign_flip_p", "summarise"]
 
 
 @dataclass
@@ -133,9 +133,25 @@ def mcnemar_p(before: Sequence[float], after: Sequence[float]) -> float:
     return min(1.0, 2 * tail)
 
 
+def sign_flip_p(differences: Sequence[float], resamples: int = 20_000, seed: int = 0) -> float:
+    """Two-sided paired randomisation test of a zero mean difference: each difference's sign flipped at random (all
+    2^n flips when at most 16 are non-zero, else `resamples` seeded draws). On yes/no pairs it is exact McNemar."""
+    values = np.asarray([d for d in differences if d != 0], dtype=float)
+    if len(values) == 0:
+        return 1.0
+    observed = abs(values.sum())
+    if len(values) <= 16:
+        signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * len(values))).reshape(len(values), -1).T
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, len(values)))
+    return float(min(1.0, np.mean(np.abs(signs @ values) >= observed - 1e-12)))
+
+
 def paired(unsteered: Sequence[Outcome], steered: Sequence[Outcome], resamples: int = 1000, seed: int = 0
            ) -> dict[str, dict | None]:
-    """Steered minus unsteered per metric, on the records both conditions answered."""
+    """Steered minus unsteered per metric, on the records both conditions answered: the mean difference with its
+    cluster bootstrap interval, and a p-value by unique input (repeats of one input are one pair: their mean), exact
+    McNemar when every input's outcomes are yes/no, else a sign-flip test on the per-input mean differences."""
     before, after = _metric_values(unsteered), _metric_values(steered)
     result: dict[str, dict | None] = {}
     for name in before:
@@ -148,7 +164,16 @@ def paired(unsteered: Sequence[Outcome], steered: Sequence[Outcome], resamples: 
         assert stat is not None
         stat["difference"] = stat.pop("value")
         if name in BINARY_METRICS:
-            stat["mcnemar_p"] = round(mcnemar_p([b for _, b, _ in rows], [a for _, _, a in rows]), 6)
+            by_input: dict[str, list[tuple[float, float]]] = {}
+            for cluster, b, a in rows:
+                by_input.setdefault(cluster, []).append((b, a))
+            means = [(float(np.mean([b for b, _ in pairs])), float(np.mean([a for _, a in pairs])))
+                     for pairs in by_input.values()]
+            if all(b in (0.0, 1.0) and a in (0.0, 1.0) for b, a in means):
+                stat["p"], stat["p_test"] = mcnemar_p([b for b, _ in means], [a for _, a in means]), "McNemar"
+            else:
+                stat["p"], stat["p_test"] = sign_flip_p([a - b for b, a in means], seed=seed), "sign-flip"
+            stat["p"] = round(stat["p"], 6)
         result[name] = stat
     return result
 

@@ -31,13 +31,15 @@ def _cell(stat: Mapping | None, key: str = "value") -> str:
 
 
 def paired_table(metrics: Mapping, scope: str = "overall") -> str:
-    """Markdown table of steered minus unsteered per metric: difference, interval, McNemar p."""
+    """Markdown table of steered minus unsteered per metric: difference, interval, and the p-value by unique input
+    with its test and the pairs it counts."""
     table = metrics["paired"]["overall"] if scope == "overall" else metrics["paired"]["per_source"][scope]
-    lines = ["| metric | steered − unsteered | McNemar p |", "|---|---|---|"]
+    lines = ["| metric | steered − unsteered | p (by unique input) |", "|---|---|---|"]
     for key in METRICS:
         stat = table.get(key)
-        p = stat.get("mcnemar_p") if stat else None
-        lines.append(f"| {LABELS[key]} | {_cell(stat, 'difference')} | {'–' if p is None else f'{p:.4g}'} |")
+        p = stat.get("p") if stat else None
+        shown = "–" if p is None else f"{p:.4g} ({stat['p_test']}; {stat['clusters']} unique inputs of n={stat['n']})"
+        lines.append(f"| {LABELS[key]} | {_cell(stat, 'difference')} | {shown} |")
     return "\n".join(lines)
 
 
