@@ -14,6 +14,8 @@ from workbench.app.backend import Workbench
 from workbench.app.jobs import create_stage2, run_comparison, run_evaluation, run_stage2
 from workbench.cli.main import main
 from workbench.stage2.loop import Stage2Config
+from workbench.steer.steering import steering_for
+from workbench.steer.vectors import SteeringVector
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +49,9 @@ def test_stage1_writes_the_same_run_through_the_cli_and_the_app(both: dict[str, 
     assert cli_info == _info(app_folder)
     assert cli_info["kind"] == "stage1" and cli_info["records"] > 0 and "suggested_layers" in cli_info
     assert (both["cli_stage1"] / "layer_scores.csv").read_text() == (app_folder / "layer_scores.csv").read_text()
+    vector = SteeringVector.load(both["cli_stage1"] / "vectors.safetensors")  # the suggestion travels with the file
+    assert vector.metadata["suggested_layers"] == cli_info["suggested_layers"] != []
+    assert list(steering_for(vector)[0].layers or []) == cli_info["suggested_layers"]
 
 
 def test_eval_writes_the_same_run_and_metrics_through_the_cli_and_the_app(both: dict[str, Any]) -> None:

@@ -107,6 +107,26 @@ def test_steering_for_says_where_each_setting_came_from() -> None:
     assert line == "steering: mode adaptive (default), alpha 1 (default), layers all (default), steer_at all (default)"
 
 
+def test_steering_defaults_to_the_layers_stage1_suggested() -> None:
+    """Unset layers: Stage II's recorded layers, else Stage I's suggestion, else every layer (issue 45)."""
+    from workbench.steer.steering import SUGGESTED, steering_for
+    from workbench.steer.vectors import SteeringVector
+
+    def vector(**metadata: object) -> SteeringVector:
+        layers = range(3)
+        return SteeringVector({i: torch.ones(4) for i in layers}, {i: torch.zeros(4) for i in layers},
+                              {"num_layers": 3, **metadata})
+
+    steering, line = steering_for(vector(**{SUGGESTED: [1]}))
+    assert steering.layers == (1,) and "layers 1 (suggested by Stage I)" in line
+    assert steering_for(vector(**{SUGGESTED: [1]}), layers=[0, 2])[0].layers == (0, 2)  # given wins
+    trained = vector(**{SUGGESTED: [1], "steering": {"layers": [0, 1]}})
+    assert steering_for(trained)[0].layers == (0, 1)  # what Stage II trained with wins over Stage I's suggestion
+    steering, line = steering_for(vector(**{SUGGESTED: []}))
+    assert steering.layers is None and "layers all (default; Stage I found no layer that separates)" in line
+    assert steering_for(vector(**{SUGGESTED: [1]}).select([0, 2]))[0].layers is None  # a cut vector: its own layers
+
+
 def test_layer_text_parses_as_a_user_types_it() -> None:
     from workbench.steer.steering import parse_layers
 

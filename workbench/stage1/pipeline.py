@@ -18,6 +18,7 @@ from ..core.io import atomic_write_text
 from ..core.models import VLM
 from ..core.progress import ProgressFn
 from ..core.records import Record, require_both_labels
+from ..steer.steering import SUGGESTED
 from ..steer.vectors import SteeringVector
 from . import directions as D
 from .activations import Activations, Position, capture
@@ -152,4 +153,6 @@ def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last",
                     combination="mean of unit per-source directions" if len(per_source) > 1 else "single source",
                     sign="benign->harmful")
     vector = SteeringVector(dict(enumerate(combined)), dict(enumerate(D.benign_mean(acts))), metadata)
-    return Stage1Result(acts, vector, layer_scores(acts), per_source, similarity)
+    result = Stage1Result(acts, vector, layer_scores(acts), per_source, similarity)
+    vector.metadata[SUGGESTED] = result.suggested_layers()  # steering defaults to them (`steering_for`)
+    return result

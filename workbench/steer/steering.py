@@ -33,6 +33,7 @@ MAX_ALPHA = 1000.0  # far beyond any useful strength; larger values only produce
 MAX_NEW_TOKENS = 1024
 RECORDED = "steering"  # a vector's metadata block: the settings it was made (trained) to be applied with
 DEFAULT_SETTINGS: dict[str, Any] = {"mode": "adaptive", "alpha": 1.0, "layers": None, "steer_at": "all"}
+SUGGESTED = "suggested_layers"  # metadata key: the layers Stage I found to separate (empty: none does)
 
 
 class Part(NamedTuple):
@@ -136,8 +137,12 @@ class Steering:
 def steering_for(vector: SteeringVector, mode: str | None = None, alpha: float | None = None,
                  layers: Sequence[int] | None = None, steer_at: str | None = None) -> tuple[Steering, str]:
     """The `Steering` for `vector`: each setting as given, else as recorded in the vector (Stage II records
-    what it trained with), else the default; and one line saying where each came from."""
+    what it trained with; layers also fall back to the ones Stage I suggested), else the default; and one line
+    saying where each came from."""
     recorded = vector.metadata.get(RECORDED) or {}
+    suggested = vector.metadata.get(SUGGESTED)
+    if suggested:  # a vector cut down to other layers (`select`) keeps its metadata: only layers it still has
+        suggested = [layer for layer in suggested if layer in vector.layers] or None
     given = {"mode": mode, "alpha": alpha, "layers": tuple(layers) if layers else None, "steer_at": steer_at}
     chosen: dict[str, Any] = {}
     origins = []
@@ -151,9 +156,13 @@ def steering_for(vector: SteeringVector, mode: str | None = None, alpha: float |
         elif saved is not None:
             chosen[key] = saved
             origins.append(f"{key} {_show(saved)} (from the vector)")
+        elif key == "layers" and suggested:
+            chosen[key] = tuple(suggested)
+            origins.append(f"layers {_show(chosen[key])} (suggested by Stage I)")
         else:
             chosen[key] = DEFAULT_SETTINGS[key]
-            origins.append(f"{key} {_show(chosen[key])} (default)")
+            why = "; Stage I found no layer that separates" if key == "layers" and suggested == [] else ""
+            origins.append(f"{key} {_show(chosen[key])} (default{why})")
     steering = Steering(vector, chosen["mode"], float(chosen["alpha"]),
                         tuple(chosen["layers"]) if chosen["layers"] else None, chosen["steer_at"])
     return steering, "steering: " + ", ".join(origins)
