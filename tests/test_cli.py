@@ -59,7 +59,8 @@ def test_stage1_then_steer(dataset: Path, tmp_path: Path) -> None:
     assert "UNSTEERED" in header and "STEERED (additive, alpha=-40.0" in header
     left, right = first.split(" | ")
     assert left.strip() != right.strip()
-    assert "steering: mode additive (given), alpha -40 (given), layers all (default)" in result.stdout
+    assert ("steering: mode additive (given), alpha -40 (given), layers all (default; Stage I found no layer that "
+            "separates)") in result.stdout
 
     result = _cli("gguf", "--vectors", str(out / "vectors.safetensors"), "--out", str(tmp_path / "v.gguf"),
                   "--alpha", "-4")

@@ -277,3 +277,24 @@ def test_content_keys_follow_what_the_model_sees_and_do_not_drift(tmp_path) -> N
     assert keys[0] != keys[1] and keys[0] == keys[2] != record_key(Record("what colour", "benign"))  # RGB pixels
     assert dataset_hash(inline[:1]) != dataset_hash(inline[1:2])
     assert inline[2].load_image().mode == "RGB" and isinstance(inline[2].load_image(), Image.Image)
+
+
+def test_a_record_limit_covers_every_label_source_and_harmful_behaviour() -> None:
+    """`--limit 20` on the organism covers its 10 harmful activities and every source; seeded (issue 45)."""
+    from collections import Counter
+
+    from workbench.core.sampling import composition, even_split, stratified_sample
+
+    records = load_dataset("organism:test")
+    sample = stratified_sample(records, 20)
+    assert len(sample) == 20 and sample == stratified_sample(records, 20)
+    assert len({r.behavior for r in sample if r.label == "harmful"}) == 10
+    assert {(r.label, r.source) for r in sample} == {(r.label, r.source) for r in records}
+    assert [records.index(r) for r in sample] == sorted(records.index(r) for r in sample)  # the set's order
+    assert stratified_sample(records, 20, seed=1) != sample and stratified_sample(records, None) == records
+    assert composition(sample, len(records))["harmful_behaviours"] == 10
+    assert Counter(r.label for r in stratified_sample(records, 7)) == {"harmful": 3, "benign": 4} or Counter(
+        r.label for r in stratified_sample(records, 7)) == {"harmful": 4, "benign": 3}
+    assert even_split(10, [2, 100, 100], [0, 1, 2]) == [2, 4, 4] and even_split(5, [1, 1], [1, 0]) == [1, 1]
+    with pytest.raises(ValueError, match="at least 1"):
+        stratified_sample(records, 0)

@@ -269,17 +269,19 @@ def test_compare_rows_agree_with_eval_on_the_same_data(tmp_path: Path, capsys) -
     assert "--names gives 2 names for 1 vector files" in capsys.readouterr().err
 
 
-def test_eval_limit_evaluates_exactly_that_many_records_spread_over_the_set(tmp_path: Path) -> None:
+def test_eval_limit_evaluates_exactly_that_many_records_of_every_label(tmp_path: Path) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": r.prompt, "label": r.label}) for r in _records(8)) + "\n")
-    assert main(["eval", "--model", "tiny-random:llava", "--data", str(data), "--limit", "3", "--max-new-tokens", "2",
-                 "--no-plots", "--out", str(tmp_path / "e")]) == 0
+    for out in ("e", "again"):
+        assert main(["eval", "--model", "tiny-random:llava", "--data", str(data), "--limit", "3", "--max-new-tokens",
+                     "2", "--no-plots", "--out", str(tmp_path / out)]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     lines = (tmp_path / "e" / "generations.jsonl").read_text().splitlines()
     assert metrics["settings"]["records"] == 3 and len(lines) == 3  # unsteered only: no vectors given
-    records = _records(8)
-    assert [json.loads(line)["prompt"] for line in lines] == [records[i].prompt for i in (0, 2, 5)]
-    assert json.loads((tmp_path / "e" / "run.json").read_text())["sampling"] == "3 of 8 spread evenly"
+    assert {json.loads(line)["label"] for line in lines} == {"harmful", "benign"}
+    assert lines == (tmp_path / "again" / "generations.jsonl").read_text().splitlines()  # seeded: the same sample
+    sampling = json.loads((tmp_path / "e" / "run.json").read_text())["sampling"]
+    assert sampling["records"] == 3 and sampling["of"] == 8 and sum(sampling["by_label_and_source"].values()) == 3
 
 
 @pytest.mark.parametrize("labels, unsafe", [({0: "Not Harmful", 1: "Harmful"}, "Harmful"),

@@ -22,8 +22,8 @@ def add_compare_parser(commands: argparse._SubParsersAction) -> None:
                          "and its folder)")
     compare.add_argument("--system-prompt", default=None, help="add a row: this safety system prompt, no steering")
     compare.add_argument("--judge", default="auto", help="the ASR judge for every row (see `eval --help`)")
-    compare.add_argument("--limit", type=count_arg(1), default=None, help="N records of each set, spread evenly "
-                         "over it")
+    compare.add_argument("--limit", type=count_arg(1), default=None, help="N records of each set (a seeded sample "
+                         "stratified by label, source and behaviour)")
     compare.add_argument("--max-new-tokens", type=count_arg(1), default=48)
     compare.add_argument("--batch-size", default="auto",
                          help="prompts per generation batch; auto (default) sizes it to the device")

@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", default="auto",
                             help="prompts per generation batch; auto (default) sizes it to the device")
     evaluation.add_argument("--limit", type=int, default=None,
-                            help="evaluate N records spread evenly over the set (every source represented)")
+                            help="evaluate N records: a seeded sample stratified by label, source and "
+                            "behaviour")
     evaluation.add_argument("--no-plots", action="store_true", help="skip PNG/SVG figures (no browser needed)")
     evaluation.add_argument("--judge", default="auto", metavar="JUDGE",
                             help="who decides attack success: auto (the organism's ground truth on organism data, "

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .runs import RUN_INFO, write_run_info
-
-T = TypeVar("T")
 
 
 def check_out(out: str | Path, kind: str, overwrite: bool, resume: bool = False) -> None:
@@ -71,14 +68,3 @@ def write_job_info(folder: str | Path, kind: str, spec: Any, **results: Any) -> 
         except json.JSONDecodeError:
             kept = {}
     write_run_info(path, {"kind": kind, **kept, **spec_fields(spec), **results})
-
-
-def spread(records: Sequence[T], limit: int | None) -> list[T]:
-    """`limit` records spread evenly over the set (every source represented, unlike its first `limit`); all of
-    them when `limit` is None or at least the set's size."""
-    if limit is not None and limit < 1:
-        raise ValueError(f"the record limit must be at least 1, got {limit}")
-    if limit is None or len(records) <= limit:
-        return list(records)
-    step = len(records) / limit
-    return [records[int(i * step)] for i in range(limit)]

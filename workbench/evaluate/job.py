@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core.distributed import SINGLE, Shard
-from ..core.jobs import spread, write_job_info
+from ..core.jobs import write_job_info
 from ..core.models import VLM
 from ..core.progress import ProgressFn
 from ..core.records import Record, dataset_hash
 from ..core.runlock import RunLock
 from ..core.runs import provenance
+from ..core.sampling import METHOD, composition, stratified_sample
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
 from ..steer.steering import Steering, steering_for
@@ -50,7 +51,8 @@ class SteeringChoice:
 @dataclass(frozen=True)
 class EvalSpec:
     """What a user chose for an evaluation: unsteered vs steered with the vectors in `vectors` (none: unsteered
-    only) on `limit` records of `data` spread over the set (None: all)."""
+    only) on `limit` records of `data` (None: all), a seeded sample stratified by label, source and behaviour
+    (`core.sampling`)."""
 
     model: str
     data: str
@@ -94,9 +96,9 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
     metrics.json, generations.jsonl, report.md, figures and run.json."""
     say = log or (lambda line: None)
     total = len(records)
-    records = spread(records, spec.limit)
+    records = stratified_sample(records, spec.limit)
     if len(records) < total:
-        say(f"records: {len(records)} of {total}, spread evenly over the set")
+        say(f"records: {len(records)} of {total}, {METHOD} (seed 0)")
     vector = SteeringVector.load(spec.vectors) if spec.vectors else None
     steering = None
     if vector is not None:
@@ -132,7 +134,7 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
         metrics = result.metrics(config.resamples, config.seed)
         paths = result.save(out, plots=spec.plots, metrics=metrics)
         write_job_info(out, "eval", spec, **(steering.describe() if steering else {}), records=len(records),
-                       sampling=f"{len(records)} of {total} spread evenly" if len(records) < total else "all",
+                       sampling=composition(records, total),
                        asr_judge=judge.name, data_hash=data_hash, toxicity_scorer=toxicity.name,
                        clip=clip.name if clip else None, processes=shard.world)
         stream.finish()
@@ -173,7 +175,7 @@ def run_compare_job(spec: CompareSpec, folder: str | Path, vlm: VLM, data: Mappi
     """Every defence on every data set (`data`: each of `spec.data` loaded) into `folder`: compare.json,
     compare.md, figures and run.json; returns (table, paths)."""
     say = log or (lambda line: None)
-    sampled = {label: spread(records, spec.limit) for label, records in data.items()}
+    sampled = {label: stratified_sample(records, spec.limit) for label, records in data.items()}
     defences = []
     for name, path in zip(spec.names, spec.vectors):
         vector = SteeringVector.load(path)
@@ -189,6 +191,7 @@ def run_compare_job(spec: CompareSpec, folder: str | Path, vlm: VLM, data: Mappi
         table = run_compare(vlm, sampled, defences, toxicity, clip, spec.judge, config, spec.allow_overlap,
                             progress=progress, cancel=cancel, show_bar=show_bar)
         paths = save(table, folder, plots=spec.plots)
-        write_job_info(folder, "compare", spec, judges=table["judges"], toxicity_scorer=toxicity.name,
-                       clip=clip.name if clip else None)
+        sampling = {label: composition(sampled[label], len(records)) for label, records in data.items()}
+        write_job_info(folder, "compare", spec, judges=table["judges"], sampling=sampling,
+                       toxicity_scorer=toxicity.name, clip=clip.name if clip else None)
     return table, paths
