@@ -48,6 +48,15 @@ def test_layer_scores_separate_planted_layer_from_noise() -> None:
     assert noise.probe_accuracy < 0.75 and abs(noise.auroc - 0.5) < 0.2
     assert 0.5 < planted.auroc_null == noise.auroc_null < planted.auroc
     assert planted.significant and not noise.significant
+    assert planted.probe_baseline == noise.probe_baseline == 0.5  # balanced classes: chance is a coin
+
+
+def test_probe_accuracy_is_shown_beside_its_majority_baseline() -> None:
+    """With 3 harmful for 1 benign, always saying harmful scores 0.75: that is the bar a probe must clear."""
+    generator = torch.Generator().manual_seed(0)
+    acts = Activations(torch.randn(40, 2, 16, generator=generator), ["harmful"] * 30 + ["benign"] * 10,
+                       ["noise"] * 40, [f"p{i}" for i in range(40)])
+    assert [score.probe_baseline for score in layer_scores(acts, permutations=5)] == [0.75, 0.75]
 
 
 def _noise(n: int, layers: int, hidden: int, seed: int) -> Activations:

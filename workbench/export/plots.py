@@ -51,6 +51,11 @@ def layer_scores_figure(scores: Sequence, method: str = "mean_diff") -> go.Figur
                        name="probe accuracy (cross-validated)", line=dict(color=PALETTE[0], width=3))
     figure.add_scatter(x=layers, y=[s.auroc for s in scores], mode="lines+markers",
                        name="AUROC of projection (held out)", line=dict(color=PALETTE[2], width=3, dash="dash"))
+    baseline = getattr(scores[0], "probe_baseline", float("nan")) if scores else float("nan")
+    if np.isfinite(baseline):
+        figure.add_scatter(x=[min(layers), max(layers)], y=[baseline, baseline], mode="lines",
+                           name="probe baseline: always the majority class", line=dict(color=PALETTE[0], width=1,
+                                                                                          dash="dot"))
     null = getattr(scores[0], "auroc_null", float("nan")) if scores else float("nan")
     if np.isfinite(null):
         figure.add_scatter(x=[min(layers), max(layers)], y=[null, null], mode="lines",

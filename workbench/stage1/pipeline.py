@@ -122,7 +122,8 @@ def load_stage1(out_dir: str | Path) -> Stage1Result:
     rows = list(csv.DictReader((out / "layer_scores.csv").read_text(encoding="utf-8").splitlines()))
     scores = [LayerScore(int(r["layer"]), float(r["probe_accuracy"]), float(r["auroc"]), float(r["separation"]),
                          float(r["direction_norm"]), float(r.get("auroc_null") or "nan"),
-                         float(r.get("auroc_in_sample") or "nan")) for r in rows]
+                         float(r.get("auroc_in_sample") or "nan"), float(r.get("probe_baseline") or "nan"))
+              for r in rows]
     per_source: dict[str, torch.Tensor] = {}
     similarity = None
     similarity_path = out / "source_similarity.json"

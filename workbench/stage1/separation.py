@@ -41,6 +41,7 @@ class LayerScore:
     direction_norm: float  # length of the mean difference on all records
     auroc_null: float = 0.5  # family-wise null (the same for every layer of a run); NaN: not computed
     auroc_in_sample: float = math.nan  # AUROC on the records that built the direction (optimistic)
+    probe_baseline: float = math.nan  # the majority class's share: what a probe gets by always guessing it
 
     @property
     def significant(self) -> bool:
@@ -110,8 +111,10 @@ def layer_scores(acts: Activations, folds: int = 5, seed: int = 0,
         scores.append(LayerScore(layer, _cv_probe_accuracy(x.numpy(), y, folds, seed), auroc, d,
                                  float(direction.norm()), auroc_in_sample=float(roc_auc_score(y, in_sample))))
     null = float(np.quantile(aurocs[:, 1:].max(0), NULL_QUANTILE)) if held_out and permutations else math.nan
+    baseline = float(np.bincount(y).max() / len(y)) if len(y) else math.nan
     for score in scores:
         score.auroc_null = null
+        score.probe_baseline = baseline
     return scores
 
 

@@ -13,7 +13,8 @@ from ..backend import Workbench
 from ..context import AppContext, friendly_errors, gpu_task, md_text, progress_callback, run_picker
 from ..jobs import stage1_figures
 
-SCORE_HEADERS = ["layer", "probe accuracy", "AUROC (held out)", "Cohen's d (held out)", "AUROC in sample"]
+SCORE_HEADERS = ["layer", "probe accuracy", "majority baseline", "AUROC (held out)",
+                 "Cohen's d (held out)", "AUROC in sample"]
 
 
 def build(ctx: AppContext) -> None:
@@ -57,7 +58,7 @@ def _show(ctx: AppContext, request: gr.Request | None, run_id: str, projection: 
     wb = ctx.visitor(request)
     result = wb.stage1(run_id)
     best = result.best_layer()
-    rows = [[s.layer, round(s.probe_accuracy, 3), round(s.auroc, 3), round(s.separation, 2),
+    rows = [[s.layer, round(s.probe_accuracy, 3), round(s.probe_baseline, 3), round(s.auroc, 3), round(s.separation, 2),
              round(s.auroc_in_sample, 3)] for s in result.scores]
     info = wb.runs.info(run_id)
     layers = result.suggested_layers()
