@@ -319,6 +319,7 @@ def test_a_model_switch_never_lands_in_the_middle_of_a_job(tmp_path: Path, monke
         with pytest.raises(ValueError, match="a job is running on 'tiny-random:llava'"):
             wb.switch_model("tiny-random:qwen2_vl")  # another tab asks while this job runs
         seen.append(wb.spec)
+        assert wb.runs.list() == [] and folder.parent.name == ".staging"  # a run being made is listed nowhere
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(backend, "run_stage1_job", stage1_that_meets_a_switch)

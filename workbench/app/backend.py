@@ -226,16 +226,16 @@ class Workbench:
     @using_model
     def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
                    progress: Any = None, cancel: threading.Event | None = None) -> str:
-        """The Stage I job in a new run; returns its id. A run that fails or is cancelled leaves no folder (its
-        activations are written only at the end)."""
+        """The Stage I job in a new run; returns its id. The run is listed once it is whole: one that fails or is
+        cancelled leaves nothing (its activations are written only at the end)."""
         spec = Stage1Spec(self.spec, data_label, position, method)
-        run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label, "status": "running"})
+        run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label}, staged=True)
         try:
             result, _ = run_stage1_job(spec, folder, self.vlm, records, progress, cancel, show_bar=False)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            self.runs.discard(run_id)
             raise
-        self._remember(folder, result)
+        self._remember(self.runs.publish(run_id), result)
         return run_id
 
     def stage1(self, run_id: str) -> Stage1Result:

@@ -85,20 +85,21 @@ def _choice(steering: Steering) -> SteeringChoice:
 def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
                    steering: Steering | None, limit: int, max_new_tokens: int, progress: Any = None,
                    cancel: threading.Event | None = None, judge: str = "auto") -> tuple[str, dict, Evaluation]:
-    """The eval job on `limit` of `records` (loaded from `data_label`) in a new eval run; returns (id, metrics,
-    evaluation). A stopped evaluation keeps its judged responses in the run folder."""
+    """The eval job on `limit` of `records` (loaded from `data_label`) in a new eval run, listed once it is whole;
+    returns (id, metrics, evaluation)."""
     _check_judge(judge)
     spec = EvalSpec(wb.spec, data_label, str(wb.runs.path(vectors_run) / "vectors.safetensors")
                     if steering is not None and vectors_run else None, vectors_run if steering else None,
                     _choice(steering) if steering else SteeringChoice(), judge, int(limit),
                     int(max_new_tokens))
-    run_id, folder = wb.runs.create("eval", {"model": wb.spec, "data": data_label, "status": "running"})
+    run_id, folder = wb.runs.create("eval", {"model": wb.spec, "data": data_label}, staged=True)
     try:
         done = run_eval_job(spec, folder, wb.vlm, records, wb.scorers(), progress=progress, cancel=cancel,
                             show_bar=False)
-    except BaseException as error:
-        wb.runs.update(run_id, status=f"stopped ({type(error).__name__}); judged responses kept in partial-0.jsonl")
+    except BaseException:
+        wb.runs.discard(run_id)
         raise
+    wb.runs.publish(run_id)
     assert done.metrics is not None
     return run_id, done.metrics, done.evaluation
 
@@ -131,9 +132,14 @@ def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit
     spec = CompareSpec(wb.spec, tuple(data), tuple(str(wb.runs.path(r) / "vectors.safetensors") for r in run_ids),
                        tuple(run_ids), system_prompt=(system_prompt or "").strip() or None, judge=judge,
                        limit=int(limit))
-    _, folder = wb.runs.create("compare", {"model": wb.spec, "data": list(data), "status": "running"})
-    table, _ = run_compare_job(spec, folder, wb.vlm, data, wb.scorers(), progress=progress, cancel=cancel,
-                               show_bar=False)
+    run_id, folder = wb.runs.create("compare", {"model": wb.spec, "data": list(data)}, staged=True)
+    try:
+        table, _ = run_compare_job(spec, folder, wb.vlm, data, wb.scorers(), progress=progress, cancel=cancel,
+                                   show_bar=False)
+    except BaseException:
+        wb.runs.discard(run_id)
+        raise
+    wb.runs.publish(run_id)
     return table
 
 

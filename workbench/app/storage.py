@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core.records import DatasetError
 from ..core.runlock import RunLock
+from ..core.runs import STAGING
 from .hosting import UPLOADS_QUOTA_BYTES, VISITOR_IDLE_SECONDS, VISITORS_QUOTA_BYTES
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
@@ -81,8 +82,10 @@ def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
     total = sum(sizes.values())
     removed = []
     for folder in sorted(used, key=lambda p: used[p]):
+        staging = folder / STAGING
+        runs = [*folder.iterdir(), *(staging.iterdir() if staging.is_dir() else [])]  # staged runs are written too
         busy = now - used[folder] < VISITOR_ACTIVE_SECONDS or any(
-            run.is_dir() and RunLock(run).owner() is not None for run in folder.iterdir())
+            run.is_dir() and RunLock(run).owner() is not None for run in runs)
         if not busy and (now - used[folder] > VISITOR_IDLE_SECONDS or total > VISITORS_QUOTA_BYTES):
             total -= sizes[folder]
             shutil.rmtree(folder, ignore_errors=True)

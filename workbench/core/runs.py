@@ -13,6 +13,7 @@ import json
 import platform
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from .runlock import RunLock
 KINDS = ("stage1", "stage2", "eval", "compare")
 _RUN_ID = re.compile(r"^(stage1|stage2|eval|compare)-\d{8}-\d{6}-[0-9a-f]{4}$")
 RUN_INFO = "run.json"
+STAGING = ".staging"  # runs being made, listed nowhere until published
 
 
 def run_kind(run_id: str) -> str:
@@ -86,13 +88,20 @@ class RunStore:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def create(self, kind: str, info: dict) -> tuple[str, Path]:
-        """A new, empty run folder with its run.json; returns (run id, folder)."""
+    def create(self, kind: str, info: dict, staged: bool = False) -> tuple[str, Path]:
+        """A new, empty run folder with its run.json; returns (run id, folder). A `staged` run is made in
+        `.staging/` (named by its id, so what it records about its folder is the same) where no picker lists it,
+        until `publish` moves it in: a job whose output is only useful whole (Stage I, an evaluation in the app)
+        never shows half-made."""
         if kind not in KINDS:
             raise ValueError(f"unknown run kind {kind!r}; use one of {', '.join(KINDS)}")
+        parent = self.root / STAGING if staged else self.root
+        parent.mkdir(exist_ok=True)
         while True:
             run_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-            folder = self.root / run_id
+            folder = parent / run_id
+            if (self.root / run_id).exists():
+                continue
             try:
                 folder.mkdir()
                 break
@@ -100,6 +109,18 @@ class RunStore:
                 continue
         write_run_info(folder, {"kind": kind, "id": run_id, **info})
         return run_id, folder
+
+    def publish(self, run_id: str) -> Path:
+        """Move a staged run into the runs folder, where pickers list it; returns its folder."""
+        run_kind(run_id)
+        target = self.root / run_id
+        (self.root / STAGING / run_id).rename(target)
+        return target
+
+    def discard(self, run_id: str) -> None:
+        """Remove a staged run (a job that failed or was cancelled before it made anything whole)."""
+        run_kind(run_id)
+        shutil.rmtree(self.root / STAGING / run_id, ignore_errors=True)
 
     def path(self, run_id: str) -> Path:
         """The folder of `run_id`; refuses anything that is not a run id of this store."""
