@@ -371,3 +371,37 @@ def test_the_harmbench_judge_reads_each_spelling_of_yes_and_no_and_keeps_full_pr
     with pytest.raises(ValueError) as error:
         harmbench_judge(folder, device="cpu")
     assert str(error.value) == f"{folder}: its tokenizer has no 'no' token; it cannot be a HarmBench-style judge"
+
+
+def test_a_metric_that_is_the_stage2_reward_says_so_and_one_that_is_not_does_not() -> None:
+    """Read from the vector's recorded reward terms and scorers (issue 45)."""
+    from workbench.evaluate.independence import INDEPENDENT, flag, reward_overlap
+
+    measured = {"toxicity_scorer": "detoxify:original", "refusal_judge": "keyword_judge", "clip": "organism"}
+    rewards = {"toxicity_scorer": "detoxify:original", "refusal_judge": "keyword_judge", "clip": "ViT-B-32:openai",
+               "weights": {"toxicity": 1.0, "refusal": 0.0, "visual": 0.5, "fluency": 0.5}}
+    found = reward_overlap({"rewards": rewards}, measured, "organism ground truth")
+    assert found["mean_toxicity"] == "the Stage II reward (term toxicity, weight 1, detoxify:original)"
+    assert found["visual_consistency"].startswith("the Stage II reward's quantity (term visual, weight 0.5), trained "
+                                                  "with ViT-B-32:openai, measured with organism")
+    assert found["refusal_rate"] == found["over_refusal"] == found["asr"] == found["benign_accuracy"] == INDEPENDENT
+    assert flag("mean_toxicity", found) == " ⚠ the Stage II reward" and flag("asr", found) == ""
+    assert set(reward_overlap(None, measured).values()) == {INDEPENDENT}  # Stage I vectors: no reward
+    assert reward_overlap(None, measured, "keyword [not independent: also these vectors' Stage II reward]")[
+        "asr"].startswith("not independent")
+
+
+def test_the_compare_table_marks_the_cells_a_row_was_trained_on() -> None:
+    from workbench.evaluate.compare import markdown
+
+    stat = {"value": 0.1, "ci": None, "n": 4, "clusters": 4}
+    cells = {"d": {"ASR · text": stat, "over-refusal": stat, "toxicity": stat}}
+    table = {"settings": {"model": "m", "toxicity_scorer": "t", "max_new_tokens": 8}, "judges": {"d": "j"},
+             "data": {"d": {"records": 4}},
+             "rows": {"no defence": {"settings": {}, "cells": cells, "independence": {}},
+                      "S2": {"settings": {}, "cells": cells,
+                             "independence": {"mean_toxicity": "the Stage II reward (term toxicity, weight 1, t)",
+                                              "asr": "independent", "over_refusal": "independent"}}}}
+    rows = {line.split(" | ")[0]: line for line in markdown(table).splitlines() if line.startswith("| ")}
+    assert rows["| S2"].count("⚠") == 1 and rows["| S2"].rstrip(" |").endswith("⚠")  # the toxicity cell only
+    assert "⚠" not in rows["| no defence"] and "trained on this metric" in markdown(table)

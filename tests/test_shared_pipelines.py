@@ -96,6 +96,16 @@ def test_stage2_writes_the_same_run_through_the_cli_and_the_app(both: dict[str, 
                 for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert steps(out) == steps(app_folder) and len(steps(out)) == 1
 
+    evaluated = root / "cli-eval-stage2"  # the Stage II vectors' own reward metrics are flagged as such
+    _cli("eval", "--model", "organism", "--data", "organism:test", "--vectors", str(out / "vectors.safetensors"),
+         "--limit", "6", "--no-plots", "--out", str(evaluated))
+    independence = json.loads((evaluated / "metrics.json").read_text())["settings"]["independence"]
+    assert independence["mean_toxicity"].startswith("the Stage II reward (term toxicity")
+    assert independence["visual_consistency"].startswith("the Stage II reward (term visual")
+    assert independence["asr"] == independence["benign_accuracy"] == "independent"  # the organism's ground truth
+    report = (evaluated / "report.md").read_text()
+    assert "| mean toxicity ⚠ the Stage II reward |" in report and "| ASR |" in report
+
 
 def test_compare_writes_the_same_table_through_the_cli_and_the_app(both: dict[str, Any]) -> None:
     wb, root = both["wb"], both["root"]

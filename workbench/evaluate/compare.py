@@ -20,10 +20,12 @@ from ..core.io import atomic_write_text
 from ..core.models import VLM
 from ..core.progress import ProgressFn
 from ..core.records import Record, dataset_hash
+from ..rewards.refusal import keyword_judge
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
 from ..steer.steering import Steering
 from .evaluation import EvalConfig, Outcome, evaluate, summarise
+from .independence import INDEPENDENT, reward_overlap
 from .judges import AsrJudge, choose_judge, trained_on_keyword_judge
 
 NO_DEFENCE = "no defence"
@@ -103,8 +105,15 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
                               baseline=row.steering is None)
             condition = "steered" if row.steering is not None else "unsteered"
             cells[spec] = _columns(result.outcomes[condition], config.resamples, config.seed)
-        table["rows"][row.name] = {"settings": row.settings(), "cells": cells}
+        vector = row.steering.vector.metadata if row.steering is not None else None
+        independence = reward_overlap(vector, {"toxicity_scorer": toxicity.name, "clip": clip.name if clip else None,
+                                               "refusal_judge": keyword_judge.__name__})
+        table["rows"][row.name] = {"settings": row.settings(), "cells": cells, "independence": independence}
     return table
+
+
+COLUMN_METRIC = {"ASR": "asr", "utility": "benign_accuracy", "over-refusal": "over_refusal",
+                 "toxicity": "mean_toxicity"}  # a column's name (before " · source") -> the metric it shows
 
 
 def _cell(stat: Mapping | None) -> str:
@@ -133,9 +142,14 @@ def markdown(table: Mapping[str, Any], text: Callable[[object], str] = _plain) -
                   "|---|---|" + "---|" * len(columns)]
         for name, row in table["rows"].items():
             settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if v is not None) or "–"
-            cells = [_cell(row["cells"][spec].get(c)) for c in columns]
+            trained = {k for k, v in (row.get("independence") or {}).items() if v != INDEPENDENT}
+            cells = [_cell(row["cells"][spec].get(c)) + (" ⚠" if COLUMN_METRIC.get(c.split(" · ")[0]) in trained
+                                                          else "") for c in columns]
             lines.append(f"| {text(name)} | {text(settings)} | " + " | ".join(cells) + " |")
         lines.append("")
+    if any(v != INDEPENDENT for row in table["rows"].values() for v in (row.get("independence") or {}).values()):
+        lines += ["⚠: the row's vectors were trained on this metric (their Stage II reward optimised it), so it "
+                  "improves by construction; compare.json says how (`independence`).", ""]
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
 from ..steer.batching import length_batches, prompt_lengths, resolve_batch_size
 from ..steer.steering import Steering, generate
+from .independence import reward_overlap
 from .judges import AsrJudge, keyword_asr
 from .report import METRICS, write_report
 from .stream import EvalStream
@@ -329,6 +330,8 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
                                         "open": OPEN_ANSWER_JUDGE}.get(f, f)
                                     for f in sorted({r.answer_format for r in records if r.reference is not None})},
                 **asdict(config), "batch_size": batch_size, "processes": shard.world}
+    settings["independence"] = reward_overlap(steering.vector.metadata if steering is not None else None, settings,
+                                              asr_judge.name)
     if steering is not None:
         meta = dict(steering.vector.metadata)
         meta["training_records"] = len(meta.get("training_records") or [])  # the count; the keys stay in the vector

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.io import atomic_write_text
+from .independence import INDEPENDENT, flag
 
 # The evaluation's metrics, in table order (defined in evaluation.py's docstring).
 METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refusal", "visual_consistency")
@@ -46,13 +47,14 @@ def paired_table(metrics: Mapping, scope: str = "overall") -> str:
 def metrics_table(metrics: Mapping, scope: str = "overall") -> str:
     """Markdown table: one row per metric, one column per condition."""
     conditions = [c for c in ("unsteered", "steered") if c in metrics]
+    independence = metrics.get("settings", {}).get("independence")
     lines = ["| metric | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
     for key in METRICS:
         cells = []
         for condition in conditions:
             table = metrics[condition]["overall"] if scope == "overall" else metrics[condition]["per_source"][scope]
             cells.append(_cell(table.get(key)))
-        lines.append(f"| {LABELS[key]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {LABELS[key]}{flag(key, independence)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -95,6 +97,10 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
     lines += ["", f"Values are means with cluster bootstrap 95% intervals (repeats of one input resampled together; "
               f"none under 10 unique inputs). ASR = share of harmful prompts on which the attack succeeded, "
               f"as decided by {judge}.", "", "## Overall", "", metrics_table(metrics)]
+    trained = {k: v for k, v in (settings.get("independence") or {}).items() if v != INDEPENDENT}
+    lines += ["", "Independence from the vectors' training: " + ("every metric is independent of it (no Stage II "
+              "reward)." if not trained else "; ".join(f"{LABELS[k]} is {v}" for k, v in trained.items()) +
+              "; the other metrics are independent. A metric that is the reward improves by construction.")]
     if "paired" in metrics:
         lines += ["", "### Steered vs unsteered, paired by input", "", paired_table(metrics)]
     if plots:
