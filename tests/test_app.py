@@ -42,7 +42,7 @@ def test_steer_compare_defuses_the_typographic_jailbreak(client: Client, stage1_
     assert {"added", "removed"} <= marks and "idiot" in " ".join(p["token"] for p in diff if p["class_or_confidence"]
                                                                   == "removed")
     assert "re-predicts all" in note and "adaptive" in note  # the token view matches the answer it explains
-    assert "ASTRA gate c" in json.dumps(heatmap) and "L2" in json.dumps(heatmap)
+    assert "adaptive gate c" in json.dumps(heatmap) and "L2" in json.dumps(heatmap)
 
 
 def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client: Client, stage1_run: str) -> None:

@@ -66,7 +66,7 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     expect(scores).to_contain_text("steered")
     heatmap = page.locator("#play-heatmap .js-plotly-plot")
     expect(heatmap).to_be_visible(timeout=30_000)  # the token view of the steered answer is drawn
-    expect(heatmap).to_contain_text("ASTRA gate c")
+    expect(heatmap).to_contain_text("adaptive gate c")
     assert heatmap.locator(".heatmaplayer image, .hm image, image").count() >= 1  # its cells are painted
     expect(page.locator("#play-diff")).to_contain_text("added")  # the diff legend: what steering changed
 

@@ -184,7 +184,7 @@ def _plain(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-TOKEN_QUANTITIES = {"gate": "ASTRA gate c = clamp(cos(h − h̄, v), 0, 1)", "projection": "projection h · v̂",
+TOKEN_QUANTITIES = {"gate": "adaptive gate c = clamp(cos(h − h̄, v), 0, 1)", "projection": "projection h · v̂",
                     "push": "push along v̂ (steered h − h) · v̂"}
 
 

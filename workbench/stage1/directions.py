@@ -1,4 +1,4 @@
-"""Per-layer harmful-vs-benign directions, layer scores, per-source directions and ASTRA calibration.
+"""Per-layer harmful-vs-benign directions, layer scores, per-source directions and the adaptive rule's benign means.
 
 Every direction points from benign to harmful. Mean difference keeps its natural length; the PCA
 and probe directions are unit vectors rescaled to the length of the mean difference projected on
@@ -108,7 +108,8 @@ def combined_direction(per_source: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def benign_mean(acts: Activations) -> torch.Tensor:
-    """[layers, hidden] mean benign activation: ASTRA's calibration reference h̄."""
+    """[layers, hidden] mean benign activation: the adaptive rule's reference h̄ (the workbench's own: the
+    mean at the capture position; ASTRA's protocol calibrates on benign response tokens)."""
     rows = acts.mask("benign")
     if not bool(rows.any()):
         raise ValueError("calibration needs benign records")

@@ -8,7 +8,7 @@ rule up, so generation, teacher-forced Stage II and every shell apply the same a
 Directions point from benign to harmful:
 - `additive` adds alpha * v̂ (a negative alpha defends);
 - `ablation` removes alpha times the projection on v̂ (alpha = 1 removes it fully);
-- `adaptive` (ASTRA) subtracts alpha * c * ‖h‖ * v̂ with c = clamp(cos(h - h̄, v), 0, 1), so only
+- `adaptive` (ASTRA's formula) subtracts alpha * c * ‖h‖ * v̂ with c = clamp(cos(h - h̄, v), 0, 1), so only
   activations that lean harmful relative to the benign mean h̄ move (a positive alpha defends).
 """
 
@@ -25,7 +25,7 @@ RuleFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "float | torch.Tens
 
 @dataclass(frozen=True)
 class SteeringRule:
-    """A named rule, whether it needs ASTRA's benign mean, and which sign of alpha defends (shown to users)."""
+    """A named rule, whether it needs the benign mean h̄, and which sign of alpha defends (shown to users)."""
 
     name: str
     apply: RuleFn

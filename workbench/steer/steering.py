@@ -1,5 +1,5 @@
 """Steer a VLM's residual stream through nnsight with a registered rule (rules.py): additive, ablation,
-adaptive (ASTRA), or any rule added with `register_rule`.
+adaptive (ASTRA's formula), or any rule added with `register_rule`.
 
 `Steering` says what to apply (a vector, a rule, alpha, layers, at which decoding steps); its `plan()`
 is the per-layer arithmetic that both traced `generate` and teacher-forced `steered_logits` (Stage II)

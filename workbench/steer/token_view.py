@@ -24,7 +24,7 @@ from .teacher_forcing import pack_responses
 
 @dataclass
 class TokenView:
-    """Per token × steered layer: the projection on v̂, ASTRA's gate c and the push the steering gave."""
+    """Per token × steered layer: the projection on v̂, the adaptive rule's gate c and the push the steering gave."""
 
     tokens: list[str]  # each token's text (image placeholders numbered)
     segments: list[str]  # "image", "prompt" or "answer" per token

@@ -1,4 +1,4 @@
-"""`SteeringVector`: per-layer directions, ASTRA calibration means and provenance, saved as safetensors.
+"""`SteeringVector`: per-layer directions, benign means (the adaptive rule's h̄) and provenance, in safetensors.
 
 Files hold tensors `direction.<layer>` and `calibration.<layer>` and the metadata as JSON in the
 safetensors header; a sibling `.json` repeats the metadata for people. Nothing is unpickled.
