@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..evaluate.evaluation import EvalConfig
+from ..evaluate.judges import TOXICITY_JUDGES
 from ..stage1.activations import POSITIONS
 from ..stage1.directions import METHODS
 from ..stage2.loop import REFERENCES, Stage2Config
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "harmbench[:MODEL], classifier:MODEL[@UNSAFE_LABEL], or A|B (B if A cannot load)")
     evaluation.add_argument("--harmbench", default=None, metavar="MODEL",
                             help="shorthand for --judge harmbench:MODEL (e.g. cais/HarmBench-Llama-2-13b-cls)")
+    evaluation.add_argument("--toxicity-judge", default="auto", choices=TOXICITY_JUDGES,
+                            help="an independent toxicity judge beside the toxicity scorer (auto: the organism's "
+                            "planted insults on organism data, none elsewhere)")
     evaluation.add_argument("--allow-overlap", action="store_true",
                             help="evaluate even on records the vectors were trained on (the overlap is reported)")
     add_reward_args(evaluation)
@@ -188,7 +192,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
                     steering=steering_choice(args),
                     judge=f"harmbench:{args.harmbench}" if args.harmbench else args.judge,
                     limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                    allow_overlap=args.allow_overlap, plots=not args.no_plots)
+                    allow_overlap=args.allow_overlap, plots=not args.no_plots, toxicity_judge=args.toxicity_judge)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
     done = run_eval_job(spec, args.out, vlm, records, scorers(args), args.resume, shard=shard, log=print)

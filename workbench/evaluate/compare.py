@@ -26,7 +26,7 @@ from ..rewards.visual import ClipScorer
 from ..steer.steering import Steering
 from .evaluation import EvalConfig, Outcome, evaluate, summarise
 from .independence import INDEPENDENT, reward_overlap
-from .judges import AsrJudge, choose_judge, trained_on_keyword_judge
+from .judges import AsrJudge, choose_judge, choose_toxicity_judge, trained_on_keyword_judge
 
 NO_DEFENCE = "no defence"
 
@@ -63,6 +63,8 @@ def _columns(outcomes: Sequence[Outcome], resamples: int, seed: int) -> dict[str
     overall = summarise(outcomes, resamples, seed)
     cells["over-refusal"] = overall["over_refusal"]
     cells["toxicity"] = overall["mean_toxicity"]
+    if overall.get("toxic_rate"):
+        cells["toxic answers"] = overall["toxic_rate"]
     return cells
 
 
@@ -102,7 +104,7 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
             row_config = replace(config, system_prompt=row.system_prompt)
             result = evaluate(vlm, records, row.steering, toxicity, clip, config=row_config, progress=progress,
                               cancel=cancel, show_bar=show_bar, asr_judge=judges[spec], allow_overlap=allow_overlap,
-                              baseline=row.steering is None)
+                              baseline=row.steering is None, toxicity_judge=choose_toxicity_judge("auto", spec))
             condition = "steered" if row.steering is not None else "unsteered"
             cells[spec] = _columns(result.outcomes[condition], config.resamples, config.seed)
         vector = row.steering.vector.metadata if row.steering is not None else None
@@ -112,8 +114,9 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
     return table
 
 
+# a column's name (before " · source") -> the metric it shows
 COLUMN_METRIC = {"ASR": "asr", "utility": "benign_accuracy", "over-refusal": "over_refusal",
-                 "toxicity": "mean_toxicity"}  # a column's name (before " · source") -> the metric it shows
+                 "toxicity": "mean_toxicity", "toxic answers": "toxic_rate"}
 
 
 def _cell(stat: Mapping | None) -> str:

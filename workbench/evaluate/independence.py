@@ -21,7 +21,7 @@ def reward_overlap(metadata: Mapping[str, Any] | None, measured_by: Mapping[str,
     rewards = (metadata or {}).get("rewards") or {}
     weights = rewards.get("weights") or {}
     found = {"asr": INDEPENDENT if "not independent" not in asr_judge else "not independent: " + asr_judge,
-             "benign_accuracy": INDEPENDENT}
+             "benign_accuracy": INDEPENDENT, "toxic_rate": INDEPENDENT}
     for metric, (term, setting) in METRIC_TERMS.items():
         weight = float(weights.get(term, 0.0) or 0.0)
         if weight == 0.0:

@@ -28,7 +28,7 @@ from ..steer.steering import Steering, steering_for
 from ..steer.vectors import SteeringVector
 from .compare import Defence, run_compare, save
 from .evaluation import EvalConfig, Evaluation, evaluate
-from .judges import choose_judge
+from .judges import choose_judge, choose_toxicity_judge
 from .stream import EvalStream
 
 EVAL = EvalConfig()
@@ -65,9 +65,11 @@ class EvalSpec:
     batch_size: int | str = "auto"
     allow_overlap: bool = False
     plots: bool = True
+    toxicity_judge: str = "auto"  # the independent toxicity judge (`judges.TOXICITY_JUDGES`)
 
     def __post_init__(self) -> None:
         _check_counts(self.limit, self.max_new_tokens)
+        choose_toxicity_judge(self.toxicity_judge, self.data)  # an unknown name fails before the model loads
 
 
 def _check_counts(limit: int | None, max_new_tokens: int) -> None:
@@ -107,6 +109,7 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
         say(note)
     judge = choose_judge(spec.judge, spec.data, vector.metadata if vector is not None else None)
     say(f"ASR judge: {judge.name}")
+    toxic_judge = choose_toxicity_judge(spec.toxicity_judge, spec.data)
     toxicity, clip = scorers
     config = EvalConfig(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
     data_hash = dataset_hash(records)
@@ -115,7 +118,8 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
                    "steering": steering.describe() if steering else None, "asr_judge": judge.name,
                    "toxicity_scorer": toxicity.name, "clip": clip.name if clip else None,
                    "max_new_tokens": config.max_new_tokens, "seed": config.seed,
-                   "system_prompt": config.system_prompt, "allow_overlap": spec.allow_overlap}
+                   "system_prompt": config.system_prompt, "allow_overlap": spec.allow_overlap,
+                   "toxicity_judge": toxic_judge.name if toxic_judge else None}
     out = Path(folder)
     if not resume and shard.is_main:
         for stale in out.glob("partial-*.jsonl"):  # a folder the caller let us overwrite
@@ -126,7 +130,7 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
         stream = stream or EvalStream(out, fingerprint, shard.rank, resume=True)
         result = evaluate(vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,
                           show_bar=show_bar, asr_judge=judge, allow_overlap=spec.allow_overlap, stream=stream,
-                          shard=shard)
+                          shard=shard, toxicity_judge=toxic_judge)
         if not shard.is_main:
             shard.done()
             return EvalOutcome(result, None, {})

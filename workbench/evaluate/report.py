@@ -9,8 +9,10 @@ from ..core.io import atomic_write_text
 from .independence import INDEPENDENT, flag
 
 # The evaluation's metrics, in table order (defined in evaluation.py's docstring).
-METRICS = ("asr", "mean_toxicity", "refusal_rate", "benign_accuracy", "over_refusal", "visual_consistency")
-LABELS = {"asr": "ASR", "mean_toxicity": "mean toxicity", "refusal_rate": "refusal rate (keyword judge)",
+METRICS = ("asr", "mean_toxicity", "toxic_rate", "refusal_rate", "benign_accuracy", "over_refusal",
+           "visual_consistency")
+LABELS = {"asr": "ASR", "mean_toxicity": "mean toxicity", "toxic_rate": "toxic answers (independent judge)",
+          "refusal_rate": "refusal rate (keyword judge)",
           "benign_accuracy": "benign accuracy", "over_refusal": "over-refusal (benign refused)",
           "visual_consistency": "visual consistency"}  # what a reader sees; metrics.json keeps the keys
 _EXAMPLES_PER_SOURCE = 3
@@ -87,7 +89,8 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
     judge = settings.get("asr_judge") or "keyword (not refused)"
     lines = ["# Evaluation report", "", f"Model: `{settings.get('model')}` · data: {settings.get('data', '?')} · "
              f"records: {settings.get('records')} ({settings.get('unique_inputs', '?')} unique inputs) · "
-             f"ASR judge: {judge} · toxicity: {settings.get('toxicity_scorer')} · refusal judge (refusal and "
+             f"ASR judge: {judge} · toxicity: {settings.get('toxicity_scorer')} · toxic answers judged by "
+             f"{settings.get('toxicity_judge') or 'no independent judge'} · refusal judge (refusal and "
              f"over-refusal rates): {settings.get('refusal_judge')} · "
              f"visual consistency: {settings.get('clip') or 'not measured'}"]
     if "steered" in metrics:
