@@ -71,6 +71,8 @@ def test_eval_writes_the_same_run_and_metrics_through_the_cli_and_the_app(both: 
     for saved in (cli_metrics, metrics):
         saved["settings"]["vector"].pop("run")  # the vectors' folder name: a path
     assert cli_metrics == metrics
+    assert metrics["settings"]["toxicity_judge"] == "organism ground truth (a planted insult)"  # independent judge
+    assert metrics["unsteered"]["overall"]["toxic_rate"]["n"] == 12
     assert (out / "generations.jsonl").read_text() == (app_folder / "generations.jsonl").read_text()
     sources = {json.loads(line)["source"] for line in (out / "generations.jsonl").read_text().splitlines()}
     assert len(sources) == 4, f"a limit samples every source of the set, got only {sources}"
@@ -118,5 +120,6 @@ def test_compare_writes_the_same_table_through_the_cli_and_the_app(both: dict[st
     for saved in (cli_table, table):
         saved["rows"][name]["settings"].pop("run")  # the vectors' folder name: a path
     assert cli_table == table
+    assert "toxic answers" in table["rows"]["no defence"]["cells"]["organism:test"]
     app_runs = wb.runs.list("compare")
     assert len(app_runs) == 1 and _info(out) == _info(wb.runs.path(app_runs[0]))

@@ -11,6 +11,7 @@ import json
 import threading
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,12 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
     """The eval job on `limit` of `records` (loaded from `data_label`) in a new eval run, listed once it is whole;
     returns (id, metrics, evaluation)."""
     _check_judge(judge)
-    spec = EvalSpec(wb.spec, data_label, str(wb.runs.path(vectors_run) / "vectors.safetensors")
-                    if steering is not None and vectors_run else None, vectors_run if steering else None,
-                    _choice(steering) if steering else SteeringChoice(), judge, int(limit),
-                    int(max_new_tokens))
+    spec = EvalSpec(wb.spec, data_label, judge=judge, limit=int(limit), max_new_tokens=int(max_new_tokens))
+    if steering is not None:
+        if not vectors_run:
+            raise ValueError("a steered evaluation needs the run its vectors come from")
+        spec = replace(spec, vectors=str(wb.runs.path(vectors_run) / "vectors.safetensors"),
+                       vectors_run=vectors_run, steering=_choice(steering))
     run_id, folder = wb.runs.create("eval", {"model": wb.spec, "data": data_label}, staged=True)
     try:
         done = run_eval_job(spec, folder, wb.vlm, records, wb.scorers(), progress=progress, cancel=cancel,

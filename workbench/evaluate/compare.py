@@ -81,8 +81,10 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
         raise ValueError(f"defence names must be distinct and not {NO_DEFENCE!r}; got {names}")
     rows = [Defence(NO_DEFENCE), *defences]
     judges: dict[str, AsrJudge] = {}
+    toxic_judges: dict[str, AsrJudge | None] = {}  # the independent toxicity judge per data set (none: not measured)
     for spec in data:  # one judge per data set (loaded once), independent of every defence's training rewards
         judges[spec] = choose_judge(judge, spec, None)
+        toxic_judges[spec] = choose_toxicity_judge("auto", spec)
         for defence in defences:
             if defence.steering is not None and judges[spec].keyword_based \
                     and trained_on_keyword_judge(defence.steering.vector.metadata):
@@ -104,7 +106,7 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
             row_config = replace(config, system_prompt=row.system_prompt)
             result = evaluate(vlm, records, row.steering, toxicity, clip, config=row_config, progress=progress,
                               cancel=cancel, show_bar=show_bar, asr_judge=judges[spec], allow_overlap=allow_overlap,
-                              baseline=row.steering is None, toxicity_judge=choose_toxicity_judge("auto", spec))
+                              baseline=row.steering is None, toxicity_judge=toxic_judges[spec])
             condition = "steered" if row.steering is not None else "unsteered"
             cells[spec] = _columns(result.outcomes[condition], config.resamples, config.seed)
         vector = row.steering.vector.metadata if row.steering is not None else None
