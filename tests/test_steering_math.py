@@ -81,8 +81,8 @@ def test_compare_puts_each_prompt_beside_its_plain_and_steered_generation() -> N
         plain = vlm.hf_model(**encoding).logits
         torch.testing.assert_close(steered_logits(vlm, encoding, Steering(vector * 0, "additive", 8.0)), plain)
         assert not torch.allclose(steered_logits(vlm, encoding, steering), plain)
-    with pytest.raises(ValueError, match="^teacher-forced scoring steers every position; steer_at=.prompt. applies to "
-                                         "generation only$"):
+    with pytest.raises(ValueError, match="^teacher-forced scoring under steer_at='prompt' needs the response "
+                                         r"positions \(`steered_positions`\)$"):
         steered_logits(vlm, encoding, Steering(vector, "additive", 8.0, steer_at="prompt"))
 
 
@@ -266,3 +266,58 @@ def test_each_finished_batch_is_heard_with_its_indices_and_answers() -> None:
     assert len(heard) == 2 and sorted(i for indices, _ in heard for i in indices) == [0, 1, 2, 3]
     for indices, answers in heard:
         assert answers == [ids[i] for i in indices]
+
+
+def test_steer_at_last_is_astras_hook_and_teacher_forcing_reproduces_every_steer_at() -> None:
+    """`last` steers h[:, -1, :] of every forward call, as ASTRA's hook does (compared token for token with a plain
+    PyTorch hook); one teacher-forced pass with `steered_positions` re-predicts the steered greedy tokens under
+    every steer_at (Stage II trains on exactly what generation did)."""
+    from conftest import make_image, tiny
+
+    from workbench.steer.steering import STEER_AT, Steering, generate_ids, steered_logits, steered_positions
+    from workbench.steer.teacher_forcing import pack_responses
+    from workbench.steer.vectors import SteeringVector
+
+    vlm = tiny("llava")
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(3))
+    benign_mean = torch.randn(32, generator=torch.Generator().manual_seed(4))
+    vector = SteeringVector({1: direction}, {1: benign_mean}, {"num_layers": 3})
+    items = [(make_image("red"), "what is this"), (make_image("blue"), "what colour is it now")]
+    steering = Steering(vector, "adaptive", 3.0, (1,), steer_at="last")
+
+    def astra_hook(module, inputs, output):  # ASTRA's steer_eval hook ('projection'), per row
+        h = output[:, -1, :].float()
+        lean = ((h - benign_mean) @ direction) / (h - benign_mean).norm(dim=-1) / direction.norm()
+        push = lean.clamp(0, 1) * h.norm(dim=-1) * 3.0
+        output = output.clone()
+        output[:, -1, :] = (h - push[:, None] * direction / direction.norm()).to(output.dtype)
+        return output
+
+    handle = vlm.layer_module(1).register_forward_hook(astra_hook)
+    try:
+        hooked = generate_ids(vlm, items, None, max_new_tokens=8)
+    finally:
+        handle.remove()
+    plain = generate_ids(vlm, items, None, max_new_tokens=8)
+    ours = generate_ids(vlm, items, steering, max_new_tokens=8)
+    assert ours == hooked != plain
+    assert generate_ids(vlm, items, Steering(vector, "adaptive", 3.0, (1,)), max_new_tokens=8) != ours  # not `all`
+    strong = SteeringVector({1: direction}, {1: torch.zeros(32)}, {"num_layers": 3})
+    for at in STEER_AT:
+        steered = Steering(strong, "additive", 20.0, (1,), steer_at=at)
+        ids = generate_ids(vlm, items, steered, max_new_tokens=6)
+        packed, is_response = pack_responses(vlm, items, ids)
+        with torch.no_grad():
+            logits = steered_logits(vlm, packed, steered, steered_positions(at, is_response))
+        scored = is_response[:, 1:]
+        assert torch.equal(logits[:, :-1].argmax(-1)[scored], packed["input_ids"][:, 1:][scored]), at
+
+
+def test_steered_positions_marks_what_generation_steered() -> None:
+    from workbench.steer.steering import steered_positions
+
+    response = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]], dtype=torch.bool)  # prompt then answer
+    assert steered_positions("generated", response).tolist() == response.tolist()
+    assert steered_positions("prompt", response).int().tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+    assert steered_positions("last", response).int().tolist() == [[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]]
+    assert steered_positions("all", response).all()

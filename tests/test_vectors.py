@@ -273,7 +273,7 @@ def test_malformed_vectors_and_steerings_get_exact_messages() -> None:
                                 "with Stage I or use a rule without calibration")
     with pytest.raises(ValueError) as error:
         Steering(partly, "additive", 1.0, steer_at="answer")
-    assert str(error.value) == "unknown steer_at 'answer'; use one of all, prompt, generated"
+    assert str(error.value) == "unknown steer_at 'answer'; use one of all, prompt, generated, last"
 
 
 def test_a_vector_for_another_model_says_which_model_it_was_made_for() -> None:

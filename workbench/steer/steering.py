@@ -26,9 +26,11 @@ from .rules import get_rule
 from .vectors import SteeringVector
 
 Mode = str  # the name of a registered steering rule (rules.modes() lists them)
-SteerAt = Literal["all", "prompt", "generated"]
-STEER_AT: tuple[str, ...] = ("all", "prompt", "generated")
-_STEPS = {"all": slice(0, None), "prompt": slice(0, 1), "generated": slice(1, None)}  # generate() forward calls
+SteerAt = Literal["all", "prompt", "generated", "last"]
+STEER_AT: tuple[str, ...] = ("all", "prompt", "generated", "last")
+# generate()'s forward calls each choice steers (step 0 is the prefill); `last` steers every call, at its last
+# position only: the last prompt token, then each generated token (ASTRA's hook, `h[:, -1, :]`)
+_STEPS = {"all": slice(0, None), "prompt": slice(0, 1), "generated": slice(1, None), "last": slice(0, None)}
 MAX_ALPHA = 1000.0  # far beyond any useful strength; larger values only produce overflow
 MAX_NEW_TOKENS = 1024
 RECORDED = "steering"  # a vector's metadata block: the settings it was made (trained) to be applied with
@@ -93,7 +95,7 @@ class Steering:
     mode: Mode = "adaptive"
     alpha: float = 1.0
     layers: tuple[int, ...] | None = None  # None: every layer the vector has
-    steer_at: SteerAt = "all"  # which forward calls of generate: all, the prompt (prefill) or generated tokens
+    steer_at: SteerAt = "all"  # all positions; the prompt (prefill); generated tokens; or the last of each call
 
     def __post_init__(self) -> None:
         rule = get_rule(self.mode)
@@ -209,6 +211,7 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer
         return vlm.hf_model.generate(**encoding, **generation)
     plan = steering.plan(vlm)
     steps = _STEPS[steering.steer_at]
+    last_only = steering.steer_at == "last"
     mode = steering.mode
     produced: dict[str, torch.Tensor] = {}
 
@@ -222,7 +225,11 @@ def _generate_ids(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer
             for _ in tracer.iter[steps]:
                 for step in plan:
                     layer = vlm.layers[step.layer]
-                    layer.output = steer_layer(layer.output, step.parts, mode)
+                    if last_only:  # left padding: position -1 is every row's last real token
+                        hidden = layer.output
+                        layer.output = torch.cat([hidden[:, :-1], steer_layer(hidden[:, -1:], step.parts, mode)], 1)
+                    else:
+                        layer.output = steer_layer(layer.output, step.parts, mode)
     return produced["ids"]
 
 
@@ -311,18 +318,45 @@ def compare(vlm: VLM, items: Sequence[Item], steering: Steering, **decoding: Any
     return [Comparison(prompt, a, b) for (_, prompt), a, b in zip(items, plain, steered)]
 
 
-def steered_logits(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer) -> torch.Tensor:
-    """Teacher-forced logits [B, T, V] with steering on every position; differentiable in the steering's
-    tensors, for Stage II, where generate's no_grad would cut the graph."""
-    if steering.steer_at != "all":
-        raise ValueError(f"teacher-forced scoring steers every position; steer_at={steering.steer_at!r} applies to "
-                         "generation only")
+def steered_positions(steer_at: str, response_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: the positions of a packed (prompt, response) batch that generation with `steer_at` steered.
+    With the KV cache, steering a token during generation equals steering its position in one teacher-forced pass,
+    so these masks make teacher forcing reproduce steered generation exactly: `prompt` = the prompt's positions,
+    `generated` = the response tokens, `last` = the last prompt token and the response tokens."""
+    if steer_at not in STEER_AT:
+        raise ValueError(f"unknown steer_at {steer_at!r}; use one of {', '.join(STEER_AT)}")
+    response = response_mask.bool()
+    if steer_at == "all":
+        return torch.ones_like(response)
+    if steer_at == "generated":
+        return response
+    first = torch.where(response.any(1), response.int().argmax(1), torch.full_like(response[:, 0], response.shape[1],
+                                                                                     dtype=torch.long))
+    positions = torch.arange(response.shape[1], device=response.device)[None, :]
+    if steer_at == "prompt":
+        return positions < first[:, None]
+    return positions >= (first - 1)[:, None]
+
+
+def steered_logits(vlm: VLM, encoding: dict[str, torch.Tensor], steering: Steerer,
+                   positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced logits [B, T, V] with steering on `positions` ([B, T] bool, `steered_positions`; None: every
+    position, which only `steer_at="all"` means); differentiable in the steering's tensors, for Stage II, where
+    generate's no_grad would cut the graph."""
+    if positions is None and steering.steer_at != "all":
+        raise ValueError(f"teacher-forced scoring under steer_at={steering.steer_at!r} needs the response positions "
+                         "(`steered_positions`)")
     plan = steering.plan(vlm)
     mode = steering.mode
+    where = None if positions is None else positions.to(vlm.input_device)[:, :, None]
     with vlm.lock:
         with vlm.nn.trace(**encoding):
             for step in plan:
                 layer = vlm.layers[step.layer]
-                layer.output = steer_layer(layer.output, step.parts, mode)
+                if where is None:
+                    layer.output = steer_layer(layer.output, step.parts, mode)
+                else:
+                    hidden = layer.output
+                    layer.output = torch.where(where.to(hidden.device), steer_layer(hidden, step.parts, mode), hidden)
             logits = vlm.nn.output.logits.save()
     return logits

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.models import VLM, Item, batches_by_modality
-from .steering import Steerer, steered_logits
+from .steering import Steerer, steered_logits, steered_positions
 
 LOGPROB_BATCH = 16  # (prompt, response) pairs per teacher-forced pass
 
@@ -55,7 +55,7 @@ def sequence_logprobs(vlm: VLM, packed: dict[str, torch.Tensor], response_mask: 
                       steering: Steerer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of response-token log-probs [B], response lengths [B]); unsteered when `steering` is None."""
     if steering is not None:
-        logits = steered_logits(vlm, packed, steering)
+        logits = steered_logits(vlm, packed, steering, steered_positions(steering.steer_at, response_mask))
     else:
         with vlm.lock:
             logits = vlm.hf_model(**packed).logits

@@ -18,7 +18,7 @@ import torch
 
 from ..core.models import VLM, Item
 from .rules import get_rule
-from .steering import Steering, steer_layer
+from .steering import Steering, steer_layer, steered_positions
 from .teacher_forcing import pack_responses
 
 
@@ -61,10 +61,7 @@ def token_view(vlm: VLM, item: Item, steering: Steering, answer_ids: list[int]) 
     keep = packed["attention_mask"][0].bool().cpu()  # batch of one: padding only where the answer is short
     is_answer = is_answer[0].cpu()
     plan = steering.plan(vlm)
-    positions = torch.arange(keep.numel())
-    first_answer = int(positions[is_answer].min())
-    steered_here = {"all": torch.ones_like(keep), "prompt": positions < first_answer,
-                    "generated": positions >= first_answer}[steering.steer_at]
+    steered_here = steered_positions(steering.steer_at, is_answer[None])[0]
     mask = steered_here.to(vlm.input_device)[None, :, None]
     arriving: dict[int, torch.Tensor] = {}
     leaving: dict[int, torch.Tensor] = {}
