@@ -56,7 +56,7 @@ def add_reward_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_steering_args(parser: argparse.ArgumentParser, mode: str | None = None, alpha: float | None = None,
-                      steer_at: bool = True) -> None:
+                      steer_at_default: str | None = None) -> None:
     """--mode, --alpha, --layers and (for generation) --steer-at, with --positions kept as an alias. Unset,
     they come from the vector's recorded settings (Stage II records what it trained with), else the defaults
     (adaptive, alpha 1, every layer in the file, all steps); the command prints which applied."""
@@ -67,7 +67,8 @@ def add_steering_args(parser: argparse.ArgumentParser, mode: str | None = None, 
         f"default {alpha:g}" if alpha is not None else recorded.format("1")) + "); " + signs_text())
     parser.add_argument("--layers", type=layers_arg, default=None,
                         help="comma-separated layers (" + recorded.format("all in the vector file") + ")")
-    if steer_at:
-        parser.add_argument("--steer-at", "--positions", dest="steer_at", default=None, choices=STEER_AT,
-                            help="which decoding steps are steered: all, the prompt (prefill) or generated tokens "
-                            "(" + recorded.format("all") + "; --positions is the old name, kept for one release)")
+    where = (f"default {steer_at_default}" if steer_at_default else recorded.format("all"))
+    parser.add_argument("--steer-at", "--positions", dest="steer_at", default=steer_at_default, choices=STEER_AT,
+                        help="which positions are steered: all, the prompt (prefill), generated tokens, or the last "
+                        "position of every forward call (ASTRA's protocol) (" + where + "; --positions is the old "
+                        "name, kept for one release)")

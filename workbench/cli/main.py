@@ -12,6 +12,7 @@ from ..stage1.activations import POSITIONS
 from ..stage1.directions import METHODS
 from ..stage2.loop import REFERENCES, Stage2Config
 from ..stage2.objectives import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
+from ..stage2.presets import PRESETS as STAGE2_PRESETS
 from .args import add_model_args, add_reward_args, add_steering_args, signs_text
 from .common import scorers, steering_choice
 from .compare import add_compare_parser, run_compare_command
@@ -49,18 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--seed", type=int, default=0)
     stage2 = commands.add_parser(
         "stage2", help="refine steering vectors by preference optimisation (the VLM stays frozen)",
-        description="Samples K responses per prompt under the current steering, rewards them (toxicity, visual "
-        "consistency, refusal, fluency), and optimises a sequence-level DPO objective on the steering vectors only. "
+        description="Samples K responses per prompt under the current steering, rewards them, and optimises a "
+        "sequence-level preference objective on the steering vectors only. --preset picks the recipe: "
+        + "; ".join(f"{p.name}: {p.summary}" for p in STAGE2_PRESETS.values())
+        + ". Settings given explicitly override the preset; steering settings not given come from the vector. "
         "Writes DIR/config.json, metrics.jsonl, checkpoint.safetensors and vectors.safetensors.")
     add_model_args(stage2)
     stage2.add_argument("--vectors", required=True, help="Stage I vectors.safetensors")
     stage2.add_argument("--data", required=True, help="dataset (.jsonl/.csv or organism:train)")
     stage2.add_argument("--out", required=True, help="run folder")
-    stage2.add_argument("--steps", type=int, default=S2.steps)
+    stage2.add_argument("--preset", default="workbench", choices=list(STAGE2_PRESETS),
+                        help="the recipe (default workbench, the project's own settings; spo-vlm is the paper's)")
+    stage2.add_argument("--steps", type=int, default=None, help=f"optimiser steps (default {S2.steps}, or the preset's)")
     stage2.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     stage2.add_argument("--samples", type=int, default=S2.samples_per_prompt, help="responses sampled per prompt (K)")
     stage2.add_argument("--prompts-per-step", type=int, default=S2.prompts_per_step)
-    stage2.add_argument("--objective", default=S2.objective, choices=list(OBJECTIVES))
+    stage2.add_argument("--objective", default=None, choices=list(OBJECTIVES),
+                        help=f"default {S2.objective}, or the preset's; bipo: BiPO's random-sign pairs against the "
+                        "unsteered model")
+    stage2.add_argument("--reward", default=None, metavar="TERM=W,...",
+                        help="reward weights, every term not named at 0, e.g. toxicity=1,visual=0.5 (default: the "
+                        "preset's; workbench: " + ",".join(f"{k}={v:g}" for k, v in S2.weights.items()) + ")")
+    stage2.add_argument("--kl", type=float, default=None, help="grpo: weight of the KL anchor to the reference "
+                        f"(default {S2.kl:g})")
     stage2.add_argument("--advantage-norm", default=S2.advantage_norm, choices=ADVANTAGE_NORMS,
                         help="grpo: reward minus the prompt's group mean (none), or also divided by its spread (std)")
     stage2.add_argument("--pairing", default=S2.pairing, choices=PAIRINGS,
@@ -68,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     stage2.add_argument("--safe-response", default=None, metavar="TEXT",
                         help="off-policy safe reply put in place of one of the K samples of every harmful prompt, "
                         "e.g. the model's own refusal (organism: 'sorry , i cannot help with that .'); "
-                        "off by default (strictly on-policy)")
-    stage2.add_argument("--reference", default=S2.reference, choices=REFERENCES,
-                        help="DPO reference: the Stage I steering (frozen copy) or the unsteered model")
-    add_steering_args(stage2, S2.mode, S2.alpha, steer_at=False)
+                        "off unless the preset is workbench-refusal (strictly on-policy)")
+    stage2.add_argument("--reference", default=None, choices=REFERENCES,
+                        help="DPO/KL reference: the Stage I steering (frozen copy, default) or the unsteered model")
+    add_steering_args(stage2)
     stage2.add_argument("--lr", type=float, default=S2.learning_rate)
     stage2.add_argument("--beta", type=float, default=S2.beta)
     stage2.add_argument("--temperature", type=float, default=S2.temperature)
@@ -155,13 +167,20 @@ def run_stage2_command(args: argparse.Namespace) -> None:
     shard = current_shard()
     if shard.is_main:
         check_out(args.out, "stage2", overwrite=False, resume=args.resume)
-    config = Stage2Config(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
-                          temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
-                          learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
-                          safe_response=args.safe_response or None, reference=args.reference,
-                          advantage_norm=args.advantage_norm, mode=args.mode, alpha=args.alpha,
-                          layers=list(args.layers) if args.layers else None, train_strength=not args.fixed_strength,
-                          seed=args.seed)
+    from ..stage2.presets import parse_reward_weights, stage2_config
+    from ..steer.vectors import SteeringVector
+
+    given = dict(steps=args.steps, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples,
+                 temperature=args.temperature, max_new_tokens=args.max_new_tokens, beta=args.beta,
+                 learning_rate=args.lr, objective=args.objective, pairing=args.pairing,
+                 safe_response=args.safe_response or None, reference=args.reference, kl=args.kl,
+                 advantage_norm=args.advantage_norm, mode=args.mode, alpha=args.alpha, layers=args.layers,
+                 steer_at=args.steer_at, train_strength=not args.fixed_strength, seed=args.seed,
+                 weights=parse_reward_weights(args.reward) if args.reward else None)
+    config, note = stage2_config(args.preset, SteeringVector.load(args.vectors), given, args.model)
+    if shard.is_main:
+        print(f"preset {config.preset}: {note}; reward weights "
+              + ", ".join(f"{k} {v:g}" for k, v in config.weights.items()))
     spec = Stage2Spec(args.model, args.data, str(Path(args.vectors).resolve()), config)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)

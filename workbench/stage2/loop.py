@@ -30,7 +30,7 @@ from ..core.records import Record, dataset_hash, record_key
 from ..core.runlock import RunLock
 from ..rewards.combined import RewardModel, RewardWeights
 from ..steer.rules import get_rule
-from ..steer.steering import RECORDED, LayerStep, Mode, Part, Steering, generate_ids
+from ..steer.steering import RECORDED, STEER_AT, LayerStep, Mode, Part, Steering, generate_ids
 from ..steer.teacher_forcing import response_logprobs
 from ..steer.vectors import SteeringVector
 from .objectives import (
@@ -64,6 +64,7 @@ class Stage2Config:
     mode: Mode = "adaptive"
     alpha: float = 1.0
     layers: list[int] | None = None
+    steer_at: str = "all"  # which positions sampling and teacher forcing steer (steering.STEER_AT)
     train_strength: bool = True
     checkpoint_every: int = 5
     seed: int = 0
@@ -74,11 +75,15 @@ class Stage2Config:
     safe_response: str | None = None
     pairing: str = "best_worst"  # best_worst: one pair per prompt | best_all: best against every worse sample
     advantage_norm: str = "none"  # grpo: none (reward minus group mean) | std (also divided by the group's spread)
+    kl: float = 0.0  # grpo: weight of the KL anchor to the reference (0: none)
+    preset: str = "workbench"  # the named recipe these settings started from (stage2/presets.py)
 
     def __post_init__(self) -> None:
         self.weights = RewardWeights(**dict(self.weights))
         get_rule(self.mode)  # names the known rules
         problems = []
+        if self.steer_at not in STEER_AT:
+            problems.append(f"steer_at must be {' or '.join(STEER_AT)} (got {self.steer_at!r})")
         if self.steps < 1:
             problems.append(f"steps must be at least 1 (got {self.steps})")
         if self.samples_per_prompt < 2:
@@ -93,24 +98,25 @@ class Stage2Config:
                                      ("reference", self.reference, REFERENCES)):
             if value not in allowed:
                 problems.append(f"{name} must be {' or '.join(allowed)} (got {value!r})")
+        if not (0 <= self.kl < 100 and math.isfinite(self.kl)):
+            problems.append(f"kl must be between 0 and 100 (got {self.kl})")
         if not (0 < self.learning_rate < 10):
             problems.append(f"learning rate must be in (0, 10) (got {self.learning_rate})")
         if problems:
             raise ValueError("; ".join(problems))
 
     def objective_settings(self) -> ObjectiveSettings:
-        return ObjectiveSettings(self.beta, self.pairing, self.advantage_norm, self.reference == "initial")
+        return ObjectiveSettings(self.beta, self.pairing, self.advantage_norm, self.reference == "initial", self.kl)
 
 
 class TrainableSteering(torch.nn.Module):
     """The only trainable tensors: one direction per layer and, optionally, one log-strength per layer.
     Steers like a `Steering` (same `plan()`), with gradients reaching the parameters."""
 
-    steer_at = "all"  # teacher forcing steers every position, as sampling does
-
     def __init__(self, vector: SteeringVector, layers: Sequence[int], mode: Mode, alpha: float,
-                 train_strength: bool) -> None:
+                 train_strength: bool, steer_at: str = "all") -> None:
         super().__init__()
+        self.steer_at = steer_at  # sampling and teacher forcing steer the same positions (`steered_positions`)
         self.layers = list(layers)
         self.mode = mode
         self.alpha = alpha
@@ -144,7 +150,7 @@ class TrainableSteering(torch.nn.Module):
 
     def frozen(self, base: SteeringVector) -> Steering:
         """A plain `Steering` with the current values (for sampling under no_grad)."""
-        return Steering(self.to_vector(base, {}), self.mode, self.alpha, tuple(self.layers))
+        return Steering(self.to_vector(base, {}), self.mode, self.alpha, tuple(self.layers), self.steer_at)
 
 
 @dataclass
@@ -197,7 +203,8 @@ class Stage2Run:
             self.lock.check_free()  # another job is writing this run: refuse before touching anything
         layers = config.layers if config.layers is not None else vector.layers
         vector.select(list(layers))  # names missing layers
-        self.params = TrainableSteering(vector, layers, config.mode, config.alpha, config.train_strength)
+        self.params = TrainableSteering(vector, layers, config.mode, config.alpha, config.train_strength,
+                                        config.steer_at)
         self.params.to(next(vlm.layer_module(layers[0]).parameters()).device)
         self.reference = copy.deepcopy(self.params).requires_grad_(False)  # the initial steering, frozen
         self.optimizer = torch.optim.Adam([p for p in self.params.parameters() if p.requires_grad],
@@ -264,7 +271,8 @@ class Stage2Run:
                 ) -> tuple[float, int, float]:
         """One optimiser step on the configured objective; (loss, pairs or groups, mean margin)."""
         self.optimizer.zero_grad()
-        batch = PreferenceBatch(expanded, responses, table, self._logprobs, self.params, self.reference)
+        batch = PreferenceBatch(expanded, responses, table, self._logprobs, self.params, self.reference,
+                                self.config.seed * SAMPLE_SEED_STRIDE + self.step)
         result = OBJECTIVES[self.config.objective](batch, self.config.objective_settings())
         if result.loss is None:
             return 0.0, 0, 0.0
@@ -301,7 +309,7 @@ class Stage2Run:
                 if on_step is not None:
                     on_step(metrics)
             recorded = {"mode": self.config.mode, "alpha": self.config.alpha, "layers": list(self.params.layers),
-                        "steer_at": TrainableSteering.steer_at}  # what training applied: use it unless overridden
+                        "steer_at": self.config.steer_at}  # what training applied: use it unless overridden
             vector = self.params.to_vector(self.base, {
                 "stage": "II", "stage2": asdict(self.config), "rewards": self.rewards.describe(), RECORDED: recorded,
                 "training_data_hash": self.inputs["data"], "run": self.out.name,

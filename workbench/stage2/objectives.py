@@ -7,14 +7,15 @@ function and one `register_objective` call.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..core.models import Item
-from ..steer.steering import Steerer
+from ..core.models import VLM, Item
+from ..steer.steering import LayerStep, Part, Steerer
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
@@ -73,6 +74,7 @@ class ObjectiveSettings:
     pairing: str = "best_worst"  # dpo: best_worst (one pair per prompt) | best_all (best vs every worse sample)
     advantage_norm: str = "none"  # grpo: none (reward minus group mean) | std (also divided by the spread)
     reference_steered: bool = True  # dpo: the frozen initial steering is the reference (else the unsteered model)
+    kl: float = 0.0  # grpo: weight of the KL anchor to the reference (0: none)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class PreferenceBatch:
     logprobs: LogprobFn  # summed response log-probs under a steering (None: unsteered)
     policy: Steerer  # trainable
     reference: Steerer  # frozen copy of the initial steering
+    seed: int = 0  # this step's seed (BiPO's random signs)
 
     @property
     def samples_per_prompt(self) -> int:
@@ -132,13 +135,63 @@ def dpo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> Object
 
 
 def grpo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> ObjectiveResult:
-    """Advantage-weighted mean log-likelihood (reward minus the prompt's group mean), GRPO without clipping."""
+    """Advantage-weighted mean log-likelihood (reward minus the prompt's group mean), GRPO without clipping; with
+    `kl` > 0, plus kl x the k3 estimate of KL(policy || reference) per token on the samples (GRPO's anchor)."""
     advantages = group_advantages(batch.rewards, settings.advantage_norm).reshape(-1)
     lengths = torch.tensor([max(1, len(r)) for r in batch.responses], dtype=torch.float32)
     policy = batch.logprobs(batch.items, batch.responses, batch.policy)
-    loss = -(advantages.to(policy.device) * policy / lengths.to(policy.device)).mean()
+    lengths = lengths.to(policy.device)
+    loss = -(advantages.to(policy.device) * policy / lengths).mean()
+    if settings.kl > 0:
+        with torch.no_grad():
+            reference = batch.logprobs(batch.items, batch.responses,
+                                       batch.reference if settings.reference_steered else None).to(policy.device)
+        log_ratio = (reference - policy) / lengths  # log(ref / policy) per token
+        loss = loss + settings.kl * (log_ratio.exp() - log_ratio - 1).mean()
     return ObjectiveResult(loss, len(batch.rewards), float(advantages.abs().mean()))
+
+
+class Reversed:
+    """A steering pushed the other way (every part's strength negated): BiPO's -v."""
+
+    def __init__(self, steering: Steerer) -> None:
+        self.steering = steering
+        self.mode = steering.mode
+        self.steer_at = steering.steer_at
+
+    def plan(self, vlm: VLM) -> list[LayerStep]:
+        return [LayerStep(step.layer, tuple(Part(p.direction, p.calibration, -p.alpha) for p in step.parts))
+                for step in self.steering.plan(vlm)]
+
+
+def bipo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> ObjectiveResult:
+    """BiPO (Cao et al. 2024): DPO against the unsteered model where each pair draws a sign d = +-1; the policy
+    steers with d*v and the margin is multiplied by d, so +v must prefer the chosen answer and -v the rejected one."""
+    k = batch.samples_per_prompt
+    pairs = (preference_pairs_all if settings.pairing == "best_all" else preference_pairs)(batch.rewards)
+    if not pairs:
+        return ObjectiveResult(None, 0, 0.0)
+    signs = random.Random(batch.seed).choices((1.0, -1.0), k=len(pairs))
+    losses, margins = [], []
+    for sign in (1.0, -1.0):
+        mine = [pair for pair, d in zip(pairs, signs) if d == sign]
+        if not mine:
+            continue
+        chosen = [p * k + w for p, w, _ in mine]
+        rejected = [p * k + worse for p, _, worse in mine]
+        items = [batch.items[i] for i in chosen + rejected]
+        sequences = [batch.responses[i] for i in chosen + rejected]
+        with torch.no_grad():
+            reference = batch.logprobs(items, sequences, None)
+        policy = batch.logprobs(items, sequences, batch.policy if sign > 0 else Reversed(batch.policy))
+        reference = reference.to(policy.device)
+        n = len(mine)
+        margin = sign * settings.beta * ((policy[:n] - reference[:n]) - (policy[n:] - reference[n:]))
+        losses.append(-F.logsigmoid(margin))
+        margins.append(margin.detach())
+    return ObjectiveResult(torch.cat(losses).mean(), len(pairs), float(torch.cat(margins).mean()))
 
 
 register_objective("dpo", dpo_objective)
 register_objective("grpo", grpo_objective)
+register_objective("bipo", bipo_objective)

@@ -13,6 +13,7 @@ from ...core.progress import eta_text
 from ...export.plots import curves_figure
 from ...stage2.loop import REFERENCES, Stage2Config
 from ...stage2.objectives import OBJECTIVES
+from ...stage2.presets import PRESETS, parse_reward_weights, stage2_config
 from ...steer.rules import modes
 from ...steer.steering import parse_layers
 from ..backend import Workbench, user_message
@@ -26,8 +27,15 @@ def build(ctx: AppContext) -> None:
     ui = ctx.ui
     with gr.Tab("Stage II: refine", id="stage2"):
         ui["s2_device"] = gr.Markdown("The VLM stays frozen; only the per-layer steering vectors (and strengths) "
-                                      "train. Rewards: toxicity, visual consistency (benign), refusal (harmful), "
-                                      "fluency. Runs on the model's device (GPU when present).")
+                                      "train. Runs on the model's device (GPU when present).")
+        with gr.Row():
+            ui["s2_preset"] = gr.Dropdown(list(PRESETS), value="workbench", label="Preset", scale=1,
+                                          info="spo-vlm: the paper's Stage II; workbench: the project's own settings; "
+                                          "workbench-refusal: the project's refusal variant")
+            ui["s2_reward"] = gr.Textbox(_weights_text(DEFAULTS.weights), label="Reward weights", scale=2,
+                                         info="term=weight, every term not named at 0 (toxicity, visual, refusal, "
+                                         "fluency)")
+            ui["s2_preset_note"] = gr.Markdown(PRESETS["workbench"].summary)
         with gr.Row():
             ui["s2_source"] = run_picker("Start from the vectors of run", scale=3)
             ui["s2_steps"] = gr.Number(DEFAULTS.steps, precision=0, label="Steps", minimum=1, maximum=5000)
@@ -40,7 +48,7 @@ def build(ctx: AppContext) -> None:
             ui["s2_reference"] = gr.Radio(list(REFERENCES), value=DEFAULTS.reference, label="DPO reference")
             ui["s2_mode"] = gr.Dropdown(list(modes()), value=DEFAULTS.mode, label="Mode")
             ui["s2_alpha"] = gr.Number(DEFAULTS.alpha, label="Strength α")
-            ui["s2_layers"] = gr.Textbox("", label="Layers (empty = all)")
+            ui["s2_layers"] = gr.Textbox("", label="Layers (empty = as the vector recorded or Stage I suggested)")
             ui["s2_lr"] = gr.Number(DEFAULTS.learning_rate, label="Learning rate")
             ui["s2_beta"] = gr.Number(DEFAULTS.beta, label="β")
         ui["s2_safe"] = gr.Textbox("", label="Safe reply for harmful prompts (optional, off-policy)",
@@ -56,6 +64,21 @@ def build(ctx: AppContext) -> None:
             ui["s2_resume_go"] = gr.Button("Resume", scale=1)
         ui["s2_status"] = gr.Markdown()
         ui["s2_curves"] = gr.Plot(label="Training curves")
+
+
+def _weights_text(weights: dict[str, float]) -> str:
+    return ",".join(f"{name}={value:g}" for name, value in weights.items() if value)
+
+
+def preset_widgets(preset: str) -> list[Any]:
+    """What a preset sets, shown in its widgets (objective, reference, reward weights, steps, safe reply, note)."""
+    chosen = PRESETS[preset]
+    settings = {**{"objective": DEFAULTS.objective, "reference": DEFAULTS.reference, "steps": DEFAULTS.steps,
+                   "safe_response": None, "weights": dict(DEFAULTS.weights)}, **chosen.settings}
+    safe = settings["safe_response"]
+    label = "" if chosen.faithful else " (the project's own settings, not a published method)"
+    return [settings["objective"], settings["reference"], _weights_text(settings["weights"]), settings["steps"],
+            "" if safe in (None, "required") else safe, f"**{chosen.name}**: {md_text(chosen.summary)}{label}"]
 
 
 def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bool, request: gr.Request | None,
@@ -115,22 +138,27 @@ def wire(ctx: AppContext) -> None:
     @gpu_task
     def start(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
               reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None,
-              request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
+              preset: str, reward: str, request: gr.Request, progress: gr.Progress = gr.Progress()
+              ) -> Iterator[list[Any]]:
         run_id, config = _create(ctx.visitor(request), source, dataset, steps, k, prompts, objective, reference,
-                                 mode, alpha, layers, lr, beta, safe)
+                                 mode, alpha, layers, lr, beta, safe, preset, reward)
         yield from _train(ctx, run_id, config, False, request, progress)
 
     @friendly_errors
     def _create(wb: Workbench, source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
-                reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None = None
-                ) -> tuple[str, Stage2Config]:
+                reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None = None,
+                preset: str = "workbench", reward: str = "") -> tuple[str, Stage2Config]:
         if not source:
             raise ValueError("pick the run whose vectors Stage II starts from (run Stage I first)")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; pick one of {', '.join(PRESETS)}")
         picked = parse_layers(layers)
-        config = Stage2Config(steps=int(steps or 0), samples_per_prompt=int(k or 0), prompts_per_step=int(prompts or 0),
-                              objective=objective, reference=reference, mode=mode,
-                              alpha=float(alpha), layers=list(picked) if picked else None, learning_rate=float(lr),
-                              beta=float(beta), safe_response=(safe or "").strip() or None)
+        given = dict(steps=int(steps or 0), samples_per_prompt=int(k or 0), prompts_per_step=int(prompts or 0),
+                     objective=objective, reference=reference, mode=mode, alpha=float(alpha),
+                     layers=list(picked) if picked else None, learning_rate=float(lr), beta=float(beta),
+                     safe_response=(safe or "").strip() or None,
+                     weights=parse_reward_weights(reward) if (reward or "").strip() else None)
+        config, _ = stage2_config(preset, wb.vector(source), given, wb.spec)
         return create_stage2(wb, source, dataset, config), config
 
     @gpu_task
@@ -142,8 +170,12 @@ def wire(ctx: AppContext) -> None:
 
     ui["s2_start"].click(start, [ui["s2_source"], ui["dataset"], ui["s2_steps"], ui["s2_k"], ui["s2_prompts"],
                                  ui["s2_objective"], ui["s2_reference"], ui["s2_mode"], ui["s2_alpha"],
-                                 ui["s2_layers"], ui["s2_lr"], ui["s2_beta"], ui["s2_safe"]], outputs,
+                                 ui["s2_layers"], ui["s2_lr"], ui["s2_beta"], ui["s2_safe"], ui["s2_preset"],
+                                 ui["s2_reward"]], outputs,
                          api_name="stage2", show_progress_on=[ui["s2_curves"]])
+    ui["s2_preset"].change(friendly_errors(preset_widgets), [ui["s2_preset"]],
+                           [ui["s2_objective"], ui["s2_reference"], ui["s2_reward"], ui["s2_steps"], ui["s2_safe"],
+                            ui["s2_preset_note"]], queue=False, api_visibility="private")
     ui["s2_resume_go"].click(resume, [ui["s2_resume"]], outputs, api_name="stage2_resume",
                              show_progress_on=[ui["s2_curves"]])
     ui["s2_cancel"].click(ctx.canceller("stage2"), None, ui["s2_status"], queue=False, api_visibility="private")
