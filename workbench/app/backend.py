@@ -25,11 +25,13 @@ from ..core.models import VLM, load_vlm
 from ..core.records import DatasetError, Record, open_image
 from ..core.runs import RunStore, run_kind
 from ..data.sources import dataset_choices, load_dataset, source_of
+from ..evaluate.alpha import run_stage1_preset_job
+from ..evaluate.judges import choose_judge
 from ..rewards.responses import score_responses
 from ..rewards.scorers import ScorerSpec, load_scorers
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
-from ..stage1.job import Stage1Spec, run_stage1_job
+from ..stage1.job import Stage1Spec
 from ..stage1.pipeline import Stage1Result, load_stage1
 from ..steer.rules import get_rule
 from ..steer.steering import RECORDED, Steering, generate, generate_ids, parse_layers
@@ -225,13 +227,14 @@ class Workbench:
     # --- Stage I -----------------------------------------------------------------------------------
     @using_model
     def run_stage1(self, records: Sequence[Record], data_label: str, position: str, method: str,
-                   progress: Any = None, cancel: threading.Event | None = None) -> str:
-        """The Stage I job in a new run; returns its id. The run is listed once it is whole: one that fails or is
-        cancelled leaves nothing (its activations are written only at the end)."""
-        spec = Stage1Spec(self.spec, data_label, position, method)
+                   progress: Any = None, cancel: threading.Event | None = None, preset: str = "workbench") -> str:
+        """The Stage I job (as its preset makes it) in a new run; returns its id. The run is listed once it is
+        whole: one that fails or is cancelled leaves nothing (its activations are written only at the end)."""
+        spec = Stage1Spec(self.spec, data_label, position, method, preset=preset)
         run_id, folder = self.runs.create("stage1", {"model": self.spec, "data": data_label}, staged=True)
         try:
-            result, _ = run_stage1_job(spec, folder, self.vlm, records, progress, cancel, show_bar=False)
+            result, _ = run_stage1_preset_job(spec, folder, self.vlm, records, choose_judge("auto", data_label),
+                                              progress, cancel, show_bar=False)
         except BaseException:
             self.runs.discard(run_id)
             raise

@@ -10,6 +10,7 @@ from ..evaluate.evaluation import EvalConfig
 from ..evaluate.judges import TOXICITY_JUDGES
 from ..stage1.activations import POSITIONS
 from ..stage1.directions import METHODS
+from ..stage1.presets import PRESETS as STAGE1_PRESETS
 from ..stage2.loop import REFERENCES, Stage2Config
 from ..stage2.objectives import ADVANTAGE_NORMS, OBJECTIVES, PAIRINGS
 from ..stage2.presets import PRESETS as STAGE2_PRESETS
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     stage1.add_argument("--position", default="last", choices=POSITIONS, help="which token(s) to record")
     stage1.add_argument("--method", default="mean_diff", choices=METHODS, help="direction per layer")
     stage1.add_argument("--batch-size", type=int, default=8)
+    stage1.add_argument("--preset", default="workbench", choices=list(STAGE1_PRESETS),
+                        help="; ".join(f"{p.name}: {p.summary}" for p in STAGE1_PRESETS.values())
+                        + " (default workbench)")
+    stage1.add_argument("--judge", default="auto", metavar="JUDGE",
+                        help="astra: the ASR judge its α sweep reads (auto: the organism's ground truth on organism "
+                        "data, else the keyword judge; see eval --judge)")
 
     steer = commands.add_parser(
         "steer", help="print unsteered and steered generations side by side",
@@ -61,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage2.add_argument("--out", required=True, help="run folder")
     stage2.add_argument("--preset", default="workbench", choices=list(STAGE2_PRESETS),
                         help="the recipe (default workbench, the project's own settings; spo-vlm is the paper's)")
-    stage2.add_argument("--steps", type=int, default=None, help=f"optimiser steps (default {S2.steps}, or the preset's)")
+    stage2.add_argument("--steps", type=int, default=None,
+                        help=f"optimiser steps (default {S2.steps}, or the preset's)")
     stage2.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     stage2.add_argument("--samples", type=int, default=S2.samples_per_prompt, help="responses sampled per prompt (K)")
     stage2.add_argument("--prompts-per-step", type=int, default=S2.prompts_per_step)
@@ -269,19 +277,30 @@ def run_stage1_command(args: argparse.Namespace) -> None:
     from ..core.jobs import check_out
     from ..core.models import load_vlm
     from ..data.sources import load_dataset
+    from ..evaluate.alpha import run_stage1_preset_job
+    from ..evaluate.judges import choose_judge
     from ..stage1.job import Stage1Spec, run_stage1_job
 
     shard = current_shard()
     if shard.is_main:
         check_out(args.out, "stage1", args.overwrite)
-    spec = Stage1Spec(args.model, args.data, args.position, args.method, args.batch_size)
+    spec = Stage1Spec(args.model, args.data, args.position, args.method, args.batch_size, args.preset)
     records = load_dataset(args.data)
     vlm = load_vlm(args.model, local_device(args.device), args.dtype, args.trust_remote_code)
-    result, paths = run_stage1_job(spec, args.out, vlm, records, shard=shard)
+    if STAGE1_PRESETS[args.preset].sweep_alpha:
+        if shard.world > 1:
+            raise SystemExit("the astra preset runs in one process (its attribution and α sweep are not sharded)")
+        result, paths = run_stage1_preset_job(spec, args.out, vlm, records, choose_judge(args.judge, args.data))
+    else:
+        result, paths = run_stage1_job(spec, args.out, vlm, records, shard=shard)
     if not shard.is_main:
         return
     print(result.scores_csv())
     print(f"layers: {result.verdict()}")
+    recorded = result.vector.metadata.get("steering")
+    if recorded:
+        print(f"preset {args.preset}: steering recorded in the vector: " + ", ".join(f"{k} {v}" for k, v in
+                                                                                   recorded.items()))
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
 

@@ -17,6 +17,7 @@ from ..core.runlock import RunLock
 from .activations import POSITIONS
 from .directions import METHODS
 from .pipeline import Stage1Result, run_stage1
+from .presets import get_preset
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class Stage1Spec:
     position: str = "last"
     method: str = "mean_diff"
     batch_size: int = 8
+    preset: str = "workbench"  # stage1/presets.py: workbench (the project's own) or astra
 
     def __post_init__(self) -> None:
+        get_preset(self.preset)  # names the known presets
         if self.position not in POSITIONS:
             raise ValueError(f"unknown position {self.position!r}; use one of {', '.join(POSITIONS)}")
         if self.method not in METHODS:
@@ -46,10 +49,11 @@ def run_stage1_job(spec: Stage1Spec, folder: str | Path, vlm: VLM, records: Sequ
     paths: dict[str, Path] = {}
     with RunLock(folder) if shard.is_main else contextlib.nullcontext():  # one writer for as long as it runs
         result = run_stage1(vlm, records, spec.position, spec.method, spec.batch_size,  # type: ignore[arg-type]
-                            progress=progress, cancel=cancel, show_bar=show_bar, shard=shard)
+                            progress=progress, cancel=cancel, show_bar=show_bar, shard=shard, preset=spec.preset)
         if shard.is_main:
             paths = result.save(folder)
             write_job_info(folder, "stage1", spec, records=len(records),
-                           suggested_layers=result.suggested_layers(), processes=shard.world)
+                           suggested_layers=result.suggested_layers(), processes=shard.world,
+                           steering=result.vector.metadata.get("steering"))
     shard.done()
     return result, paths

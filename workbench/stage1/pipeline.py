@@ -18,10 +18,13 @@ from ..core.io import atomic_write_text
 from ..core.models import VLM
 from ..core.progress import ProgressFn
 from ..core.records import Record, require_both_labels
-from ..steer.steering import SUGGESTED
+from ..steer.steering import RECORDED, SUGGESTED
 from ..steer.vectors import SteeringVector
 from . import directions as D
 from .activations import Activations, Position, capture
+from .attribution import AttributionSettings, attribution_direction
+from .calibration import response_means
+from .presets import get_preset
 from .separation import LayerScore, layer_scores
 
 
@@ -54,6 +57,12 @@ class Stage1Result:
     def null(self) -> float:
         """The family-wise shuffled-label AUROC bar (NaN for runs saved before held-out scores)."""
         return self.scores[0].auroc_null if self.scores else math.nan
+
+    def best_steering_layer(self) -> int:
+        """The best held-out layer, leaving out the last (steering it only shifts the logits) unless it is the only
+        one: the one layer the `astra` preset steers."""
+        candidates = self.scores[:-1] or self.scores
+        return max(candidates, key=lambda s: (_finite(s.auroc), _finite(s.separation))).layer
 
     def suggested_layers(self, tolerance: float = 0.005, limit: int = 3) -> list[int]:
         """Layers to steer by default: significant layers (held-out AUROC above the family-wise null) within
@@ -138,22 +147,64 @@ def load_stage1(out_dir: str | Path) -> Stage1Result:
 
 def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last", method: D.Method = "mean_diff",
                batch_size: int = 8, progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-               show_bar: bool = True, shard: Shard = SINGLE) -> Stage1Result:
+               show_bar: bool = True, shard: Shard = SINGLE, preset: str = "workbench",
+               attribution: AttributionSettings | None = None) -> Stage1Result:
     """Capture activations (data-parallel under torchrun: `shard`) and compute directions, scores, per-source
-    directions and calibration.
+    directions and calibration, as the named `preset` (stage1/presets.py) makes them.
 
     With several sources the vector is the combined direction (each source counts equally); with
     one source it is that source's direction.
     """
+    chosen = get_preset(preset)
     require_both_labels(records)
     acts = capture(vlm, records, position, batch_size, progress, cancel, show_bar, shard)
     per_source = D.per_source_directions(acts, method)
-    combined = D.combined_direction(per_source) if len(per_source) > 1 else D.directions(acts, method)
+    found: dict = {}
+    if chosen.image_directions == "attribution":
+        per_source, found["attribution"] = _attributed(vlm, records, per_source, attribution or AttributionSettings(),
+                                                       progress, cancel, show_bar)
+    if len(per_source) > 1:
+        combined = D.combined_direction(per_source)
+    elif chosen.image_directions == "attribution":  # one source: its (possibly attributed) direction
+        combined = next(iter(per_source.values()))
+    else:
+        combined = D.directions(acts, method)
     similarity = D.source_similarity(per_source) if len(per_source) > 1 else None
-    metadata = dict(acts.metadata, method=method, sources=sorted(per_source),
+    calibration = D.benign_mean(acts)
+    if chosen.calibration == "response":
+        calibration, used = response_means(vlm, records, batch_size=batch_size, progress=progress, cancel=cancel,
+                                           show_bar=show_bar)
+        found["calibration"] = f"mean over {used} benign records' greedy answers (their tokens), as ASTRA's extract_ref"
+    else:
+        found["calibration"] = f"benign mean at the captured position ({position})"
+    metadata = dict(acts.metadata, method=method, sources=sorted(per_source), preset=chosen.name,
                     combination="mean of unit per-source directions" if len(per_source) > 1 else "single source",
-                    sign="benign->harmful")
-    vector = SteeringVector(dict(enumerate(combined)), dict(enumerate(D.benign_mean(acts))), metadata)
+                    sign="benign->harmful", **found)
+    vector = SteeringVector(dict(enumerate(combined)), dict(enumerate(calibration)), metadata)
     result = Stage1Result(acts, vector, layer_scores(acts), per_source, similarity)
     vector.metadata[SUGGESTED] = result.suggested_layers()  # steering defaults to them (`steering_for`)
+    if chosen.layer_choice == "best":
+        vector.metadata[RECORDED] = {"mode": "adaptive", "layers": [result.best_steering_layer()],
+                                     "steer_at": chosen.steer_at}  # α: the sweep records it (evaluate/alpha.py)
     return result
+
+
+def _attributed(vlm: VLM, records: Sequence[Record], per_source: dict[str, torch.Tensor],
+                settings: AttributionSettings, progress: ProgressFn | None, cancel: threading.Event | None,
+                show_bar: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """Image sources' directions replaced by ASTRA's attribution directions; what was found per source."""
+    report: dict = {"settings": settings.describe(), "sources": {}}
+    directions = dict(per_source)
+    for source in per_source:
+        mine = [r for r in records if r.source == source]
+        if not any(r.has_image and r.label == "harmful" for r in mine):
+            report["sources"][source] = "mean difference (no harmful image records)"
+            continue
+        direction, found = attribution_direction(vlm, mine, settings, progress, cancel, show_bar)
+        found.pop("settings")
+        if direction is None:
+            report["sources"][source] = {"direction": "mean difference (no record had an attributed patch)", **found}
+            continue
+        directions[source] = direction
+        report["sources"][source] = {"direction": "attribution", **found}
+    return directions, report

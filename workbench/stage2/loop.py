@@ -150,7 +150,8 @@ class TrainableSteering(torch.nn.Module):
 
     def frozen(self, base: SteeringVector) -> Steering:
         """A plain `Steering` with the current values (for sampling under no_grad)."""
-        return Steering(self.to_vector(base, {}), self.mode, self.alpha, tuple(self.layers), self.steer_at)
+        return Steering(self.to_vector(base, {}), self.mode, self.alpha, tuple(self.layers),
+                        self.steer_at)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -9,6 +9,7 @@ import gradio as gr
 from ...data.sources import default_dataset
 from ...stage1.activations import POSITIONS
 from ...stage1.directions import METHODS
+from ...stage1.presets import PRESETS
 from ..backend import Workbench
 from ..context import AppContext, friendly_errors, gpu_task, md_text, progress_callback, run_picker
 from ..jobs import stage1_figures
@@ -25,6 +26,9 @@ def build(ctx: AppContext) -> None:
                                        interactive=False)
             ui["s1_position"] = gr.Dropdown(list(POSITIONS), value="last", label="Token position")
             ui["s1_method"] = gr.Dropdown(list(METHODS), value="mean_diff", label="Direction method")
+            ui["s1_preset"] = gr.Dropdown(list(PRESETS), value="workbench", label="Preset",
+                                          info="astra: ASTRA's protocol (attribution, one layer, last position, α "
+                                          "swept); workbench: the project's own")
             with gr.Column():
                 ui["s1_run"] = gr.Button("Run Stage I", variant="primary")
                 ui["s1_cancel"] = gr.Button("Cancel", size="sm")
@@ -61,13 +65,19 @@ def _show(ctx: AppContext, request: gr.Request | None, run_id: str, projection: 
     rows = [[s.layer, round(s.probe_accuracy, 3), round(s.probe_baseline, 3), round(s.auroc, 3), round(s.separation, 2),
              round(s.auroc_in_sample, 3)] for s in result.scores]
     info = wb.runs.info(run_id)
-    layers = result.suggested_layers()
+    recorded = result.vector.metadata.get("steering") or {}
+    layers = list(recorded.get("layers") or result.suggested_layers())
     suggested = ",".join(map(str, layers))
+    preset = result.vector.metadata.get("preset", "workbench")
+    where = md_text(recorded.get("steer_at"))
+    made = (f" Preset {md_text(preset)}: steers layer {suggested} at position(s) {where}, α "
+            f"{md_text(recorded.get('alpha'))} (chosen by a sweep on the training data; alpha_sweep.csv)."
+            if recorded else "")
     summary = (f"Run `{run_id}` · data {md_text(info.get('data'))} · {md_text(info.get('records'))} records · "
                f"{result.verdict()}"
                + (" (set in the playground, Stage II and Evaluate)." if layers else
                   ". The layer boxes are left as they were: steering along these directions is not supported "
-                  "by the data.") + " Directions point from benign to harmful; AUROC and d are held out.")
+                  "by the data.") + made + " Directions point from benign to harmful; AUROC and d are held out.")
     chart, scatter, heatmap = _views(wb, run_id, best, projection)
     slider = gr.update(minimum=0, maximum=result.activations.num_layers - 1, value=best)
     boxes = [suggested] * 3 if layers else [gr.update()] * 3
@@ -81,12 +91,12 @@ def wire(ctx: AppContext) -> None:
 
     @gpu_task
     @friendly_errors
-    def run(dataset: str, position: str, method: str, projection: str, request: gr.Request,
+    def run(dataset: str, position: str, method: str, projection: str, preset: str, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> list[Any]:
         cancel = ctx.cancel_flag(request, "stage1")
         wb = ctx.visitor(request)
         records = wb.records(dataset)
-        run_id = wb.run_stage1(records, dataset, position, method, progress_callback(progress), cancel)
+        run_id = wb.run_stage1(records, dataset, position, method, progress_callback(progress), cancel, preset)
         return _show(ctx, request, run_id, projection)
 
     @friendly_errors
@@ -105,7 +115,8 @@ def wire(ctx: AppContext) -> None:
                      "minute on a CPU)")
         return _views(ctx.visitor(request), run_id, int(layer), projection)[1:]
 
-    ui["s1_run"].click(run, [ui["dataset"], ui["s1_position"], ui["s1_method"], ui["s1_projection"]], outputs,
+    ui["s1_run"].click(run, [ui["dataset"], ui["s1_position"], ui["s1_method"], ui["s1_projection"], ui["s1_preset"]],
+                       outputs,
                        api_name="stage1", show_progress_on=[ui["s1_summary"], ui["s1_chart"]])
     ui["s1_cancel"].click(ctx.canceller("stage1"), None, ui["s1_summary"], queue=False, api_visibility="private")
     ui["s1_open"].click(reopen, [ui["stage1_reopen"], ui["s1_projection"]], outputs, api_name="open_stage1")
