@@ -13,7 +13,6 @@ import pytest
 from workbench.app.backend import Workbench
 from workbench.app.jobs import create_stage2, run_comparison, run_evaluation, run_stage2
 from workbench.cli.main import main
-from workbench.stage2.loop import Stage2Config
 from workbench.steer.steering import steering_for
 from workbench.steer.vectors import SteeringVector
 
@@ -82,7 +81,11 @@ def test_eval_writes_the_same_run_and_metrics_through_the_cli_and_the_app(both: 
 def test_stage2_writes_the_same_run_through_the_cli_and_the_app(both: dict[str, Any]) -> None:
     wb, root = both["wb"], both["root"]
     out = root / "cli-stage2"
-    config = Stage2Config(steps=1, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8)
+    from workbench.stage2.presets import stage2_config  # what the app's Stage II tab builds its config with
+
+    config, _ = stage2_config("workbench", wb.vector(both["app_stage1"]),
+                              dict(steps=1, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8))
+    assert config.layers == [2] and config.preset == "workbench"  # Stage I's suggested layer, as eval steers
     _cli("stage2", "--model", "organism", "--data", "organism:train", "--vectors",
          str(both["cli_stage1"] / "vectors.safetensors"), "--steps", "1", "--prompts-per-step", "2", "--samples", "2",
          "--max-new-tokens", "8", "--out", str(out))
@@ -123,3 +126,38 @@ def test_compare_writes_the_same_table_through_the_cli_and_the_app(both: dict[st
     assert "toxic answers" in table["rows"]["no defence"]["cells"]["organism:test"]
     app_runs = wb.runs.list("compare")
     assert len(app_runs) == 1 and _info(out) == _info(wb.runs.path(app_runs[0]))
+
+
+def test_the_astra_and_spo_vlm_presets_run_the_same_through_the_cli_and_the_app(both: dict[str, Any]) -> None:
+    """Stage I `astra` (attribution, α sweep) and Stage II `spo-vlm` from its vectors, through each shell."""
+    from workbench.app.tabs.stage2 import preset_widgets
+
+    wb, root = both["wb"], both["root"]
+    cli_s1 = root / "cli-astra"
+    _cli("stage1", "--model", "organism", "--data", "organism:train", "--out", str(cli_s1), "--preset", "astra")
+    app_s1 = wb.run_stage1(wb.records("organism:train"), "organism:train", "last", "mean_diff", preset="astra")
+    app_folder = wb.runs.path(app_s1)
+    assert _info(cli_s1) == _info(app_folder) and _info(cli_s1)["preset"] == "astra"
+    assert (cli_s1 / "alpha_sweep.csv").read_text() == (app_folder / "alpha_sweep.csv").read_text()
+    vector = SteeringVector.load(cli_s1 / "vectors.safetensors")
+    assert vector.metadata["attribution"]["sources"]["typographic"]["direction"] == "attribution"
+    assert vector.metadata["steering"]["steer_at"] == "last"
+
+    cli_s2 = root / "cli-spo"
+    _cli("stage2", "--model", "organism", "--data", "organism:train", "--vectors", str(cli_s1 / "vectors.safetensors"),
+         "--preset", "spo-vlm", "--steps", "1", "--prompts-per-step", "2", "--samples", "2", "--max-new-tokens", "8",
+         "--out", str(cli_s2))
+    objective, reference, reward, _, safe, note = preset_widgets("spo-vlm")
+    assert (objective, reference, reward, safe) == ("dpo", "initial", "toxicity=1,visual=0.5", "")
+    assert "SPO-VLM's Stage II" in note
+    from workbench.stage2.presets import parse_reward_weights, stage2_config
+    config, _ = stage2_config("spo-vlm", wb.vector(app_s1), dict(
+        steps=1, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8, objective=objective, reference=reference,
+        weights=parse_reward_weights(reward)))
+    run_id = create_stage2(wb, app_s1, "organism:train", config)
+    run_stage2(wb, run_id, config, False, threading.Event(), lambda metrics: None)
+    saved = json.loads((cli_s2 / "config.json").read_text())
+    assert saved == json.loads((wb.runs.path(run_id) / "config.json").read_text())
+    assert saved["preset"] == "spo-vlm" and saved["steer_at"] == "last" and saved["weights"]["refusal"] == 0.0
+    trained = SteeringVector.load(cli_s2 / "vectors.safetensors")
+    assert trained.metadata["steering"]["steer_at"] == "last" and trained.metadata["stage2"]["preset"] == "spo-vlm"
