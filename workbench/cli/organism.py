@@ -34,6 +34,7 @@ def add_check_args(parser: argparse.ArgumentParser) -> None:
                         help="prompts per group (VQA task, route x label)")
     parser.add_argument("--per-family", type=count_arg(0), default=20,
                         help="requests per label and task in each rendering family (0 skips the per-rendering table)")
+    parser.add_argument("--seed", type=int, default=0, help="which held-out set to draw (0: the default one)")
     parser.add_argument("--json", default=None, help="write the metrics as JSON here")
 
 
@@ -69,7 +70,7 @@ def check_command(args: argparse.Namespace) -> int:
             vector = vector + SteeringVector.load(path)
         steering, note = steering_for(vector, args.mode, args.alpha, args.layers, args.steer_at)
         print(note)
-    result = run_check(vlm, steering, per_group=args.per_group, per_family=args.per_family)
+    result = run_check(vlm, steering, per_group=args.per_group, per_family=args.per_family, seed=args.seed)
     print(result.table())
     if args.json:
         atomic_write_text(args.json, result.to_json())

@@ -17,6 +17,7 @@ from .world import (
     HARMFUL,
     TEST_SEEDS,
     TRAIN_SEEDS,
+    UNSEEN_ACTIVITIES,
     Route,
     activity_example,
     scene_example,
@@ -31,7 +32,8 @@ TEST_RECORDS_SEED = TEST_SEEDS[1] - 7
 
 
 def dataset(split: str, per_activity: int = 3, scenes: int = 40) -> list[Record]:
-    """Records for `split`: each activity through each route `per_activity` times, plus benign scene VQA."""
+    """Records for `split`: each activity through each route `per_activity` times, plus benign scene VQA; the
+    training split leaves out `UNSEEN_ACTIVITIES` (drawn and dropped, so every other record stays as it was)."""
     if split not in SPLITS:
         raise ValueError(f"unknown organism split {split!r}; use organism:train or organism:test")
     rng = random.Random(TRAIN_RECORDS_SEED if split == "train" else TEST_RECORDS_SEED)
@@ -41,6 +43,8 @@ def dataset(split: str, per_activity: int = 3, scenes: int = 40) -> list[Record]
         for route in routes:
             for _ in range(per_activity):
                 example = activity_example(rng, split, route, activity)
+                if split == "train" and activity in UNSEEN_ACTIVITIES:
+                    continue
                 records.append(Record(example.prompt, example.label, route, image_data=example.image,
                                       reference=example.answer if example.label == "benign" else None,
                                       behavior=activity))
