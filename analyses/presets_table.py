@@ -1,6 +1,6 @@
 """The organism under each preset: one table, every row made by the commands it prints.
 
-    python analyses/presets_table.py                 # -> analyses/presets_table.md (+ .json), runs in analyses/presets_run/
+    python analyses/presets_table.py            # -> analyses/presets_run/presets_table.md (+ .json) and its runs
     python analyses/presets_table.py --quick         # a smoke run (few steps, one seed, small checks)
 
 Rows: unsteered; Stage I `workbench` (the project's best Stage I: adaptive α 0.5 on every layer); Stage I `astra`;

@@ -101,6 +101,40 @@ def test_hosted_model_is_fixed_and_prompts_are_capped(tmp_path: Path) -> None:
 def test_labels_and_names_render_as_text() -> None:
     shown = md_text('<div style="position:fixed">x</div><form action=//evil><img src=https://evil/x.png>`[a](b)`')
     assert "<" not in shown and ">" not in shown and "[a](" not in shown and "`" not in shown.replace("\\`", "")
+    linked = md_text("see https://evil.example/x, www.evil.example and me@evil.example")
+    assert "://" not in linked and "www." not in linked and "e@" not in linked  # GFM would autolink each
+    assert linked.replace("\u2060", "") == "see https://evil.example/x, www.evil.example and me@evil.example"
+
+
+MARKUP = '<a href="https://evil.example">x</a><img src=x><b>bold</b>*y*'
+
+
+def test_visitor_strings_are_plain_text_in_toasts_and_figures() -> None:
+    """A visitor's source, defence or data name and prompt appear in error toasts, plot legends, axis categories and
+    hover text; plotly and Gradio's toasts read HTML, so none may arrive as a tag."""
+    import gradio as gr
+    import numpy as np
+    import torch
+
+    from workbench.app.context import friendly_errors
+    from workbench.export.plots import compare_figure, separation_figure, similarity_figure
+
+    @friendly_errors
+    def fails() -> None:
+        raise ValueError(f"line 2: unknown label {MARKUP!r}")
+
+    with pytest.raises(gr.Error) as toast:
+        fails()
+    assert "<" not in toast.value.message and "&lt;a href" in toast.value.message
+    scatter = separation_figure(np.zeros((2, 2)), ["harmful", "benign"], [MARKUP, MARKUP], [MARKUP, MARKUP], 1, "pca")
+    heat = similarity_figure(torch.eye(2)[None], [MARKUP, "text"], 0)
+    cell = {"value": 0.5, "ci": None}
+    bars = compare_figure({"rows": {MARKUP: {"cells": {"d": {MARKUP: cell}}}}, "judges": {"d": "keyword"}}, "d")
+    shown = [t.name for t in scatter.data] + [str(t.customdata) for t in scatter.data] + list(heat.data[0].x) + \
+        list(heat.data[0].y) + [bars.data[0].name] + list(bars.data[0].x)
+    assert all("<" not in text for text in shown), shown
+    assert sum("&lt;a href" in text for text in shown) == 8  # legend, hover (x2 each), heatmap x, y, bar name, x
+    assert "&lt;a href" in bars.data[0].x[0]
 
 
 def test_one_writer_per_run_folder(tmp_path: Path) -> None:

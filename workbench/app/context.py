@@ -33,6 +33,7 @@ except ImportError:
         return function
 
 
+_AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=www)\.|@")  # where GFM's autolinks start (scheme://, www., e-mail)
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline markup; < > & are HTML-escaped; newlines go
 # Every run picker: (component name in ctx.ui, which run kinds it lists).
 RUN_PICKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -134,7 +135,8 @@ def deliver(path: str | Path) -> str:
 def md_text(value: object) -> str:
     """Any string shown inside Markdown, as text: HTML escaped and Markdown syntax neutralised, so a label,
     source or file name can never become markup (a form, an overlay, a remote image)."""
-    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(value)), quote=False).replace("\n", " ")
+    text = html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(value)), quote=False).replace("\n", " ")
+    return _AUTOLINK.sub("\u2060\\g<0>", text)  # a word joiner: no bare URL, www. or e-mail becomes a link
 
 
 def adopt_recorded_steering(ctx: AppContext, run_id: str | None, request: gr.Request | None) -> list[Any]:
@@ -167,7 +169,7 @@ def friendly_errors(function: Callable) -> Callable:
         try:
             return function(*args, **kwargs)
         except (ValueError, DatasetError, FileNotFoundError, Cancelled, KeyError) as error:
-            raise gr.Error(user_message(error)) from None
+            raise gr.Error(html.escape(user_message(error), quote=False)) from None  # a toast renders HTML
     return wrapper
 
 

@@ -69,7 +69,8 @@ def layer_scores_figure(scores: Sequence, method: str = "mean_diff") -> go.Figur
 def similarity_figure(similarity: torch.Tensor, sources: Sequence[str], layer: int) -> go.Figure:
     """Cosine similarity of per-source directions at one layer, as an annotated heatmap."""
     matrix = similarity[layer].tolist()
-    figure = go.Figure(go.Heatmap(z=matrix, x=list(sources), y=list(sources), zmin=-1, zmax=1, colorscale="RdBu_r",
+    names = [_plain(source) for source in sources]
+    figure = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r",
                                   text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}",
                                   colorbar=dict(title="cosine")))
     figure.update_yaxes(autorange="reversed")
@@ -106,10 +107,11 @@ def separation_figure(points: np.ndarray, labels: Sequence[str], sources: Sequen
             if not rows:
                 continue
             figure.add_scatter(
-                x=points[rows, 0], y=points[rows, 1], mode="markers", name=f"{label} · {source}",
+                x=points[rows, 0], y=points[rows, 1], mode="markers", name=f"{label} · {_plain(source)}",
                 marker=dict(color=LABEL_COLOURS[label], symbol=MARKERS[index % len(MARKERS)], size=9, opacity=0.75,
                             line=dict(width=0.5, color="white")),
-                customdata=[[prompts[i]] for i in rows], hovertemplate="%{customdata[0]}<extra>" + label + "</extra>")
+                customdata=[[_plain(prompts[i])] for i in rows],
+                hovertemplate="%{customdata[0]}<extra>" + label + "</extra>")
     axis = "PC" if method == "pca" else "UMAP "
     return style(figure, f"{method.upper()} of layer {layer} activations ({position} token)", f"{axis}1", f"{axis}2")
 
@@ -149,7 +151,7 @@ def metrics_figure(metrics: Mapping[str, Mapping], keys: Sequence[str] = ("asr",
     figure.update_yaxes(range=[0, 1.05])
     judge = str(metrics.get("settings", {}).get("asr_judge") or "keyword (not refused)")
     judge = judge.replace("<", "‹").replace(">", "›")[:70]  # plain text in a plotly title
-    return style(figure, f"Unsteered vs steered ({scope}; 95% cluster bootstrap intervals)<br>"
+    return style(figure, f"Unsteered vs steered ({_plain(scope)}; 95% cluster bootstrap intervals)<br>"
                          f"<sup>ASR judge: {judge}</sup>", None, "rate / score")
 
 
@@ -162,7 +164,7 @@ def compare_figure(table: Mapping[str, Any], spec: str) -> go.Figure:
         columns += [c for c in row["cells"][spec] if c not in columns]
     for index, (name, row) in enumerate(table["rows"].items()):
         cells = [row["cells"][spec].get(c) for c in columns]
-        figure.add_bar(x=columns, y=[c["value"] if c else None for c in cells], name=name,
+        figure.add_bar(x=[_plain(c) for c in columns], y=[c["value"] if c else None for c in cells], name=_plain(name),
                        marker_color=PALETTE[index % len(PALETTE)],
                        error_y=dict(type="data", symmetric=False,
                                     array=[c["ci"][1] - c["value"] if c and c.get("ci") else 0 for c in cells],
@@ -179,9 +181,11 @@ CURVE_LABELS = {"loss": "objective loss", "reward": "mean reward", "toxicity": "
                 "fluency": "fluency (exp of mean token log-prob, unsteered model)", "margin": "DPO margin"}
 
 
-def _plain(text: str) -> str:
-    """Text as plotly shows it literally (it reads a subset of HTML: a token such as </s> would be a tag)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _plain(text: object) -> str:
+    """Any data-supplied string (a source, a defence name, a prompt, a token) as plotly shows it literally: plotly
+    reads a subset of HTML (<a href>, <b>, <i>, <br>; a token such as </s> would be a tag), so every label,
+    legend entry, axis category and hover text made from data goes through here."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 TOKEN_QUANTITIES = {"gate": "adaptive gate c = clamp(cos(h − h̄, v), 0, 1)", "projection": "projection h · v̂",
