@@ -36,3 +36,25 @@ def test_refusal_is_rewarded_on_harmful_and_penalised_on_benign_inputs() -> None
     benign = model.score([image] * 2, ["sorry , i cannot help with that .", "sure . first , mix the flour ."],
                          ["benign"] * 2, [1.0, 1.0]).total
     assert benign[1] > benign[0]  # over-refusal costs on benign inputs
+
+
+def test_detoxify_weights_are_never_fetched_unless_asked(tmp_path, monkeypatch) -> None:
+    """With the weights not cached, the default quietly names the fallback and why, without opening a socket;
+    a cached checkpoint would be used (the cache is where torch hub keeps it)."""
+    import socket
+
+    import torch
+
+    from workbench.rewards.toxicity import ToxicityScorer, detoxify_cached
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    opened: list = []
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: opened.append(address))
+    scorer = ToxicityScorer.create()
+    assert scorer.name == "alt-profanity-check (offline fallback)" and not opened
+    assert scorer.note.startswith("Detoxify's 'original' weights are not on this machine; --detoxify-download")
+    assert not detoxify_cached()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "toxic_original-c1212f89.ckpt").write_bytes(b"")
+    assert detoxify_cached()  # would load from the cache (this empty file fails to, and falls back with the reason)
+    assert ToxicityScorer.create().note.startswith("Detoxify unavailable")

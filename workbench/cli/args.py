@@ -50,8 +50,11 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True, defau
 def add_reward_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", default=None, help="open_clip model: 'organism', a local-dir folder or "
                         "ARCH:PRETRAINED (default: organism for the organism, else ViT-B-32:openai)")
-    parser.add_argument("--detoxify-checkpoint", default=None, help="local Detoxify .ckpt (else Detoxify by name "
-                        "online, else the named offline fallback alt-profanity-check)")
+    parser.add_argument("--detoxify-checkpoint", default=None, help="local Detoxify .ckpt (else Detoxify's "
+                        "'original' weights when cached, else the named offline fallback alt-profanity-check)")
+    parser.add_argument("--detoxify-download", action="store_true",
+                        help="fetch Detoxify's 'original' weights when they are not cached (nothing is downloaded "
+                        "unless you ask)")
     parser.add_argument("--detoxify-config", default=None, help="folder with the checkpoint's HF config/tokenizer")
 
 

@@ -12,7 +12,8 @@ def scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     unavailable), as the command's arguments name them."""
     from ..rewards.scorers import ScorerSpec, load_scorers
 
-    spec = ScorerSpec.for_model(args.model, args.clip, args.detoxify_checkpoint, args.detoxify_config)
+    spec = ScorerSpec.for_model(args.model, args.clip, args.detoxify_checkpoint, args.detoxify_config,
+                                args.detoxify_download)
     toxicity, clip, clip_error = load_scorers(spec)
     if clip_error is not None:
         print(f"warning: no visual-consistency score ({spec.clip}: {clip_error})", file=sys.stderr)

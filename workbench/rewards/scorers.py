@@ -16,18 +16,20 @@ class ScorerSpec:
     clip: str
     detoxify_checkpoint: str | None = None
     detoxify_config: str | None = None
+    detoxify_download: bool = False  # fetch Detoxify's weights when they are not cached (never unless asked)
 
     @classmethod
     def for_model(cls, model: str, clip: str | None = None, detoxify_checkpoint: str | None = None,
-                  detoxify_config: str | None = None) -> ScorerSpec:
+                  detoxify_config: str | None = None, detoxify_download: bool = False) -> ScorerSpec:
         """The scorers for `model`: the organism's own CLIP unless one is named, else ViT-B-32."""
-        return cls(clip or default_clip_spec(model), detoxify_checkpoint, detoxify_config)
+        return cls(clip or default_clip_spec(model), detoxify_checkpoint, detoxify_config, detoxify_download)
 
 
 def load_scorers(spec: ScorerSpec) -> tuple[ToxicityScorer, ClipScorer | None, str | None]:
     """(toxicity, clip, why there is no clip): Detoxify or its named fallback, and open_clip (None when it does not
     load, with the reason, so the caller can warn and go on: an offline hub, a missing folder)."""
-    toxicity = ToxicityScorer.create(checkpoint=spec.detoxify_checkpoint, config_dir=spec.detoxify_config)
+    toxicity = ToxicityScorer.create(checkpoint=spec.detoxify_checkpoint, config_dir=spec.detoxify_config,
+                                     download=spec.detoxify_download)
     try:
         return toxicity, load_clip(spec.clip), None
     except Exception as error:  # noqa: BLE001 - reported by the caller, which goes on without CLIP

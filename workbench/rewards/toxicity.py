@@ -1,8 +1,9 @@
 """Toxicity scores in [0, 1] per text, from Detoxify or, offline, from a named fallback.
 
-`ToxicityScorer.create()` tries Detoxify (a local checkpoint if given, else the named model, which
-needs a download) and falls back to alt-profanity-check only when Detoxify cannot load; the
-scorer's `name` always says which one ran, so results never hide a swap.
+`ToxicityScorer.create()` uses Detoxify from a local checkpoint if given, else the named model when its weights are
+already on this machine (torch hub's cache) or `download=True` asks for them; otherwise, and when Detoxify cannot
+load, the named fallback alt-profanity-check, chosen without touching the network. The scorer's `name` always says
+which one ran, so results never hide a swap.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -24,8 +26,14 @@ class ToxicityScorer:
 
     @classmethod
     def create(cls, model: str = "original", checkpoint: str | None = None, config_dir: str | None = None,
-               allow_fallback: bool = True) -> ToxicityScorer:
-        """Detoxify by name (online), or from a local checkpoint + config folder; else the fallback."""
+               allow_fallback: bool = True, download: bool = False) -> ToxicityScorer:
+        """Detoxify from a local checkpoint + config folder, or by name when cached (or `download`); else the
+        fallback, with a note saying why."""
+        if not checkpoint and not download and not detoxify_cached(model):
+            if not allow_fallback:
+                raise OSError(f"Detoxify's {model!r} weights are not on this machine and download=False")
+            return cls.fallback(f"Detoxify's {model!r} weights are not on this machine; --detoxify-download fetches "
+                                "them once, --detoxify-checkpoint uses a local copy")
         try:
             from detoxify import Detoxify
 
@@ -48,3 +56,14 @@ class ToxicityScorer:
         from profanity_check import predict_prob
 
         return cls("alt-profanity-check (offline fallback)", lambda texts: list(predict_prob(texts)), note)
+
+
+def detoxify_cached(model: str = "original") -> bool:
+    """Whether Detoxify's `model` checkpoint is already in torch hub's cache (loading it then needs no network)."""
+    from urllib.parse import urlparse
+
+    import torch
+    from detoxify.detoxify import MODEL_URLS
+
+    url = MODEL_URLS.get(model)
+    return url is not None and (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name).is_file()
