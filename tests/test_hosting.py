@@ -254,6 +254,26 @@ def test_dual_use_is_off_for_real_models_in_hosting_mode(tmp_path: Path) -> None
     assert "dual-use" in DUAL_USE_REFUSED
 
 
+def test_stage2_on_a_real_model_in_hosting_mode_refuses_training_toward_harm(tmp_path: Path) -> None:
+    """Stage II steers while it samples: creating (or resuming) a run with a harm-pushing α is refused before any
+    run folder is made (issue 47: it was never checked)."""
+    import dataclasses
+    import json
+    import threading
+
+    from workbench.app.jobs import create_stage2, run_stage2
+    from workbench.stage2.loop import Stage2Config
+
+    real = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    with pytest.raises(ValueError, match="dual-use policy"):
+        create_stage2(real, "no-such-run", "demo", Stage2Config(mode="additive", alpha=5.0))
+    assert not real.runs.list()
+    run_id, folder = real.runs.create("stage2", {"model": real.spec, "data": "demo", "source_run": "x"})
+    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(Stage2Config(mode="additive", alpha=5.0))))
+    with pytest.raises(ValueError, match="dual-use policy"):
+        run_stage2(real, run_id, None, True, threading.Event(), lambda metrics: None)
+
+
 def test_each_cancel_button_stops_only_its_own_job(tmp_path: Path) -> None:
     from types import SimpleNamespace
 

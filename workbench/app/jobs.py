@@ -38,6 +38,7 @@ from .hosting import MAX_PROMPT_CHARS
 
 def create_stage2(wb: Workbench, source_run: str, data_label: str, config: Stage2Config) -> str:
     """A new Stage II run folder refining the vectors of `source_run`; returns its id."""
+    wb.check_dual_use(config.mode, config.alpha)  # training steers too: the hosted policy applies before any work
     wb.vector(source_run)  # fails early, with a message, when the source has no usable vectors
     run_id, _ = wb.runs.create("stage2", {"model": wb.spec, "data": data_label, "source_run": source_run,
                                           "status": "created", "steps": config.steps})
@@ -56,6 +57,7 @@ def run_stage2(wb: Workbench, run_id: str, config: Stage2Config | None, resume: 
             raise ValueError(f"run {run_id} never started training (no config saved); start a new run instead")
         config = Stage2Config(**json.loads((folder / "config.json").read_text(encoding="utf-8")))
     assert config is not None
+    wb.check_dual_use(config.mode, config.alpha)  # a resumed run is checked again (the host's policy may be newer)
     source = info["source_run"]
     wb.vector(source)  # the source still has vectors this model can use (a message, not a traceback)
     spec = Stage2Spec(wb.spec, info["data"], str(wb.runs.path(source) / "vectors.safetensors"), config, source)
