@@ -34,7 +34,7 @@ from ..rewards.visual import ClipScorer
 from ..stage1.job import Stage1Spec
 from ..stage1.pipeline import Stage1Result, load_stage1
 from ..steer.rules import get_rule
-from ..steer.steering import RECORDED, Steering, generate, generate_ids, parse_layers
+from ..steer.steering import RECORDED, Steering, generate, generate_ids, parse_layers, steering_for
 from ..steer.token_view import answer_diff, token_view
 from ..steer.vectors import SteeringVector
 from .hosting import (
@@ -286,8 +286,10 @@ class Workbench:
         return {"layers": layers} if layers else {}
 
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
+        """The widgets' mode, α and layers; layers left empty and the steered positions come from the vector (what
+        Stage II trained with or a Stage I preset recorded, else Stage I's suggested layers), as the CLI does."""
         self.check_dual_use(mode, float(alpha))
-        return Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))
+        return steering_for(self.vector(run_id), mode, float(alpha), parse_layers(layers))[0]
 
     @using_model
     def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int

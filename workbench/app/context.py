@@ -153,7 +153,9 @@ def adopt_recorded_steering(ctx: AppContext, run_id: str | None, request: gr.Req
     layers = recorded.get("layers")
     return [recorded.get("mode", gr.update()), recorded.get("alpha", gr.update()),
             ",".join(map(str, layers)) if layers else "",
-            "Mode, α and layers set to what these vectors were trained with; change any to override."]
+            "Mode, α and layers set to what these vectors record (Stage II's training, or a Stage I preset such as "
+            "astra); change any to override." + (f" Steered positions: {md_text(recorded['steer_at'])}."
+                                                  if recorded.get("steer_at") else "")]
 
 
 def run_picker(label: str, **options: Any) -> gr.Dropdown:
