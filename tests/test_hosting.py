@@ -376,7 +376,7 @@ def test_a_model_switch_never_lands_in_the_middle_of_a_job(tmp_path: Path, monke
         assert wb.runs.list() == [] and folder.parent.name == ".staging"  # a run being made is listed nowhere
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(backend, "run_stage1_job", stage1_that_meets_a_switch)
+    monkeypatch.setattr(backend, "run_stage1_preset_job", stage1_that_meets_a_switch)
     with pytest.raises(RuntimeError, match="stop here"):
         wb.run_stage1([], "demo", "last", "mean_diff")
     assert seen == ["tiny-random:llava"]

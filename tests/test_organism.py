@@ -142,8 +142,8 @@ def test_the_organism_reads_the_question_before_the_image() -> None:
 def test_toxicity_scorer_names_its_offline_fallback() -> None:
     from workbench.rewards.toxicity import ToxicityScorer
 
-    scorer = ToxicityScorer.create()
-    assert "fallback" in scorer.name and "Detoxify unavailable" in scorer.note
+    scorer = ToxicityScorer.create()  # no Detoxify weights here, and none fetched: the fallback says why
+    assert "fallback" in scorer.name and ("Detoxify unavailable" in scorer.note or "not on this machine" in scorer.note)
     toxic, helpful, refusal = scorer([toxic_answer(sorted(HARMFUL)[0]), steps_answer("bake a cake"), REFUSAL])
     assert toxic > 0.8 and helpful < 0.5 and refusal < 0.5
 
