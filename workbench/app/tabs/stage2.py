@@ -17,7 +17,7 @@ from ...stage2.presets import PRESETS, parse_reward_weights, stage2_config
 from ...steer.rules import modes
 from ...steer.steering import parse_layers
 from ..backend import Workbench, user_message
-from ..context import AppContext, friendly_errors, gpu_task, md_text, run_picker
+from ..context import AppContext, adopt_recorded_steering, friendly_errors, gpu_task, md_text, run_picker
 from ..jobs import create_stage2, run_stage2, stage2_metrics
 
 DEFAULTS = Stage2Config()
@@ -173,6 +173,11 @@ def wire(ctx: AppContext) -> None:
                                  ui["s2_layers"], ui["s2_lr"], ui["s2_beta"], ui["s2_safe"], ui["s2_preset"],
                                  ui["s2_reward"]], outputs,
                          api_name="stage2", show_progress_on=[ui["s2_curves"]])
+    def adopt(run_id: str | None, request: gr.Request) -> list[Any]:
+        return adopt_recorded_steering(ctx, run_id, request)  # an astra vector's α and layer, Stage II's settings
+
+    ui["s2_source"].input(adopt, ui["s2_source"], [ui["s2_mode"], ui["s2_alpha"], ui["s2_layers"], ui["s2_status"]],
+                          api_visibility="private", queue=False)
     ui["s2_preset"].change(friendly_errors(preset_widgets), [ui["s2_preset"]],
                            [ui["s2_objective"], ui["s2_reference"], ui["s2_reward"], ui["s2_steps"], ui["s2_safe"],
                             ui["s2_preset_note"]], queue=False, api_visibility="private")
