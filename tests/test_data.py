@@ -298,3 +298,30 @@ def test_a_record_limit_covers_every_label_source_and_harmful_behaviour() -> Non
     assert even_split(10, [2, 100, 100], [0, 1, 2]) == [2, 4, 4] and even_split(5, [1, 1], [1, 0]) == [1, 1]
     with pytest.raises(ValueError, match="at least 1"):
         stratified_sample(records, 0)
+
+
+@pytest.mark.parametrize("name, body", [
+    ("crlf.jsonl", b'{"prompt": "a", "label": "harmful"}\r\n{"prompt": "b", "label": "benign"}\r\n'),
+    ("bom.jsonl", b'\xef\xbb\xbf{"prompt": "a", "label": "harmful"}\n{"prompt": "b", "label": "benign"}'),
+    ("last.jsonl", b'{"prompt": "a", "label": "harmful"}\n{"prompt": "b", "label": "benign"}'),
+    ("bom.csv", b"\xef\xbb\xbfprompt,label\r\na,harmful\r\nb,benign"),
+    ("last.csv", b"prompt,label\na,harmful\nb,benign"),
+])
+def test_line_endings_byte_order_marks_and_a_missing_final_newline_keep_every_row(tmp_path, name, body) -> None:
+    """Files as editors and spreadsheets write them: CRLF, a UTF-8 byte order mark, no newline after the last row;
+    every row is read, the last one included, and the first column's name is not polluted by the mark."""
+    path = tmp_path / name
+    path.write_bytes(body)
+    assert [(r.prompt, r.label) for r in load_dataset(str(path))] == [("a", "harmful"), ("b", "benign")]
+
+
+def test_tab_separated_files_are_refused_with_what_to_do(tmp_path) -> None:
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("prompt\tlabel\na\tharmful\n")
+    with pytest.raises(DatasetError, match="unknown dataset format; give a .jsonl or .csv file"):
+        load_dataset(str(tsv))
+    named_csv = tmp_path / "t.csv"
+    named_csv.write_text("prompt\tlabel\na\tharmful\n")
+    with pytest.raises(DatasetError, match=r"line 1: header lacks column\(s\) prompt, label; found prompt\tlabel "
+                                           r"\(a comma-separated header is expected\)"):
+        load_dataset(str(named_csv))
