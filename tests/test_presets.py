@@ -112,8 +112,8 @@ def test_stage1_astra_on_a_tiny_llava_records_its_protocol_and_eval_applies_it(t
     assert "steer_at last (from the vector)" in line
     refined = tmp_path / "s2"
     assert main(["stage2", "--model", "tiny-random:llava", "--data", data, "--vectors",
-                 str(out / "vectors.safetensors"), "--out", str(refined), "--preset", "spo-vlm", "--steps", "1", "--prompts-per-step", "2", "--samples",
-                 "2", "--max-new-tokens", "4"]) == 0
+                 str(out / "vectors.safetensors"), "--out", str(refined), "--preset", "spo-vlm", "--steps", "1",
+                 "--prompts-per-step", "2", "--samples", "2", "--max-new-tokens", "4"]) == 0
     trained = SteeringVector.load(refined / "vectors.safetensors")
     assert trained.metadata["stage2"]["preset"] == "spo-vlm" and trained.metadata["steering"]["steer_at"] == "last"
     assert trained.metadata["stage2"]["weights"] == {"toxicity": 1.0, "visual": 0.5, "refusal": 0.0, "fluency": 0.0}
