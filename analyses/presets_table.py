@@ -1,6 +1,6 @@
 """The organism under each preset: one table, every row made by the commands it prints.
 
-    python analyses/presets_table.py            # -> analyses/presets_run/presets_table.md (+ .json) and its runs
+    python analyses/presets_table.py            # -> analyses/presets_table.md (+ .json); runs in analyses/presets_run/
     python analyses/presets_table.py --quick         # a smoke run (few steps, one seed, small checks)
 
 Rows: unsteered; Stage I `workbench` (the project's best Stage I: adaptive α 0.5 on every layer); Stage I `astra`;
@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 Stage II steps, one seed, 6 per group")
     parser.add_argument("--no-attempts", action="store_true", help="skip the named attempts at the spo-vlm target")
+    parser.add_argument("--table", default=None, help="where the table goes (default analyses/presets_table.md; "
+                        "with --quick, inside --out)")
     args = parser.parse_args()
     out = Path(args.out)
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -129,11 +131,12 @@ def main() -> None:
             "'unseen'). Toxicity scorer: " + ", ".join(scorers) + ".", "", *lines, "", "## Commands", ""]
     for name, row_commands in commands.items():
         text += [f"**{name}** (last seed):", "", "```", *row_commands, "```", ""]
-    (out / "presets_table.md").write_text("\n".join(text), encoding="utf-8")
-    (out / "presets_table.json").write_text(json.dumps({"seeds": seeds, "rows": rows, "commands": commands},
-                                                       indent=1), encoding="utf-8")
+    table = Path(args.table) if args.table else (out if args.quick else ROOT / "analyses") / "presets_table.md"
+    table.write_text("\n".join(text), encoding="utf-8")
+    table.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "rows": rows, "commands": commands}, indent=1),
+                                          encoding="utf-8")
     print("\n".join(lines))
-    print(f"wrote {out / 'presets_table.md'}")
+    print(f"wrote {table}")
 
 
 if __name__ == "__main__":
