@@ -32,7 +32,7 @@ DATA = ["--model", "organism", "--data", "organism:train"]
 
 def run(command: list[str], done: Path, log: list[str]) -> None:
     """Run `python -m workbench ...` unless `done` exists; every command goes into the table's log."""
-    log.append("python -m workbench " + " ".join(command))
+    log.append("python -m workbench " + " ".join(command).replace(f"{ROOT}/", ""))  # paths as from the checkout
     if done.exists():
         return
     start = time.time()
@@ -103,11 +103,12 @@ def main() -> None:
         log.clear()
         rows["Stage I workbench (adaptive α 0.5, all layers)"].append(
             check(out, "s1-workbench", seed, s1w / "vectors.safetensors", stage1_best, per_group, log))
-        commands["Stage I workbench (adaptive α 0.5, all layers)"] = [f"python -m workbench stage1 {' '.join(DATA)} "
-                                                                      f"--out {s1w}", *log]
+        commands["Stage I workbench (adaptive α 0.5, all layers)"] = [
+            f"python -m workbench stage1 {' '.join(DATA)} --out {s1w}".replace(f"{ROOT}/", ""), *log]
         log.clear()
         rows["Stage I astra"].append(check(out, "s1-astra", seed, s1a / "vectors.safetensors", [], per_group, log))
-        commands["Stage I astra"] = [f"python -m workbench stage1 {' '.join(DATA)} --out {s1a} --preset astra", *log]
+        commands["Stage I astra"] = [
+            f"python -m workbench stage1 {' '.join(DATA)} --out {s1a} --preset astra".replace(f"{ROOT}/", ""), *log]
         for name, extra in {**stage2, **(attempts if seed == seeds[0] else {})}.items():
             log.clear()
             slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60]
