@@ -1,0 +1,67 @@
+"""The PGD attack job: a spec and a folder in; the adversarial image(s), attack.json (settings and loss curve),
+dataset.jsonl (each image paired with each prompt, which stage1, stage2, eval and compare read) and run.json out."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..core.io import atomic_write_text
+from ..core.jobs import write_job_info
+from ..core.models import VLM
+from ..core.records import Record
+from ..core.runlock import RunLock
+from ..steer.steering import Steerer
+from .pgd import PGDResult, PGDSettings, pgd_attack
+
+
+@dataclass(frozen=True)
+class PGDSpec:
+    """What a user chose: the model, the prompts' data set, the target set's name and the PGD settings."""
+
+    model: str
+    prompts: str
+    targets: str  # toxic | affirmative | a file
+    settings: PGDSettings
+    universal: bool = True
+    image: str = "blank"  # the clean starting image: a file name or "blank"
+    vectors: str | None = None  # an adaptive attack runs through these (steered)
+
+    @property
+    def source(self) -> str:
+        """The dataset source of the images: pgd-<target>-eps<levels> (e.g. pgd-affirmative-eps32)."""
+        levels = self.settings.epsilon_levels
+        name = self.targets if self.targets in ("toxic", "affirmative") else "file"
+        return f"pgd-{name}-" + ("unconstrained" if levels is None else f"eps{levels}") + \
+            ("-adaptive" if self.vectors else "")
+
+
+def run_pgd_job(spec: PGDSpec, folder: str | Path, vlm: VLM, image: Image.Image, records: Sequence[Record],
+                targets: Sequence[str], steering: Steerer | None = None,
+                progress: Callable[[int, int, str], None] | None = None, cancel: threading.Event | None = None
+                ) -> PGDResult:
+    """Attack with `records`' prompts toward `targets`; write the folder."""
+    out = Path(folder)
+    with RunLock(out):
+        result = pgd_attack(vlm, image, [r.prompt for r in records], targets, spec.settings, spec.universal,
+                            steering, progress, cancel)
+        names = []
+        for number, picture in enumerate(result.images):
+            names.append(f"pgd-{number}.png")
+            picture.save(out / names[-1])
+        rows = []
+        for index, record in enumerate(records):
+            rows.append({"prompt": record.prompt, "label": "harmful", "image": names[0 if spec.universal else index],
+                         "source": spec.source, **({"behavior": record.behavior} if record.behavior else {})})
+        atomic_write_text(out / "dataset.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        atomic_write_text(out / "attack.json", json.dumps({
+            "settings": result.settings, "losses": result.losses, "final_loss": result.final_loss,
+            "clean_loss": result.clean_loss, "source": spec.source}, indent=1))
+        write_job_info(out, "attack", spec, images=names, records=len(rows), source=spec.source,
+                       final_loss=round(result.final_loss, 4), clean_loss=round(result.clean_loss, 4))
+    return result
