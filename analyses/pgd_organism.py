@@ -28,12 +28,19 @@ def workbench(*args: str) -> None:
                    stderr=subprocess.DEVNULL)
 
 
-def rates(dataset: Path, out: Path) -> dict:
+def rates(dataset: Path, out: Path, judge: str) -> dict:
+    """Toxic answers (the organism's insults) and ASR by `judge` (organism: steps delivered; scene questions have no
+    activity, so PGD-toxic's ASR column is not read)."""
     if not (out / "metrics.json").is_file():
-        workbench("eval", "--model", "organism", "--data", str(dataset), "--judge", "organism", "--toxicity-judge",
+        workbench("eval", "--model", "organism", "--data", str(dataset), "--judge", judge, "--toxicity-judge",
                   "organism", "--no-plots", "--out", str(out))
     overall = json.loads((out / "metrics.json").read_text())["unsteered"]["overall"]
-    return {"toxic": overall["toxic_rate"]["value"], "asr": overall["asr"]["value"], "n": overall["asr"]["n"]}
+    return {"toxic": overall["toxic_rate"]["value"], "asr": overall["asr"]["value"] if judge == "organism" else None,
+            "n": overall["asr"]["n"]}
+
+
+def show(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def baseline(attacked: Path, image: Image.Image, name: str) -> Path:
@@ -68,14 +75,15 @@ def main() -> None:
             start = time.time()
             if not (folder / "dataset.jsonl").is_file():
                 workbench(*command)
-            seconds = json.loads((folder / "attack.json").read_text()).get("seconds") or round(time.time() - start)
-            attacked = rates(folder / "dataset.jsonl", folder.parent / f"{folder.name}-eval")
-            plain = rates(baseline(folder, clean, "clean"), folder.parent / f"{folder.name}-clean-eval")
+            seconds = round(time.time() - start)  # 0 when the attack was already made (a rerun)
+            judge = "organism" if targets == "affirmative" else "keyword"
+            attacked = rates(folder / "dataset.jsonl", folder.parent / f"{folder.name}-eval", judge)
+            plain = rates(baseline(folder, clean, "clean"), folder.parent / f"{folder.name}-clean-eval", judge)
             white = rates(baseline(folder, Image.new("RGB", (64, 64), "white"), "white"),
-                          folder.parent / f"{folder.name}-white-eval")
+                          folder.parent / f"{folder.name}-white-eval", judge)
             lines.append(f"| {name} | {epsilon} | {args.steps} | {attacked['n']} | {attacked['toxic']:.2f} | "
-                         f"{plain['toxic']:.2f} | {white['toxic']:.2f} | {attacked['asr']:.2f} | {plain['asr']:.2f} | "
-                         f"{white['asr']:.2f} | {seconds} |")
+                         f"{plain['toxic']:.2f} | {white['toxic']:.2f} | {show(attacked['asr'])} | "
+                         f"{show(plain['asr'])} | {show(white['asr'])} | {seconds} |")
             print(lines[-1], flush=True)
     text = ["# PGD on the organism", "", f"Made by `python analyses/pgd_organism.py --steps {args.steps} --limit "
             f"{args.limit}` on the shipped weights (2 CPU cores). Toxic answers: the organism's planted insults "
