@@ -41,6 +41,7 @@ class PGDSettings:
     random_start: bool = True
     seed: int = 0
     batch: int = 8  # (prompt, target) pairs per gradient step
+    keep: str = "best"  # best: the iterate with the lowest running loss (EMA 0.9 of the step losses); last: Qi et al.'s
 
     def __post_init__(self) -> None:
         problems = []
@@ -53,6 +54,8 @@ class PGDSettings:
             problems.append(f"steps must be at least 1, got {self.steps}")
         if self.batch < 1:
             problems.append(f"batch must be at least 1, got {self.batch}")
+        if self.keep not in ("best", "last"):
+            problems.append(f"keep must be best or last, got {self.keep!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -176,22 +179,30 @@ def _optimise(vlm: VLM, clean: Image.Image, pairs: list[tuple[str, list[int]]], 
     if settings.random_start and eps is not None:
         pixels = (base + (torch.rand(base.shape, generator=generator) * 2 - 1).to(base.device) * eps).clamp(0, 1)
     order = random_order(len(pairs), settings.steps * settings.batch, settings.seed)
-    losses = []
+    losses: list[float] = []
+    running, best, kept = math.inf, math.inf, pixels.detach().clone()
+    warm_up = min(settings.steps - 1, math.ceil(len(pairs) / settings.batch))  # one pass over the pairs first
     for step in range(settings.steps):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"PGD cancelled at step {step}")
         chosen = [pairs[i] for i in order[step * settings.batch:(step + 1) * settings.batch]]
-        pixels.requires_grad_(True)
+        current = pixels.detach()
+        pixels = current.clone().requires_grad_(True)
         loss = target_loss(vlm, pixels, [p for p, _ in chosen], [t for _, t in chosen], clean, steering)
         (gradient,) = torch.autograd.grad(loss, pixels)
+        losses.append(float(loss.detach()))
+        running = losses[-1] if step == 0 else 0.9 * running + 0.1 * losses[-1]
+        if settings.keep == "best" and step >= warm_up and running < best:
+            best, kept = running, current  # the image these losses were measured on
         with torch.no_grad():
-            pixels = pixels - settings.step_size * gradient.sign()
+            pixels = current - settings.step_size * gradient.sign()
             if eps is not None:
                 pixels = torch.max(torch.min(pixels, base + eps), base - eps)
             pixels = pixels.clamp(0, 1)
-        losses.append(float(loss.detach()))
         on_step(step + 1, losses[-1])
-    return quantise(pixels, base, settings.epsilon_levels), losses
+    if settings.keep == "last":
+        kept = pixels
+    return quantise(kept, base, settings.epsilon_levels), losses
 
 
 def random_order(count: int, needed: int, seed: int) -> list[int]:
