@@ -37,6 +37,9 @@ def add_attack_parser(commands: argparse._SubParsersAction) -> None:
     pgd.add_argument("--per-prompt", action="store_true", help="one image per prompt (default: one universal image)")
     pgd.add_argument("--image", default=None, help="the clean starting image (default: a blank light-grey image)")
     pgd.add_argument("--no-random-start", action="store_true")
+    pgd.add_argument("--keep", default="best", choices=("best", "last"),
+                     help="which iterate is saved: the one with the lowest running loss (default) or the last (Qi et "
+                     "al.)")
     pgd.add_argument("--seed", type=int, default=0)
     pgd.add_argument("--vectors", default=None, help="attack the steered model (an adaptive attacker) with these "
                      "vectors, steered as they record")
@@ -77,7 +80,7 @@ def run_attack_command(args: argparse.Namespace) -> None:
 
     check_out(args.out, "attack", args.overwrite)
     settings = PGDSettings(parse_epsilon(args.epsilon), float(parse_epsilon(args.step_size) or 0), args.steps,
-                           not args.no_random_start, args.seed, args.batch)
+                           not args.no_random_start, args.seed, args.batch, args.keep)
     targets = target_strings(args.targets, args.model)
     records = [r for r in load_dataset(args.prompts) if args.label == "all" or r.label == args.label]
     records = [r for r in records if args.source is None or r.source == args.source]
