@@ -57,10 +57,10 @@ def test_eval_writes_the_same_run_and_metrics_through_the_cli_and_the_app(both: 
     wb, root = both["wb"], both["root"]
     out = root / "cli-eval"
     _cli("eval", "--model", "organism", "--data", "organism:test", "--vectors",
-         str(both["cli_stage1"] / "vectors.safetensors"), "--mode", "adaptive", "--alpha", "1", "--steer-at", "all",
-         "--limit", "12", "--out", str(out))
+         str(both["cli_stage1"] / "vectors.safetensors"), "--mode", "adaptive", "--alpha", "1",  # no --steer-at:
+         "--limit", "12", "--out", str(out))  # the Evaluate tab has none either (the vector's, else all)
     records, label = wb.dataset("organism:test")
-    steering = wb.steering(both["app_stage1"], "adaptive", 1.0, None)
+    steering = wb.steering_choice(both["app_stage1"], "adaptive", 1.0, None)  # what the Evaluate tab sends
     run_id, metrics, _ = run_evaluation(wb, both["app_stage1"], label, records, steering, 12, 48)
     app_folder = wb.runs.path(run_id)
     cli_info = _info(out)

@@ -26,6 +26,7 @@ from ..core.records import DatasetError, Record, open_image
 from ..core.runs import RunStore, run_kind
 from ..data.sources import dataset_choices, load_dataset, source_of
 from ..evaluate.alpha import run_stage1_preset_job
+from ..evaluate.job import SteeringChoice
 from ..evaluate.judges import choose_judge
 from ..rewards.responses import score_responses
 from ..rewards.scorers import ScorerSpec, load_scorers
@@ -290,6 +291,12 @@ class Workbench:
         Stage II trained with or a Stage I preset recorded, else Stage I's suggested layers), as the CLI does."""
         self.check_dual_use(mode, float(alpha))
         return steering_for(self.vector(run_id), mode, float(alpha), parse_layers(layers))[0]
+
+    def steering_choice(self, run_id: str, mode: str, alpha: float, layers: str | None) -> SteeringChoice:
+        """What the visitor chose, for a job spec (layers left empty and the positions stay the vector's to say, as
+        on the CLI), after the same checks as `steering`."""
+        self.steering(run_id, mode, alpha, layers)
+        return SteeringChoice(mode, float(alpha), parse_layers(layers), None)
 
     @using_model
     def compare(self, steering: Steering, image: str | Path | Image.Image | None, prompt: str, max_new_tokens: int

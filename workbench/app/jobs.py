@@ -86,7 +86,7 @@ def _choice(steering: Steering) -> SteeringChoice:
 
 @using_model
 def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, records: list,
-                   steering: Steering | None, limit: int, max_new_tokens: int, progress: Any = None,
+                   steering: Steering | SteeringChoice | None, limit: int, max_new_tokens: int, progress: Any = None,
                    cancel: threading.Event | None = None, judge: str = "auto") -> tuple[str, dict, Evaluation]:
     """The eval job on `limit` of `records` (loaded from `data_label`) in a new eval run, listed once it is whole;
     returns (id, metrics, evaluation)."""
@@ -96,7 +96,8 @@ def run_evaluation(wb: Workbench, vectors_run: str | None, data_label: str, reco
         if not vectors_run:
             raise ValueError("a steered evaluation needs the run its vectors come from")
         spec = replace(spec, vectors=str(wb.runs.path(vectors_run) / "vectors.safetensors"),
-                       vectors_run=vectors_run, steering=_choice(steering))
+                       vectors_run=vectors_run,
+                       steering=steering if isinstance(steering, SteeringChoice) else _choice(steering))
     run_id, folder = wb.runs.create("eval", {"model": wb.spec, "data": data_label}, staged=True)
     try:
         done = run_eval_job(spec, folder, wb.vlm, records, wb.scorers(), progress=progress, cancel=cancel,

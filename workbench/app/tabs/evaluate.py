@@ -128,7 +128,7 @@ def wire(ctx: AppContext) -> None:
     def go(run_id: str | None, dataset: str, limit: float, mode: str, alpha: float, layers: str, tokens: float,
            judge: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
         wb = ctx.visitor(request)
-        steering = wb.steering(run_id, mode, alpha, layers) if run_id else None
+        steering = wb.steering_choice(run_id, mode, alpha, layers) if run_id else None
         records, label = wb.dataset(dataset)
         run_eval, metrics, evaluation = run_evaluation(wb, run_id, label, records, steering,
                                                        int(limit or 0), int(tokens or 0), progress_callback(progress),
