@@ -192,6 +192,26 @@ def test_a_model_that_fails_to_load_leaves_the_box_showing_the_loaded_one(page, 
         fresh.close()
 
 
+def test_picking_the_spo_vlm_preset_shows_what_it_trains_with(page) -> None:
+    """Stage II tab: choosing spo-vlm fills the reward weights, objective and reference it uses and says it is the
+    paper's Stage II; choosing workbench-refusal says it is the project's own variant."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Stage II: refine").click()
+    preset = page.get_by_label("Preset").last
+    preset.click()
+    page.get_by_role("option", name="spo-vlm").click()
+    expect(page.get_by_label("Reward weights")).to_have_value("toxicity=1,visual=0.5", timeout=15_000)
+    expect(page.get_by_text("SPO-VLM's Stage II: sequence-level DPO", exact=False)).to_be_visible()
+    expect(page.get_by_role("radio", name="dpo")).to_be_checked()
+    preset.click()
+    page.get_by_role("option", name="workbench-refusal").click()
+    expect(page.get_by_text("not a published method", exact=False)).to_be_visible(timeout=15_000)
+    expect(page.get_by_role("radio", name="grpo")).to_be_checked()
+    expect(page.get_by_label("Steps").first).to_have_value("150")
+    assert not PROBLEMS, PROBLEMS
+
+
 def test_every_tab_opens_with_no_failed_request_and_no_console_error(page) -> None:
     from playwright.sync_api import expect
 

@@ -88,12 +88,9 @@ def input_size(vlm: VLM) -> tuple[int, int]:
     processor = getattr(vlm.processor, "image_processor", None)
     for attribute in ("crop_size", "size"):
         size = getattr(processor, attribute, None)
-        height, width = (getattr(size, "height", None), getattr(size, "width", None)) if size is not None else (None,
-                                                                                                                None)
-        if isinstance(size, dict):
-            height, width = size.get("height"), size.get("width")
-        if height and width:
-            return int(width), int(height)
+        fields = size if isinstance(size, dict) else vars(size) if size is not None else {}
+        if fields.get("height") and fields.get("width"):
+            return int(fields["width"]), int(fields["height"])
     raise ValueError(f"PGD needs a processor with a fixed input size; {vlm.spec}'s resizes or tiles dynamically "
                      "(not supported yet)")
 
@@ -235,8 +232,6 @@ def pgd_attack(vlm: VLM, image: Image.Image, prompts: Sequence[str], targets: Se
     clean = prepare_image(vlm, image)
     check_processor(vlm, clean)
     target_ids = [vlm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in targets]
-    for param in vlm.hf_model.parameters():
-        param.requires_grad_(False)
     groups = [list(prompts)] if universal else [[p] for p in prompts]
     total = settings.steps * len(groups)
     images, curves, finals, cleans = [], [], [], []

@@ -22,6 +22,7 @@ from ..core.jobs import write_job_info
 from ..core.models import VLM
 from ..core.progress import ProgressFn
 from ..core.records import Record
+from ..core.runlock import RunLock
 from ..core.sampling import stratified_sample
 from ..rewards.toxicity import ToxicityScorer
 from ..stage1.job import Stage1Spec, run_stage1_job
@@ -64,13 +65,19 @@ def sweep_alpha(vlm: VLM, vector: SteeringVector, records: Sequence[Record], jud
                      "records": len(sample), "judge": judge.name})
         if progress is not None:
             progress(number + 1, len(alphas) + 1, "choosing α")
-    floor = float(rows[0]["utility"]) - tolerance
-    eligible = [r for r in rows[1:] if not float(r["utility"]) < floor] or rows[1:2]
-    best_asr = min(float(r["asr"]) for r in eligible)
-    chosen = min(float(r["alpha"]) for r in eligible if float(r["asr"]) <= best_asr + 1e-9)
+    chosen = choose_alpha(rows, tolerance)
     for row in rows:
         row["chosen"] = row["alpha"] == chosen
     return chosen, rows
+
+
+def choose_alpha(rows: Sequence[dict[str, Any]], tolerance: float = UTILITY_TOLERANCE) -> float:
+    """The sweep's rule: rows[0] is unsteered; among the strengths whose utility is within `tolerance` of it (else
+    the smallest strength), the smallest α with the lowest ASR."""
+    floor = float(rows[0]["utility"]) - tolerance
+    eligible = [r for r in rows[1:] if not float(r["utility"]) < floor] or list(rows[1:2])
+    best_asr = min(float(r["asr"]) for r in eligible)
+    return min(float(r["alpha"]) for r in eligible if float(r["asr"]) <= best_asr + 1e-9)
 
 
 def sweep_csv(rows: Sequence[dict]) -> str:
@@ -92,14 +99,15 @@ def run_stage1_preset_job(spec: Stage1Spec, folder: str | Path, vlm: VLM, record
         return result, paths
     if judge is None:
         raise ValueError("the astra preset chooses α with an ASR judge; none was given")
-    alpha, rows = sweep_alpha(vlm, result.vector, records, judge, progress=progress, cancel=cancel)
-    result.vector.metadata[RECORDED] = {**result.vector.metadata[RECORDED], "alpha": alpha}
-    result.vector.metadata["alpha_sweep"] = {"chosen": alpha, "judge": judge.name, "records": rows[0]["records"],
-                                             "rule": f"smallest α with the lowest ASR among those keeping utility "
-                                                     f"within {UTILITY_TOLERANCE} of unsteered"}
-    result.vector.save(paths["vectors"])
-    paths["alpha_sweep"] = Path(folder) / "alpha_sweep.csv"
-    atomic_write_text(paths["alpha_sweep"], sweep_csv(rows))
-    write_job_info(folder, "stage1", spec, records=len(records), suggested_layers=result.suggested_layers(),
-                   steering=result.vector.metadata[RECORDED], alpha_sweep=rows)
+    with RunLock(folder):  # the Stage I job released the folder: the sweep's writes are one writer's too
+        alpha, rows = sweep_alpha(vlm, result.vector, records, judge, progress=progress, cancel=cancel)
+        result.vector.metadata[RECORDED] = {**result.vector.metadata[RECORDED], "alpha": alpha}
+        result.vector.metadata["alpha_sweep"] = {"chosen": alpha, "judge": judge.name, "records": rows[0]["records"],
+                                                 "rule": f"smallest α with the lowest ASR among those keeping utility "
+                                                         f"within {UTILITY_TOLERANCE} of unsteered"}
+        result.vector.save(paths["vectors"])
+        paths["alpha_sweep"] = Path(folder) / "alpha_sweep.csv"
+        atomic_write_text(paths["alpha_sweep"], sweep_csv(rows))
+        write_job_info(folder, "stage1", spec, records=len(records), suggested_layers=result.suggested_layers(),
+                       processes=1, steering=result.vector.metadata[RECORDED], alpha_sweep=rows)
     return result, paths

@@ -170,12 +170,12 @@ def run_stage1(vlm: VLM, records: Sequence[Record], position: Position = "last",
     else:
         combined = D.directions(acts, method)
     similarity = D.source_similarity(per_source) if len(per_source) > 1 else None
-    calibration = D.benign_mean(acts)
     if chosen.calibration == "response":
         calibration, used = response_means(vlm, records, batch_size=batch_size, progress=progress, cancel=cancel,
                                            show_bar=show_bar)
         found["calibration"] = f"mean over {used} benign records' greedy answers (their tokens), as ASTRA's extract_ref"
     else:
+        calibration = D.benign_mean(acts)
         found["calibration"] = f"benign mean at the captured position ({position})"
     metadata = dict(acts.metadata, method=method, sources=sorted(per_source), preset=chosen.name,
                     combination="mean of unit per-source directions" if len(per_source) > 1 else "single source",

@@ -115,21 +115,30 @@ def register_objective(name: str, objective: Objective) -> Objective:
     return objective
 
 
+def _pairs(batch: PreferenceBatch, settings: ObjectiveSettings) -> list[tuple[int, int, int]]:
+    return (preference_pairs_all if settings.pairing == "best_all" else preference_pairs)(batch.rewards)
+
+
+def _pair_logprobs(batch: PreferenceBatch, pairs: Sequence[tuple[int, int, int]], policy: Steerer,
+                   reference: Steerer | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(policy, frozen reference) summed log-probs of the pairs' chosen samples, then their rejected ones."""
+    k = batch.samples_per_prompt
+    rows = [p * k + w for p, w, _ in pairs] + [p * k + worse for p, _, worse in pairs]
+    items, sequences = [batch.items[i] for i in rows], [batch.responses[i] for i in rows]
+    with torch.no_grad():
+        frozen = batch.logprobs(items, sequences, reference)
+    scored = batch.logprobs(items, sequences, policy)
+    return scored, frozen.to(scored.device)
+
+
 def dpo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> ObjectiveResult:
     """Sequence-level DPO on (best, worse) pairs against the frozen reference."""
-    k = batch.samples_per_prompt
-    pairs = (preference_pairs_all if settings.pairing == "best_all" else preference_pairs)(batch.rewards)
+    pairs = _pairs(batch, settings)
     if not pairs:
         return ObjectiveResult(None, 0, 0.0)
-    chosen = [p * k + w for p, w, _ in pairs]
-    rejected = [p * k + worse for p, _, worse in pairs]
-    items = [batch.items[i] for i in chosen + rejected]
-    sequences = [batch.responses[i] for i in chosen + rejected]
-    with torch.no_grad():
-        reference = batch.logprobs(items, sequences, batch.reference if settings.reference_steered else None)
-    policy = batch.logprobs(items, sequences, batch.policy)
+    policy, reference = _pair_logprobs(batch, pairs, batch.policy,
+                                       batch.reference if settings.reference_steered else None)
     n = len(pairs)
-    reference = reference.to(policy.device)
     loss, margins = dpo_loss(policy[:n], policy[n:], reference[:n], reference[n:], settings.beta)
     return ObjectiveResult(loss, n, float(margins.mean()))
 
@@ -167,8 +176,7 @@ class Reversed:
 def bipo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> ObjectiveResult:
     """BiPO (Cao et al. 2024): DPO against the unsteered model where each pair draws a sign d = +-1; the policy
     steers with d*v and the margin is multiplied by d, so +v must prefer the chosen answer and -v the rejected one."""
-    k = batch.samples_per_prompt
-    pairs = (preference_pairs_all if settings.pairing == "best_all" else preference_pairs)(batch.rewards)
+    pairs = _pairs(batch, settings)
     if not pairs:
         return ObjectiveResult(None, 0, 0.0)
     signs = random.Random(batch.seed).choices((1.0, -1.0), k=len(pairs))
@@ -177,14 +185,7 @@ def bipo_objective(batch: PreferenceBatch, settings: ObjectiveSettings) -> Objec
         mine = [pair for pair, d in zip(pairs, signs) if d == sign]
         if not mine:
             continue
-        chosen = [p * k + w for p, w, _ in mine]
-        rejected = [p * k + worse for p, _, worse in mine]
-        items = [batch.items[i] for i in chosen + rejected]
-        sequences = [batch.responses[i] for i in chosen + rejected]
-        with torch.no_grad():
-            reference = batch.logprobs(items, sequences, None)
-        policy = batch.logprobs(items, sequences, batch.policy if sign > 0 else Reversed(batch.policy))
-        reference = reference.to(policy.device)
+        policy, reference = _pair_logprobs(batch, mine, batch.policy if sign > 0 else Reversed(batch.policy), None)
         n = len(mine)
         margin = sign * settings.beta * ((policy[:n] - reference[:n]) - (policy[n:] - reference[n:]))
         losses.append(-F.logsigmoid(margin))

@@ -150,8 +150,6 @@ def wire(ctx: AppContext) -> None:
                 preset: str = "workbench", reward: str = "") -> tuple[str, Stage2Config]:
         if not source:
             raise ValueError("pick the run whose vectors Stage II starts from (run Stage I first)")
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; pick one of {', '.join(PRESETS)}")
         picked = parse_layers(layers)
         given = dict(steps=int(steps or 0), samples_per_prompt=int(k or 0), prompts_per_step=int(prompts or 0),
                      objective=objective, reference=reference, mode=mode, alpha=float(alpha),
