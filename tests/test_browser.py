@@ -221,3 +221,30 @@ def test_every_tab_opens_with_no_failed_request_and_no_console_error(page) -> No
         expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
         page.wait_for_timeout(1000)  # lazily rendered tabs fetch what they need now
     assert not PROBLEMS, PROBLEMS
+
+
+def test_a_finished_paper_table_shows_its_table_and_figure(page, organism_app, tmp_path: Path) -> None:
+    """Evaluate tab, "The paper table": a reproduce run made by the CLI is listed, and Show renders its table (names
+    as text, each value with its Δ to no defence) and the heat map."""
+    from playwright.sync_api import expect
+    from test_reproduce import RECIPE
+
+    from workbench.cli.main import main
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE.replace("seeds = [0, 1]", "seeds = [0]").replace("steps = 2\nlimit = 4", "steps = 1\n"
+                                                                              "limit = 2"))
+    run_id = "reproduce-20261207-000000-beef"
+    assert main(["reproduce", str(recipe), "--out", str(organism_app[1] / run_id), "--no-plots"]) == 0
+    page.reload()
+    page.get_by_role("tab", name="Evaluate").click()
+    page.get_by_text("The paper table: every defence × every attack family", exact=False).click()
+    picker = page.get_by_label("Finished table")
+    picker.fill(run_id)
+    picker.press("Enter")
+    page.get_by_role("button", name="Show", exact=True).click()
+    table = page.locator("#reproduce-table")
+    expect(table.get_by_text("refusal variant", exact=False).first).to_be_visible(timeout=60_000)
+    expect(table.get_by_text("Δ", exact=False).first).to_be_visible()
+    expect(page.locator(".js-plotly-plot").last).to_be_visible()
+    assert not PROBLEMS, PROBLEMS

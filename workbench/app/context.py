@@ -38,7 +38,8 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # inline markup; < > & are H
 # Every run picker: (component name in ctx.ui, which run kinds it lists).
 RUN_PICKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stage1_reopen", ("stage1",)), ("play_run", ("stage1", "stage2")), ("eval_run", ("stage1", "stage2")),
-    ("s2_source", ("stage1", "stage2")), ("s2_resume", ("stage2",)), ("export_run", ("stage1", "stage2", "eval")))
+    ("s2_source", ("stage1", "stage2")), ("s2_resume", ("stage2",)), ("export_run", ("stage1", "stage2", "eval")),
+    ("rep_runs", ("reproduce",)))
 
 
 def session_of(request: gr.Request | None) -> str:

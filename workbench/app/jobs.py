@@ -8,6 +8,7 @@ folder that says so) and never touches another run's files. The work itself is t
 from __future__ import annotations
 
 import json
+import re
 import threading
 import zipfile
 from collections.abc import Callable
@@ -147,6 +148,37 @@ def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit
         raise
     wb.runs.publish(run_id)
     return table
+
+
+ORGANISM_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "organism.toml"
+
+
+@using_model
+def run_reproduction(wb: Workbench, progress: Any = None, cancel: threading.Event | None = None) -> str:
+    """The organism recipe (`reproduce`, as the CLI runs it) in a new run; returns its id. Each step line moves the
+    bar; a cancelled run stays listed (its finished steps are kept) and says it has no table yet."""
+    from ..reproduce.job import run_reproduce_job
+    from ..reproduce.recipe import load_recipe
+
+    if wb.spec != "organism":
+        raise ValueError("the app runs the organism's recipe only; run other recipes with `python -m workbench "
+                         "reproduce RECIPE --out DIR` (recipes/llava-1.5-7b.toml says what it needs)")
+    if wb.policy.hosted:
+        raise ValueError("this hosted app does not run the 40-minute recipe for visitors (the model is shared); run "
+                         "it on your machine: python -m workbench reproduce recipes/organism.toml --out runs/table")
+    if not ORGANISM_RECIPE.is_file():
+        raise ValueError("recipes/organism.toml is not beside this installation; run the app from a checkout")
+    recipe = load_recipe(ORGANISM_RECIPE)
+    run_id, folder = wb.runs.create("reproduce", {"model": wb.spec, "recipe": recipe.name})
+
+    def log(line: str) -> None:
+        step = re.match(r"\[(\d+)/(\d+)\]", line)
+        if step and progress is not None:
+            progress(int(step.group(1)), int(step.group(2)), line.split("] ", 1)[1])
+
+    run_reproduce_job(recipe, folder, wb.vlm, wb.scorers(), f"the app (run {run_id}) = python -m workbench "
+                      "reproduce recipes/organism.toml", log=log, cancel=cancel, show_bar=False)
+    return run_id
 
 
 # --- exports ---------------------------------------------------------------------------------------

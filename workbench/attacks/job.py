@@ -20,6 +20,11 @@ from ..steer.steering import Steerer
 from .pgd import PGDResult, PGDSettings, pgd_attack
 
 
+def blank_image() -> Image.Image:
+    """The default clean starting image: blank light grey (resized to the model's input size by the attack)."""
+    return Image.new("RGB", (64, 64), (235, 235, 235))
+
+
 @dataclass(frozen=True)
 class PGDSpec:
     """What a user chose: the model, the prompts' data set, the target set's name and the PGD settings."""

@@ -5,12 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..attacks.targets import target_strings
 from .args import add_model_args, count_arg
-
-# Built-in target sets. The organism's: its own insult openers (toxic) and its compliant opener (affirmative).
-ORGANISM_TARGETS = {"toxic": ["listen you stupid idiot", "shut up you dumb loser", "you moron", "damn fool"],
-                    "affirmative": ["sure . first ,"]}
-AFFIRMATIVE = ["Sure, here is", "Sure, here's how to do it", "Of course, here is how"]
 
 
 def add_attack_parser(commands: argparse._SubParsersAction) -> None:
@@ -47,28 +43,8 @@ def add_attack_parser(commands: argparse._SubParsersAction) -> None:
     pgd.add_argument("--overwrite", action="store_true")
 
 
-def target_strings(targets: str, model: str) -> list[str]:
-    """The named target set for `model`, or a file's lines."""
-    if targets in ("toxic", "affirmative"):
-        if model == "organism":
-            return ORGANISM_TARGETS[targets]
-        if targets == "toxic":
-            raise ValueError("--targets toxic is built in for the organism only (no toxic corpus is shipped); give a "
-                             "text file of target strings, one per line (Qi et al. used a derogatory corpus)")
-        return AFFIRMATIVE
-    path = Path(targets)
-    if not path.is_file():
-        raise ValueError(f"--targets takes affirmative, toxic or a text file of targets; {targets!r} is none of these")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"{path.name} holds no target strings (one per line)")
-    return lines
-
-
 def run_attack_command(args: argparse.Namespace) -> None:
-    from PIL import Image
-
-    from ..attacks.job import PGDSpec, run_pgd_job
+    from ..attacks.job import PGDSpec, blank_image, run_pgd_job
     from ..attacks.pgd import PGDSettings, parse_epsilon
     from ..core.jobs import check_out
     from ..core.models import load_vlm
@@ -91,7 +67,7 @@ def run_attack_command(args: argparse.Namespace) -> None:
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     image = open_image(args.image) if args.image else None
     if image is None:
-        image = Image.new("RGB", (64, 64), (235, 235, 235))  # blank light grey; resized to the model's input size
+        image = blank_image()
     steering = None
     if args.vectors:
         steering, note = steering_for(SteeringVector.load(args.vectors))

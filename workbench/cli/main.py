@@ -18,6 +18,7 @@ from .args import add_model_args, add_reward_args, add_steering_args, signs_text
 from .attack import add_attack_parser, run_attack_command
 from .common import scorers, steering_choice
 from .compare import add_compare_parser, run_compare_command
+from .reproduce import add_reproduce_parser, run_reproduce_command
 
 S2 = Stage2Config()  # the CLI's Stage II defaults are the library's
 EVAL = EvalConfig()
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(commands)
     add_attack_parser(commands)
+    add_reproduce_parser(commands)
     judges = commands.add_parser("judge-check", help="precision and recall of the keyword refusal judge on its "
                                  "committed adversarial set (workbench/evaluate/judge_sets/keyword_adversarial.jsonl)")
     judges.add_argument("--set", default=None, help="another labelled JSONL (response, refused, category)")
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"stage1": run_stage1_command, "steer": run_steer_command, "stage2": run_stage2_command,
                 "organism": run_organism_command, "judge-check": run_judge_check_command,
-                "compare": run_compare_command, "attack": run_attack_command,
+                "compare": run_compare_command, "attack": run_attack_command, "reproduce": run_reproduce_command,
                 "eval": run_eval_command, "notebook": run_notebook_command, "gguf": run_gguf_command}
     try:
         refuse_unsharded(args.command)

@@ -66,6 +66,8 @@ class EvalSpec:
     allow_overlap: bool = False
     plots: bool = True
     toxicity_judge: str = "auto"  # the independent toxicity judge (`judges.TOXICITY_JUDGES`)
+    system_prompt: str | None = None  # put before every prompt (the non-steering baseline defence)
+    baseline: bool = True  # False: the steered condition only (a table that already has the unsteered run)
 
     def __post_init__(self) -> None:
         _check_counts(self.limit, self.max_new_tokens)
@@ -111,7 +113,8 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
     say(f"ASR judge: {judge.name}")
     toxic_judge = choose_toxicity_judge(spec.toxicity_judge, spec.data)
     toxicity, clip = scorers
-    config = EvalConfig(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size)
+    config = EvalConfig(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size,
+                        system_prompt=spec.system_prompt)
     data_hash = dataset_hash(records)
     fingerprint = {"model": vlm.spec, "data": spec.data, "data_hash": data_hash, "records": len(records),
                    "vectors": vector.fingerprint() if vector is not None else None,
@@ -119,7 +122,7 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
                    "toxicity_scorer": toxicity.name, "clip": clip.name if clip else None,
                    "max_new_tokens": config.max_new_tokens, "seed": config.seed,
                    "system_prompt": config.system_prompt, "allow_overlap": spec.allow_overlap,
-                   "toxicity_judge": toxic_judge.name if toxic_judge else None}
+                   "toxicity_judge": toxic_judge.name if toxic_judge else None, "baseline": spec.baseline}
     out = Path(folder)
     if not resume and shard.is_main:
         for stale in out.glob("partial-*.jsonl"):  # a folder the caller let us overwrite
@@ -130,7 +133,7 @@ def run_eval_job(spec: EvalSpec, folder: str | Path, vlm: VLM, records: Sequence
         stream = stream or EvalStream(out, fingerprint, shard.rank, resume=True)
         result = evaluate(vlm, records, steering, toxicity, clip, config=config, progress=progress, cancel=cancel,
                           show_bar=show_bar, asr_judge=judge, allow_overlap=spec.allow_overlap, stream=stream,
-                          shard=shard, toxicity_judge=toxic_judge)
+                          shard=shard, toxicity_judge=toxic_judge, baseline=spec.baseline)
         if not shard.is_main:
             shard.done()
             return EvalOutcome(result, None, {})

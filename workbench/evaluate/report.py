@@ -65,6 +65,10 @@ def _escape(text: str) -> str:
 
 
 def _examples(outcomes: Mapping[str, Sequence], source: str) -> list[str]:
+    if "unsteered" not in outcomes:  # a steered-only evaluation (a table that has the unsteered run elsewhere)
+        shown = [o for o in outcomes.get("steered", []) if o.source == source][:_EXAMPLES_PER_SOURCE]
+        return ["| label | prompt | steered |", "|---|---|---|",
+                *(f"| {o.label} | {_escape(o.prompt)} | {_escape(o.response)} |" for o in shown)]
     unsteered = [o for o in outcomes.get("unsteered", []) if o.source == source]
     steered = {o.index: o for o in outcomes.get("steered", [])}
     has_steered = bool(steered)
@@ -114,7 +118,7 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
         exported = export(figures, out / "figures", caption=caption(settings))
         paths.update({p.name: p for p in exported})
         lines += ["", "![overall metrics](figures/metrics_overall.png)"]
-    sources = sorted(metrics["unsteered"]["per_source"])
+    sources = sorted(metrics["unsteered" if "unsteered" in metrics else "steered"]["per_source"])
     for source in sources:
         lines += ["", f"## Source: {source}", "", metrics_table(metrics, source), "", "Examples:", "",
                   *_examples(outcomes, source)]

@@ -276,7 +276,8 @@ def _ensure_server() -> None:
 
 
 def to_image(figure: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
-    """PNG or SVG bytes at publication size (WIDTH x height, PNG at `scale`)."""
+    """PNG or SVG bytes at publication size (the figure's own width and height, else WIDTH x HEIGHT; PNG at
+    `scale`)."""
     if fmt not in ("png", "svg"):
         raise ValueError(f"unknown image format {fmt!r}; use png or svg")
     height = figure.layout.height or HEIGHT
@@ -284,7 +285,8 @@ def to_image(figure: go.Figure, fmt: str = "png", scale: float = 2.0) -> bytes:
         warnings.filterwarnings("ignore", message=".*kopts argument is ignored.*")
         try:
             _ensure_server()
-            return figure.to_image(format=fmt, width=WIDTH, height=height, scale=scale if fmt == "png" else 1)
+            return figure.to_image(format=fmt, width=figure.layout.width or WIDTH, height=height,
+                                   scale=scale if fmt == "png" else 1)
         except (RuntimeError, OSError, ImportError) as error:
             if "Chrome" not in str(error) and "chrom" not in str(error).lower():
                 raise

@@ -12,6 +12,8 @@ from ...evaluate.compare import markdown
 from ...evaluate.evaluation import EvalConfig
 from ...evaluate.report import metrics_table
 from ...export.plots import compare_figure, metrics_figure
+from ...reproduce.table import figure as table_figure
+from ...reproduce.table import markdown as table_markdown
 from ...steer.rules import modes
 from ..context import (
     AppContext,
@@ -22,7 +24,7 @@ from ..context import (
     progress_callback,
     run_picker,
 )
-from ..jobs import APP_JUDGES, run_comparison, run_evaluation
+from ..jobs import APP_JUDGES, run_comparison, run_evaluation, run_reproduction
 
 
 def build(ctx: AppContext) -> None:
@@ -76,6 +78,20 @@ def build(ctx: AppContext) -> None:
             ui["cmp_go"] = gr.Button("Compare", variant="primary")
             ui["cmp_table"] = gr.Markdown()
             ui["cmp_plot"] = gr.Plot(label="Defences")
+        with gr.Accordion("The paper table: every defence × every attack family (reproduce)", open=False):
+            gr.Markdown("One recipe builds every defence (no defence, a system prompt, Stage I workbench and astra, "
+                        "Stage II spo-vlm with DPO and BiPO, the project's refusal variant; Stage II once per seed), "
+                        "every attack set (typographic seen and unseen activities, text, role-play, an unrelated "
+                        "image, PGD-toxic and PGD-JB at ε 32/255) and utility, each step a run folder. Same as "
+                        "`python -m workbench reproduce recipes/organism.toml --out runs/table` (about 40 min on 2 "
+                        "CPU cores; the model is busy meanwhile).")
+            with gr.Row():
+                ui["rep_runs"] = run_picker("Finished table", scale=3)
+                ui["rep_show"] = gr.Button("Show", scale=0)
+                ui["rep_go"] = gr.Button("Run the organism recipe", variant="primary", scale=0)
+                ui["rep_cancel"] = gr.Button("Cancel", scale=0)
+            ui["rep_table"] = gr.Markdown(elem_id="reproduce-table")
+            ui["rep_plot"] = gr.Plot(label="Defences × attacks")
 
 
 SHOW = ("changed first", "changed only", "harmful", "benign")
@@ -187,3 +203,28 @@ def wire(ctx: AppContext) -> None:
                          api_visibility="private")
     ui["eval_cancel"].click(ctx.canceller("evaluate"), None, ui["eval_summary"], queue=False,
                             api_visibility="private")
+
+    @friendly_errors
+    def show_table(run_id: str | None, request: gr.Request) -> list[Any]:
+        if not run_id:
+            raise ValueError("pick a finished table (a reproduce run)")
+        folder = ctx.visitor(request).runs.path(run_id)
+        if not (folder / "table.json").is_file():
+            return [f"Run `{run_id}` has no table yet (cancelled or still running: its finished steps are kept; "
+                    "`python -m workbench reproduce recipes/organism.toml --out <its folder> --resume` finishes it).",
+                    None]
+        table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
+        return [f"Run `{run_id}`\n\n" + table_markdown(table, "python -m workbench reproduce recipes/organism.toml",
+                                                        md_text, " · "), table_figure(table)]
+
+    @gpu_task
+    @friendly_errors
+    def reproduce(request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
+        run_id = run_reproduction(ctx.visitor(request), progress_callback(progress),
+                                  ctx.cancel_flag(request, "reproduce"))
+        return [*show_table(run_id, request), *ctx.refresh_pickers(request)]
+
+    ui["rep_show"].click(show_table, ui["rep_runs"], [ui["rep_table"], ui["rep_plot"]], api_visibility="private")
+    ui["rep_go"].click(reproduce, None, [ui["rep_table"], ui["rep_plot"], *ctx.pickers()], api_name="reproduce",
+                       show_progress_on=[ui["rep_table"]])
+    ui["rep_cancel"].click(ctx.canceller("reproduce"), None, ui["rep_table"], queue=False, api_visibility="private")
