@@ -3,6 +3,7 @@ playground's image is visible and no request fails."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -215,8 +216,8 @@ def test_picking_the_spo_vlm_preset_shows_what_it_trains_with(page) -> None:
 def test_every_tab_opens_with_no_failed_request_and_no_console_error(page) -> None:
     from playwright.sync_api import expect
 
-    for tab in ("Model & data", "Stage I: directions", "Steering playground", "Stage II: refine", "Evaluate",
-                "Export"):
+    for tab in ("Model & data", "Attacks", "Stage I: directions", "Steering playground", "Stage II: refine",
+                "Evaluate", "Export"):
         page.get_by_role("tab", name=tab).click()
         expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
         page.wait_for_timeout(1000)  # lazily rendered tabs fetch what they need now
@@ -247,4 +248,30 @@ def test_a_finished_paper_table_shows_its_table_and_figure(page, organism_app, t
     expect(table.get_by_text("refusal variant", exact=False).first).to_be_visible(timeout=60_000)
     expect(table.get_by_text("Δ", exact=False).first).to_be_visible()
     expect(page.locator(".js-plotly-plot").last).to_be_visible()
+    assert not PROBLEMS, PROBLEMS
+
+
+def test_a_pgd_image_made_in_the_app_shows_its_curve_and_images_and_becomes_the_dataset(page) -> None:
+    """Attacks tab: PGD-toxic on the organism's scene questions; the loss curve, the clean start, the attacked PNG
+    and the perturbation are visible; "Use as dataset" puts its records in the Evaluate tab's box."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Model & data").click()
+    page.get_by_role("tab", name="Attacks").click()
+    page.get_by_role("radio", name="toxic").check()
+    page.get_by_role("radio", name="benign").check()
+    page.get_by_label("…of source (empty: any)").fill("scenes")
+    page.get_by_label("Steps").first.fill("10")
+    page.get_by_label("Prompts", exact=True).fill("4")
+    page.get_by_role("button", name="Attack", exact=True).click()
+    expect(page.get_by_text("on the saved PNG", exact=False)).to_be_visible(timeout=120_000)
+    for label in ("Clean start", "Attacked image (the saved PNG)", "Perturbation (scaled to full range)"):
+        image = page.locator(".attack-image", has_text=label).locator("img")
+        expect(image).to_be_visible()
+        assert image.evaluate("i => i.complete && i.naturalWidth > 0")  # loaded, not a broken icon
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    page.get_by_role("button", name="Use as dataset").click()
+    expect(page.get_by_text("attacked records of run", exact=False)).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="Evaluate").click()
+    expect(page.get_by_label("Dataset").last).to_have_value(re.compile(r"^attack-\d{8}-\d{6}-[0-9a-f]{4}/dataset\.jsonl$"))
     assert not PROBLEMS, PROBLEMS

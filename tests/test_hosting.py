@@ -254,6 +254,29 @@ def test_dual_use_is_off_for_real_models_in_hosting_mode(tmp_path: Path) -> None
     assert "dual-use" in DUAL_USE_REFUSED
 
 
+def test_the_app_makes_jailbreak_images_only_on_the_organism_when_hosted_and_never_runs_the_long_recipe(
+        tmp_path: Path) -> None:
+    """The Attacks tab's PGD job (and its folder) is refused on a hosted real model; the reproduce recipe is refused in
+    hosting mode on any model; an attack run's dataset is reachable only by its run id, never by a path."""
+    from workbench.app.jobs import run_attack, run_reproduction
+    from workbench.data.sources import load_dataset
+
+    real = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    with pytest.raises(ValueError, match="dual-use policy"):
+        run_attack(real, "demo", load_dataset("demo"), "affirmative", "32/255", 2, "harmful", "", 2)
+    assert not any((tmp_path / "runs").rglob("run.json"))
+    organism = Workbench("organism", tmp_path / "runs2", HOSTED).for_visitor("a")
+    with pytest.raises(ValueError, match="does not run the 40-minute recipe"):
+        run_reproduction(organism)
+    run_id, result = run_attack(organism, "organism:test", organism.records("organism:test"), "toxic", "16/255", 2,
+                                "benign", "scenes", 2)
+    assert len(organism.records(f"{run_id}/dataset.jsonl")) == 2 and len(result.losses) == 2
+    other = Workbench("organism", tmp_path / "runs2", HOSTED).for_visitor("b")
+    for label in (f"{run_id}/dataset.jsonl", f"attack-../../{run_id}/dataset.jsonl"):
+        with pytest.raises((ValueError, DatasetError)):
+            other.records(label)
+
+
 def test_stage2_on_a_real_model_in_hosting_mode_refuses_training_toward_harm(tmp_path: Path) -> None:
     """Stage II steers while it samples: creating (or resuming) a run with a harm-pushing α is refused before any
     run folder is made (issue 47: it was never checked)."""

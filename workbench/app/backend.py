@@ -221,6 +221,8 @@ class Workbench:
             if self.runs.root / "uploads" not in path.parents or not path.is_file():
                 raise DatasetError(f"{label!r} is not an upload of this app")
             return load_dataset(path, confine=True)
+        if label.startswith("attack-") and label.endswith("/dataset.jsonl"):  # an attack run of this visitor's
+            return load_dataset(self.runs.path(label.removesuffix("/dataset.jsonl")) / "dataset.jsonl", confine=True)
         if not self.policy.allow_server_paths and label not in dataset_choices(self.spec):
             raise DatasetError(SERVER_PATH_REFUSED)  # the same words whether or not such a path exists
         return load_dataset(label)

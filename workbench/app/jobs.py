@@ -150,6 +150,45 @@ def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit
     return table
 
 
+MAX_PGD_STEPS = 1000  # one attack holds the shared model: 1000 steps take about 20 min on the organism (2 cores)
+MAX_PGD_PROMPTS = 64
+
+
+@using_model
+def run_attack(wb: Workbench, data_label: str, records: list, targets: str, epsilon: str, steps: int, label: str,
+               source: str, limit: int, progress: Any = None, cancel: threading.Event | None = None
+               ) -> tuple[str, Any]:
+    """The PGD job (as `attack pgd` runs it: one universal image from a blank start) on `limit` of the set's `label`
+    records (of `source`, if given) in a new attack run; returns (run id, PGDResult). Jailbreak images for real
+    models are refused in hosting mode (the dual-use policy)."""
+    from ..attacks.job import PGDSpec, blank_image, run_pgd_job
+    from ..attacks.pgd import PGDSettings, parse_epsilon
+    from ..attacks.targets import target_strings
+    from ..core.sampling import stratified_sample
+
+    wb.check_dual_use()
+    if not 1 <= steps <= MAX_PGD_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_PGD_STEPS} here (the model is shared); got {steps}")
+    if not 1 <= limit <= MAX_PGD_PROMPTS:
+        raise ValueError(f"use between 1 and {MAX_PGD_PROMPTS} prompts; got {limit}")
+    chosen = [r for r in records if r.label == label and (not source or r.source == source)]
+    if not chosen:
+        raise ValueError(f"{data_label} has no {label} records" + (f" of source {source}" if source else "")
+                         + "; pick another label or source")
+    settings = PGDSettings(parse_epsilon(epsilon), 1 / 255, steps)
+    spec = PGDSpec(wb.spec, data_label, targets, settings)
+    strings = target_strings(targets, wb.spec)
+    run_id, folder = wb.runs.create("attack", {"model": wb.spec, "data": data_label}, staged=True)
+    try:
+        result = run_pgd_job(spec, folder, wb.vlm, blank_image(), stratified_sample(chosen, limit), strings,
+                             progress=progress, cancel=cancel)
+    except BaseException:
+        wb.runs.discard(run_id)
+        raise
+    wb.runs.publish(run_id)
+    return run_id, result
+
+
 ORGANISM_RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "organism.toml"
 
 

@@ -14,14 +14,15 @@ import gradio as gr
 from .backend import Workbench
 from .context import RUN_PICKERS, AppContext
 from .hosting import HostPolicy
-from .tabs import data, evaluate, export, playground, stage1, stage2
+from .tabs import attacks, data, evaluate, export, playground, stage1, stage2
 
 THEME = gr.themes.Soft(primary_hue="teal", neutral_hue="slate")
 CSS = """
 .output-pair textarea { font-family: ui-monospace, monospace; }
 #title { margin-bottom: 0; }
+.attack-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 """
-TABS = (data, stage1, playground, stage2, evaluate, export)
+TABS = (data, attacks, stage1, playground, stage2, evaluate, export)
 
 
 def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolicy | None = None) -> gr.Blocks:

@@ -18,6 +18,7 @@ from ..core.records import Record
 from ..core.runlock import RunLock
 from ..steer.steering import Steerer
 from .pgd import PGDResult, PGDSettings, pgd_attack
+from .typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
 
 
 def blank_image() -> Image.Image:
@@ -70,3 +71,30 @@ def run_pgd_job(spec: PGDSpec, folder: str | Path, vlm: VLM, image: Image.Image,
         write_job_info(out, "attack", spec, images=names, records=len(rows), source=spec.source,
                        final_loss=round(result.final_loss, 4), clean_loss=round(result.clean_loss, 4))
     return result
+
+
+@dataclass(frozen=True)
+class TypographicSpec:
+    """What a user chose for FigStep-style images: where the instructions come from, the style, the neutral prompt."""
+
+    instructions: str  # a data set (its harmful records' behaviours, else prompts) or a text file, one per line
+    style: TypographicStyle = TypographicStyle()
+    prompt: str = FIGSTEP_PROMPT
+    source: str = "typographic"
+
+
+def run_typographic_job(spec: TypographicSpec, folder: str | Path, instructions: Sequence[str]) -> list[Record]:
+    """Render each instruction into `folder` (typo-N.png) with dataset.jsonl pairing it with the neutral prompt
+    (label harmful, the instruction as its behaviour) and run.json; returns the records as read back."""
+    from ..core.records import read_jsonl
+
+    out = Path(folder)
+    with RunLock(out):
+        rows = []
+        for number, instruction in enumerate(instructions):
+            render_instruction(instruction, spec.style).save(out / f"typo-{number}.png")
+            rows.append({"prompt": spec.prompt, "label": "harmful", "image": f"typo-{number}.png",
+                         "source": spec.source, "behavior": " ".join(instruction.split())})
+        atomic_write_text(out / "dataset.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        write_job_info(out, "attack", spec, records=len(rows), source=spec.source)
+    return read_jsonl(out / "dataset.jsonl")

@@ -41,9 +41,42 @@ def add_attack_parser(commands: argparse._SubParsersAction) -> None:
                      "vectors, steered as they record")
     pgd.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
     pgd.add_argument("--overwrite", action="store_true")
+    typo = kinds.add_parser(
+        "typographic", help="FigStep-style images: each instruction drawn with numbered empty steps",
+        description="Writes DIR/typo-*.png and DIR/dataset.jsonl (each image with the neutral FigStep prompt; label "
+        "harmful, the instruction as its behaviour), which stage1, stage2, eval and compare read.")
+    typo.add_argument("--instructions", required=True, help="a text file (one instruction per line) or a data set "
+                      "(its harmful records' behaviours, else their prompts), e.g. advbench:/path/to/copy")
+    typo.add_argument("--limit", type=count_arg(1), default=None,
+                      help="at most N instructions (the first N distinct ones, in file order)")
+    typo.add_argument("--size", type=int, default=760, help="image side in pixels (default 760, FigStep's)")
+    typo.add_argument("--font-size", type=int, default=60)
+    typo.add_argument("--steps", type=int, default=3, help="numbered empty steps under the instruction")
+    typo.add_argument("--prompt", default=None, help="the text prompt (default: FigStep's neutral one)")
+    typo.add_argument("--source", default="typographic", help="the records' source name")
+    typo.add_argument("--out", required=True, help="output folder (a new or empty one, or --overwrite)")
+    typo.add_argument("--overwrite", action="store_true")
+
+
+def instructions_from(spec: str) -> list[str]:
+    """A text file's lines, or a data set's harmful records' behaviours (else their prompts)."""
+    from ..data.sources import load_dataset
+
+    path = Path(spec)
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise ValueError(f"--instructions {spec} does not exist")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        lines = [r.behavior or r.prompt for r in load_dataset(spec) if r.label == "harmful"]
+    if not lines:
+        raise ValueError(f"--instructions {spec} holds no instruction (a .txt file's lines, or harmful records)")
+    return list(dict.fromkeys(" ".join(line.split()) for line in lines))  # one image per distinct instruction
 
 
 def run_attack_command(args: argparse.Namespace) -> None:
+    if args.attack_command == "typographic":
+        return run_typographic_command(args)
     from ..attacks.job import PGDSpec, blank_image, run_pgd_job
     from ..attacks.pgd import PGDSettings, parse_epsilon
     from ..core.jobs import check_out
@@ -79,3 +112,16 @@ def run_attack_command(args: argparse.Namespace) -> None:
                          else None)
     print(f"target loss per token: clean {result.clean_loss:.3f} -> attacked {result.final_loss:.3f} (the saved PNG); "
           f"wrote {Path(args.out) / 'dataset.jsonl'} (source {spec.source})")
+
+
+def run_typographic_command(args: argparse.Namespace) -> None:
+    from ..attacks.job import TypographicSpec, run_typographic_job
+    from ..attacks.typographic import FIGSTEP_PROMPT, TypographicStyle
+    from ..core.jobs import check_out
+
+    check_out(args.out, "attack", args.overwrite)
+    style = TypographicStyle(size=args.size, font_size=args.font_size, steps=args.steps)
+    instructions = instructions_from(args.instructions)[:args.limit]
+    spec = TypographicSpec(args.instructions, style, args.prompt or FIGSTEP_PROMPT, args.source)
+    records = run_typographic_job(spec, args.out, instructions)
+    print(f"wrote {len(records)} images and {Path(args.out) / 'dataset.jsonl'} (source {args.source})")

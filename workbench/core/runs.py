@@ -22,7 +22,7 @@ from .io import atomic_write_text
 from .runlock import RunLock
 
 KINDS = ("stage1", "stage2", "eval", "compare", "attack", "reproduce")
-_RUN_ID = re.compile(r"^(stage1|stage2|eval|compare|reproduce)-\d{8}-\d{6}-[0-9a-f]{4}$")
+_RUN_ID = re.compile(r"^(stage1|stage2|eval|compare|reproduce|attack)-\d{8}-\d{6}-[0-9a-f]{4}$")
 RUN_INFO = "run.json"
 STAGING = ".staging"  # runs being made, listed nowhere until published
 
