@@ -435,3 +435,28 @@ def test_export_offers_only_what_the_picked_run_has() -> None:
     assert clickable("stage2-20260101-000000-abcd") == [True, True, True, False]
     assert clickable("stage1-20260101-000000-abcd") == [True, True, True, True]
     assert clickable(None) == clickable("../etc") == [False] * 4
+
+
+def test_a_hosted_job_stops_at_the_hosts_time_limit_and_the_queue_is_bounded(tmp_path: Path) -> None:
+    """Hosted, every job's cancel flag is also set by the host's wall-clock limit (default 20 min), and at most 16
+    requests wait for the model; locally neither limit applies unless given."""
+    import time
+    from types import SimpleNamespace
+
+    from workbench.app.context import AppContext
+    from workbench.app.jobs import run_attack
+    from workbench.core.progress import Cancelled
+
+    hosted, local = host_policy("0.0.0.0"), host_policy("127.0.0.1")
+    assert (hosted.job_minutes, hosted.max_queue) == (20, 16) and (local.job_minutes, local.max_queue) == (None, None)
+    assert host_policy("127.0.0.1", job_minutes=5).job_minutes == 5
+    with pytest.raises(ValueError, match="the queue size must be positive"):
+        host_policy("0.0.0.0", max_queue=0)
+    ctx = AppContext(Workbench("organism", tmp_path / "runs", HostPolicy(True, False, job_minutes=0.02)))
+    request = SimpleNamespace(session_hash="visitor-1")
+    wb, flag = ctx.visitor(request), ctx.cancel_flag(request, "attack")
+    started = time.time()
+    with pytest.raises(Cancelled, match="PGD cancelled at step"):
+        run_attack(wb, "organism:test", wb.records("organism:test"), "toxic", "32/255", 1000, "benign", "scenes", 4,
+                   None, flag)
+    assert time.time() - started < 60 and not list((tmp_path / "runs").rglob("attack.json"))  # nothing half-made

@@ -43,10 +43,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="in hosting mode, still let visitors name dataset files on this server")
     parser.add_argument("--allow-dual-use", action="store_true",
                         help="in hosting mode, allow steering toward harm and jailbreak images on real models")
+    parser.add_argument("--job-minutes", type=float, default=None,
+                        help="stop any job after this many minutes (hosted default 20; locally none)")
+    parser.add_argument("--max-queue", type=int, default=None,
+                        help="requests allowed to wait for the model (hosted default 16; locally unbounded)")
     args = parser.parse_args(argv)
-    policy = host_policy(args.host, args.hosted, args.trusted_local, args.allow_server_paths, args.allow_dual_use)
+    policy = host_policy(args.host, args.hosted, args.trusted_local, args.allow_server_paths, args.allow_dual_use,
+                         job_minutes=args.job_minutes, max_queue=args.max_queue)
     print(f"workbench: {policy.describe()}")
     app = create_app(args.model or default_model(), args.runs_dir, policy)
     # One request at a time per model: nnsight traces are not thread-safe; other users see "queued".
-    app.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
+    app.queue(default_concurrency_limit=1, max_size=policy.max_queue).launch(server_name=args.host, server_port=args.port,
                                                   **launch_options(args.runs_dir))

@@ -73,11 +73,17 @@ class AppContext:
                 flag.set()
 
     def cancel_flag(self, request: gr.Request | None, job: str) -> threading.Event:
-        """A fresh cancel flag for this browser session's next `job` (stage1, evaluate, stage2): each Cancel
-        button stops its own tab's job, never another one of the same visitor or anyone else's."""
+        """A fresh cancel flag for this browser session's next `job` (stage1, evaluate, stage2, attack, reproduce):
+        each Cancel button stops its own tab's job, never another one of the same visitor or anyone else's; the
+        host's time limit (`HostPolicy.job_minutes`) sets it too."""
         key = (session_of(request), job)
-        self.cancels[key] = threading.Event()
-        return self.cancels[key]
+        flag = self.cancels[key] = threading.Event()
+        minutes = self.shared.policy.job_minutes
+        if minutes:  # the host's wall-clock limit: the job stops at its next step, keeping what it finished
+            timer = threading.Timer(minutes * 60, flag.set)
+            timer.daemon = True
+            timer.start()
+        return flag
 
     def cancel(self, request: gr.Request | None, job: str) -> str:
         key = (session_of(request), job)
