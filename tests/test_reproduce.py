@@ -8,7 +8,9 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from workbench.cli.main import main
 from workbench.core.progress import Cancelled
@@ -33,6 +35,7 @@ source = "scenes"
 targets = "toxic"
 steps = 2
 limit = 4
+adaptive = true
 
 [[sets]]
 name = "typographic"
@@ -143,6 +146,14 @@ def test_the_columns_hold_what_the_recipe_asked_for_and_are_judged_as_it_says(ma
     by_set = {name: [o for o in plain if o.source == name] for name in ("text", "unrelated image")}
     assert [o.prompt for o in by_set["text"]] == [o.prompt for o in by_set["unrelated image"]]
     assert sum(o.refused for o in by_set["text"]) > sum(o.refused for o in by_set["unrelated image"])
+    # the adaptive attack: each defended row (and seed) meets an image made through its own steering
+    assert sets["PGD-toxic"]["adaptive"].startswith("each defended row")
+    attacks = {json.loads((p / "run.json").read_text())["vectors"]: p for p in (made / "table" / "attacks").iterdir()}
+    assert len(attacks) == 4 and attacks[None].name == "pgd-toxic"  # plain, Stage I, refusal variant seeds 0 and 1
+    images = {json.loads(line)["image"] for line in (attacks[None] / "dataset.jsonl").read_text().splitlines()}
+    stage1 = next(p for v, p in attacks.items() if v and "/stage-i/" in v)
+    assert np.abs(np.asarray(Image.open(stage1 / "pgd-0.png"), dtype=int)
+                  - np.asarray(Image.open(attacks[None] / images.pop()), dtype=int)).max() > 0
     # the refusal variant trained on keyword refusal: over-refusal (keyword judge) is its reward, flagged
     assert table["rows"]["refusal variant"]["cells"]["over-refusal"]["independence"] != "independent"
     row = next(line for line in (made / "table" / "table.md").read_text().splitlines()

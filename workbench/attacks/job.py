@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -37,6 +38,7 @@ class PGDSpec:
     universal: bool = True
     image: str = "blank"  # the clean starting image: a file name or "blank"
     vectors: str | None = None  # an adaptive attack runs through these (steered)
+    steering: tuple[tuple[str, Any], ...] = ()  # how they steer, where it is not as they record (mode, alpha, ...)
 
     @property
     def source(self) -> str:

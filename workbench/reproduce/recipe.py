@@ -72,6 +72,7 @@ class AttackRecipe:
     batch: int = 8
     universal: bool = True
     seed: int = 0
+    adaptive: bool = False  # also made through each defended row's own steering (an attacker who knows the defence)
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,13 @@ attack or Stage I starts again.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from PIL import Image
 
 from ..attacks.job import PGDSpec, blank_image, run_pgd_job
 from ..attacks.pgd import PGDSettings, parse_epsilon
@@ -32,7 +28,7 @@ from ..attacks.targets import target_strings
 from ..core.jobs import spec_fields
 from ..core.models import VLM
 from ..core.progress import Cancelled
-from ..core.records import Record, dataset_hash, read_jsonl, record_key
+from ..core.records import dataset_hash
 from ..core.runs import RUN_INFO
 from ..core.sampling import stratified_sample
 from ..data.sources import load_dataset
@@ -44,15 +40,12 @@ from ..rewards.visual import ClipScorer
 from ..stage1.job import Stage1Spec
 from ..stage2.job import Stage2Spec, run_stage2_job
 from ..stage2.presets import stage2_config
+from ..steer.steering import steering_for
 from ..steer.vectors import SteeringVector
-from .recipe import DefenceRecipe, Recipe, RecipeError, SetRecipe
+from .recipe import AttackRecipe, DefenceRecipe, Recipe, RecipeError
+from .sets import group_name, group_sets, judges_of, save_sets, slug
 
 Log = Callable[[str], None]
-
-
-def slug(name: str) -> str:
-    """A folder name for a recipe entry's name."""
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", name.lower())).strip("-")[:60] or "x"
 
 
 def row_key(defence: DefenceRecipe, seed: int | None) -> str:
@@ -126,29 +119,47 @@ def _fresh(runner: Runner, folder: Path, spec: Any) -> None:
     _record(runner, folder, spec)
 
 
+def _make_attack(runner: Runner, attack: AttackRecipe, folder: Path, defence: DefenceRecipe | None = None,
+                 vectors: Path | None = None) -> Path:
+    """One PGD step (through `defence`'s steering with `vectors` when given): its dataset.jsonl."""
+    settings = PGDSettings(parse_epsilon(attack.epsilon), float(parse_epsilon(attack.step_size) or 0), attack.steps,
+                           True, attack.seed, attack.batch)
+    spec = PGDSpec(runner.recipe.model, attack.prompts, attack.targets, settings, attack.universal,
+                   vectors=str(vectors.resolve()) if vectors else None,
+                   steering=defence.steering if defence is not None else ())
+    skip = _finished(runner, folder, spec, "dataset.jsonl")
+    if not skip:
+        records = [r for r in load_dataset(attack.prompts) if r.label == attack.label
+                   and (attack.source is None or r.source == attack.source)]
+        if not records:
+            raise RecipeError(f"attack {attack.name}: {attack.prompts} has no {attack.label} records"
+                              + (f" of source {attack.source}" if attack.source else ""))
+        steering = None
+        if vectors is not None and defence is not None:
+            given = dict(defence.steering)
+            steering, _ = steering_for(SteeringVector.load(vectors), given.get("mode"), given.get("alpha"),
+                                       given.get("layers"), given.get("steer_at"))
+        _fresh(runner, folder, spec)
+        run_pgd_job(spec, folder, runner.vlm, blank_image(), stratified_sample(records, attack.limit),
+                    target_strings(attack.targets, runner.recipe.model), steering, cancel=runner.cancel)
+    runner.step(f"attack {attack.name}" + (f" through {defence.name}" if defence else ""), skip)
+    return folder / "dataset.jsonl"
+
+
 def run_attacks(runner: Runner) -> dict[str, Path]:
-    """Every [[attacks]] entry's dataset.jsonl (made, or found made with the same settings)."""
-    made = {}
-    for attack in runner.recipe.attacks:
-        folder = runner.out / "attacks" / slug(attack.name)
-        settings = PGDSettings(parse_epsilon(attack.epsilon), float(parse_epsilon(attack.step_size) or 0), attack.steps,
-                               True, attack.seed, attack.batch)
-        spec = PGDSpec(runner.recipe.model, attack.prompts, attack.targets, settings, attack.universal)
-        skip = _finished(runner, folder, spec, "dataset.jsonl")
-        if not skip:
-            records = [r for r in load_dataset(attack.prompts) if r.label == attack.label
-                       and (attack.source is None or r.source == attack.source)]
-            if not records:
-                raise RecipeError(f"attack {attack.name}: {attack.prompts} has no {attack.label} records"
-                                  + (f" of source {attack.source}" if attack.source else ""))
-            records = stratified_sample(records, attack.limit)
-            _fresh(runner, folder, spec)
-            runner.log(f"attack {attack.name}: PGD {attack.targets}, ε {attack.epsilon}, {attack.steps} steps, "
-                       f"{len(records)} prompts")
-            run_pgd_job(spec, folder, runner.vlm, blank_image(), records,
-                        target_strings(attack.targets, runner.recipe.model), cancel=runner.cancel)
-        runner.step(f"attack {attack.name}", skip)
-        made[attack.name] = folder / "dataset.jsonl"
+    """Every [[attacks]] entry's dataset.jsonl against the undefended model (made, or found made alike)."""
+    return {a.name: _make_attack(runner, a, runner.out / "attacks" / slug(a.name)) for a in runner.recipe.attacks}
+
+
+def run_adaptive_attacks(runner: Runner, vectors: dict[str, Path]) -> dict[str, dict[str, Path]]:
+    """Row key -> {adaptive attack: its dataset.jsonl made through that row's steering} for every trained row."""
+    made: dict[str, dict[str, Path]] = {}
+    for defence, seeds in rows_of(runner.recipe):
+        for seed in seeds:
+            key = row_key(defence, seed)
+            for attack in (a for a in runner.recipe.attacks if a.adaptive and key in vectors):
+                folder = runner.out / "attacks" / f"{slug(attack.name)}--{key}"
+                made.setdefault(key, {})[attack.name] = _make_attack(runner, attack, folder, defence, vectors[key])
     return made
 
 
@@ -186,81 +197,18 @@ def run_defences(runner: Runner) -> dict[str, Path]:
     return vectors
 
 
-def _attached(image: str) -> Image.Image:
-    """The one image a set attaches to every record: white, black, seeded noise, or a file."""
-    if image in ("white", "black"):
-        return Image.new("RGB", (64, 64), image)
-    if image == "noise":
-        return Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    with Image.open(image) as opened:
-        return opened.convert("RGB")
-
-
-def set_records(entry: SetRecipe, attacks: dict[str, Path], default_limit: int | None) -> list[Record]:
-    """A column's records: its data filtered and sampled, the image swapped when asked, the source = the column."""
-    records = read_jsonl(attacks[entry.data[7:]]) if entry.data.startswith("attack:") else load_dataset(entry.data)
-    chosen = [r for r in records if (entry.label is None or r.label == entry.label)
-              and (entry.source is None or r.source == entry.source)
-              and (not entry.behaviors or r.behavior in entry.behaviors)
-              and r.behavior not in entry.exclude_behaviors]
-    if not chosen:
-        raise RecipeError(f"set {entry.name}: no record of {entry.data} passes its filters")
-    chosen = stratified_sample(chosen, entry.limit or default_limit)
-    if entry.image:
-        image = _attached(entry.image)
-        return [replace(r, source=entry.name, image_data=image, image_path=None) for r in chosen]
-    return [replace(r, source=entry.name) for r in chosen]
-
-
-def judges_of(entry: SetRecipe, recipe: Recipe) -> tuple[str, str]:
-    """The set's (ASR judge, toxicity judge) names, auto resolved by where its records come from."""
-    origin = next((a.prompts for a in recipe.attacks if f"attack:{a.name}" == entry.data), entry.data)
-    judge = entry.judge if entry.judge != "auto" else recipe.judge
-    if judge == "auto":
-        judge = "organism" if origin.startswith("organism:") else "keyword"
-    toxicity = entry.toxicity_judge
-    if toxicity == "auto":
-        toxicity = "organism" if origin.startswith("organism:") else "none"
-    return judge, toxicity
-
-
-def build_sets(runner: Runner, attacks: dict[str, Path]) -> dict[tuple[str, str], list[Record]]:
-    """Every column's records, grouped by their pair of judges (one evaluation per group and row); sets.json says
-    what each column holds."""
-    groups: dict[tuple[str, str], list[Record]] = {}
-    described = []
-    for entry in runner.recipe.sets:
-        records = set_records(entry, attacks, runner.recipe.limit)
-        judges = judges_of(entry, runner.recipe)
-        groups.setdefault(judges, []).extend(records)
-        described.append({"name": entry.name, "data": entry.data, "metric": entry.metric, "role": entry.role,
-                          "judge": judges[0], "toxicity_judge": judges[1], "records": len(records),
-                          "unique_inputs": len({record_key(r) for r in records}),
-                          "filters": {k: v for k, v in (("label", entry.label), ("source", entry.source),
-                                                         ("behaviors", list(entry.behaviors)),
-                                                         ("exclude_behaviors", list(entry.exclude_behaviors)),
-                                                         ("image", entry.image)) if v}})
-    path = runner.out / "sets.json"
-    if path.is_file() and json.loads(path.read_text(encoding="utf-8")) != described:
-        raise RecipeError(f"{path} describes other sets than the recipe now makes (their data, filters or sizes "
-                          "changed); use a new --out (nothing was changed)")
-    if not path.is_file():
-        path.write_text(json.dumps(described, indent=1), encoding="utf-8")
-    return groups
-
-
-def group_name(judges: tuple[str, str]) -> str:
-    return slug(f"asr-{judges[0]}-tox-{judges[1]}")
-
-
-def run_evals(runner: Runner, vectors: dict[str, Path], groups: dict[tuple[str, str], list[Record]]
-              ) -> dict[str, dict[str, Path]]:
-    """Every row (and seed) evaluated on every group of sets: row key -> {group: eval folder}."""
+def run_evals(runner: Runner, vectors: dict[str, Path], attacks: dict[str, Path],
+              adaptive: dict[str, dict[str, Path]]) -> dict[str, dict[str, Path]]:
+    """Every row (and seed) evaluated on every group of sets (a defended row on the adaptive attacks made through
+    it): row key -> {group: eval folder}."""
     recipe, folders = runner.recipe, {}  # type: tuple[Recipe, dict[str, dict[str, Path]]]
-    hashes = {judges: dataset_hash(records) for judges, records in groups.items()}  # the check sees the records
+    plain, described = group_sets(recipe, attacks)
+    save_sets(runner.out, described)
     for defence in recipe.defences:
         for seed in recipe.seeds if defence.seeded else [None]:
             key = row_key(defence, seed)
+            groups = group_sets(recipe, {**attacks, **adaptive[key]})[0] if key in adaptive else plain
+            hashes = {judges: dataset_hash(records) for judges, records in groups.items()}  # the check sees them
             folders[key] = {}
             for judges, records in groups.items():
                 folder = runner.out / "evals" / key / group_name(judges)
@@ -289,18 +237,17 @@ def run_evals(runner: Runner, vectors: dict[str, Path], groups: dict[tuple[str, 
 def count_steps(recipe: Recipe, groups: int) -> int:
     rows = sum(len(recipe.seeds) if d.seeded else 1 for d in recipe.defences)
     trained = sum(len(recipe.seeds) if d.seeded else 1 for d in recipe.defences if d.kind in ("stage1", "stage2"))
-    return len(recipe.attacks) + trained + rows * groups
+    return len(recipe.attacks) + trained * (1 + sum(a.adaptive for a in recipe.attacks)) + rows * groups
 
 
 def run_steps(runner: Runner) -> dict[str, dict[str, Path]]:
-    """Attacks, defences, sets, evaluations in order; the evaluation folders by row key."""
+    """Attacks, defences, adaptive attacks, evaluations in order; the evaluation folders by row key."""
     runner.started = time.time()
-    judge_pairs = {judges_of(s, runner.recipe) for s in runner.recipe.sets}
-    runner.total = count_steps(runner.recipe, len(judge_pairs))
+    runner.total = count_steps(runner.recipe, len({judges_of(s, runner.recipe) for s in runner.recipe.sets}))
     attacks = run_attacks(runner)
     vectors = run_defences(runner)
-    groups = build_sets(runner, attacks)
-    return run_evals(runner, vectors, groups)
+    adaptive = run_adaptive_attacks(runner, vectors)
+    return run_evals(runner, vectors, attacks, adaptive)
 
 
 def rows_of(recipe: Recipe) -> Sequence[tuple[DefenceRecipe, list[int | None]]]:

@@ -20,7 +20,8 @@ from ..core.io import atomic_write_text
 from ..evaluate.evaluation import Outcome, paired, summarise
 from ..evaluate.independence import INDEPENDENT
 from .recipe import LOWER_IS_BETTER, METRICS, Recipe
-from .steps import group_name, judges_of, row_key, rows_of
+from .sets import group_name, judges_of
+from .steps import row_key, rows_of
 
 SEED_STRIDE = 1_000_000  # pooled seeds: record indices kept apart, clusters (inputs) shared
 
