@@ -82,6 +82,17 @@ def test_report_on_the_organism_has_both_conditions_with_intervals(organism_eval
     assert (out / "figures" / "metrics_overall.svg").read_text().lstrip().startswith("<svg")
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert {json.loads(line)["condition"] for line in lines} == {"unsteered", "steered"}
+    # what "held out" means here: new inputs, and which harmful behaviours training never saw (organism:train leaves
+    # two out)
+    test = load_dataset("organism:test")
+    picked = [r for r in test if r.source == "typographic"][::3]
+    evaluated = sorted({r.behavior for r in picked if r.label == "harmful"})
+    unseen = [b for b in evaluated if b in ("hurt a person", "sell stolen phones")]
+    assert unseen and len(unseen) < len(evaluated)
+    held = metrics["settings"]["training_overlap"]["behaviors"]
+    assert held == {"evaluated": len(evaluated), "seen": [b for b in evaluated if b not in unseen], "unseen": unseen}
+    assert (f"Held out: inputs: 0 of {metrics['settings']['records']} evaluation inputs were training inputs" in report
+            and f"new behaviours: {', '.join(unseen)}." in report)
 
 
 def _tiny_dataset(tmp_path: Path) -> Path:

@@ -187,11 +187,24 @@ def leakage(records: Sequence[Record], metadata: dict | None, keys: Sequence[str
     """How many evaluation records are inputs the vectors were trained on (Stage I and Stage II data, as the
     vectors' metadata lists them); `checked` is False when the vectors record no training inputs. `keys` are
     the records' `record_key`s when already computed."""
+    behaviours = _held_out_behaviours(records, metadata)
     trained = set((metadata or {}).get("training_records") or [])
     if not trained:
-        return {"checked": False, "overlap": None, "records": len(records)}
+        return {"checked": False, "overlap": None, "records": len(records), "behaviors": behaviours}
     keys = keys if keys is not None else [record_key(r) for r in records]
-    return {"checked": True, "overlap": sum(1 for key in keys if key in trained), "records": len(records)}
+    return {"checked": True, "overlap": sum(1 for key in keys if key in trained), "records": len(records),
+            "behaviors": behaviours}
+
+
+def _held_out_behaviours(records: Sequence[Record], metadata: dict | None) -> dict | None:
+    """Which harmful behaviours evaluated were also trained on (held out = new phrasing or image only) and which
+    were not (new behaviours); None when the vectors do not record their training behaviours."""
+    if not metadata or "training_behaviors" not in metadata:
+        return None
+    evaluated = sorted({r.behavior for r in records if r.label == "harmful" and r.behavior})
+    trained = set(metadata["training_behaviors"])
+    return {"evaluated": len(evaluated), "seen": [b for b in evaluated if b in trained],
+            "unseen": [b for b in evaluated if b not in trained]}
 
 
 def guard_leakage(records: Sequence[Record], metadata: dict | None, allow_overlap: bool = False,

@@ -60,6 +60,26 @@ def metrics_table(metrics: Mapping, scope: str = "overall") -> str:
     return "\n".join(lines)
 
 
+def held_out_text(overlap: Mapping | None) -> str:
+    """What "held out" means for this evaluation: inputs (exact content) and harmful behaviours."""
+    if not overlap or overlap.get("overlap") is None and overlap.get("behaviors") is None:
+        return "Held out: not checked (unsteered only, or the vectors record no training data)."
+    inputs = ("inputs: not checked (the vectors record no training inputs)" if overlap.get("overlap") is None else
+              f"inputs: {overlap['overlap']} of {overlap['records']} evaluation inputs were training inputs "
+              "(exact content)")
+    behaviours = overlap.get("behaviors")
+    if behaviours is None:
+        kind = "behaviours: not recorded in these vectors"
+    elif not behaviours["evaluated"]:
+        kind = "behaviours: none named in these records"
+    else:
+        kind = (f"behaviours: {len(behaviours['seen'])} of {behaviours['evaluated']} harmful behaviours evaluated "
+                "were also in training (held out there means a new phrasing or image only)"
+                + (f"; new behaviours: {', '.join(_escape(b) for b in behaviours['unseen'])}" if behaviours["unseen"]
+                   else "; none is a new behaviour"))
+    return f"Held out: {inputs}; {kind}."
+
+
 def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:300]
 
@@ -108,6 +128,7 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
     lines += ["", "Independence from the vectors' training: " + ("every metric is independent of it (no Stage II "
               "reward)." if not trained else "; ".join(f"{LABELS[k]} is {v}" for k, v in trained.items()) +
               "; the other metrics are independent. A metric that is the reward improves by construction.")]
+    lines += ["", held_out_text(settings.get("training_overlap"))]
     if "paired" in metrics:
         lines += ["", "### Steered vs unsteered, paired by input", "", paired_table(metrics)]
     if plots:

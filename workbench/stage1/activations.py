@@ -132,6 +132,7 @@ def capture(vlm: VLM, records: Sequence[Record], position: Position = "last", ba
             values[indices] = rows
     metadata = dict(model=vlm.spec, position=position, layer_convention=LAYER_CONVENTION,
                     num_layers=vlm.num_layers, hidden_size=vlm.hidden_size, dataset_hash=dataset_hash(records),
-                    training_records=sorted({record_key(r) for r in records}))  # for evaluation's leakage guard
+                    training_records=sorted({record_key(r) for r in records}),  # for evaluation's leakage guard
+                    training_behaviors=sorted({r.behavior for r in records if r.label == "harmful" and r.behavior}))
     return Activations(values=values, labels=[r.label for r in records], sources=[r.source for r in records],
                        prompts=[r.prompt for r in records], metadata=metadata)

@@ -316,6 +316,8 @@ class Stage2Run:
                 "training_data_hash": self.inputs["data"], "run": self.out.name,
                 "training_records": sorted(set(self.base.metadata.get("training_records") or [])
                                            | {record_key(r) for r in self.records}),
+                "training_behaviors": sorted(set(self.base.metadata.get("training_behaviors") or []) | {
+                    r.behavior for r in self.records if r.label == "harmful" and r.behavior}),
                 "made_from": {"run": self.base.metadata.get("run"), "stage": self.base.metadata.get("stage", "I")}})
             if main:
                 vector.save(self.store.vectors)

@@ -82,7 +82,8 @@ def build(ctx: AppContext) -> None:
             gr.Markdown("One recipe builds every defence (no defence, a system prompt, Stage I workbench and astra, "
                         "Stage II spo-vlm with DPO and BiPO, the project's refusal variant; Stage II once per seed), "
                         "every attack set (typographic seen and unseen activities, text, role-play, an unrelated "
-                        "image, PGD-toxic and PGD-JB at ε 32/255) and utility, each step a run folder. Same as "
+                        "image, PGD-toxic at ε 64/255 also made adaptively through each defence, PGD-JB at ε 32/255) "
+                        "and utility, each step a run folder. Same as "
                         "`python -m workbench reproduce recipes/organism.toml --out runs/table` (about 40 min on 2 "
                         "CPU cores; the model is busy meanwhile).")
             with gr.Row():
