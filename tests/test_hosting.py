@@ -460,3 +460,51 @@ def test_a_hosted_job_stops_at_the_hosts_time_limit_and_the_queue_is_bounded(tmp
         run_attack(wb, "organism:test", wb.records("organism:test"), "toxic", "32/255", 1000, "benign", "scenes", 4,
                    None, flag)
     assert time.time() - started < 60 and not list((tmp_path / "runs").rglob("attack.json"))  # nothing half-made
+
+
+def test_the_dual_use_policy_judges_the_effect_so_a_flipped_direction_cannot_pass(tmp_path: Path) -> None:
+    """Issue 47: swapping an upload's labels flips Stage I's direction, and -1 * v composes the same; with the host's
+    reference direction both are refused on a hosted real model at the sign that looks defensive, on every path that
+    steers (playground, sweep, compare, Stage II creation), while honest defending steering is allowed."""
+    from workbench.app.jobs import create_stage2, run_comparison
+    from workbench.stage2.loop import Stage2Config
+    from workbench.steer.vectors import SteeringVector
+
+    vlm_layers, size = 2, 32  # tiny-random:llava's text model
+    honest = SteeringVector({k: torch.randn(size, generator=torch.Generator().manual_seed(k))
+                             for k in range(vlm_layers)}, {k: torch.zeros(size) for k in range(vlm_layers)},
+                            {"model": "tiny-random:llava"})
+    reference = tmp_path / "reference.safetensors"
+    honest.save(reference)
+    policy = HostPolicy(True, False, reference_vectors=str(reference))
+    host = Workbench("tiny-random:llava", tmp_path / "runs", policy)
+    assert host.vlm.hidden_size == size and host.vlm.num_layers >= vlm_layers
+    wb = host.for_visitor("visitor")
+    runs = {}
+    for name, vector in (("honest", honest), ("flipped", SteeringVector(
+            {k: -v for k, v in honest.directions.items()}, honest.calibration, dict(honest.metadata))),
+            ("negated", -1.0 * honest)):
+        run_id, folder = wb.runs.create("stage1", {"model": wb.spec, "data": "demo"})
+        vector.save(folder / "vectors.safetensors")
+        runs[name] = run_id
+    for mode, alpha in (("additive", -4.0), ("adaptive", 1.0)):  # the defending sign for an honest direction
+        wb.steering(runs["honest"], mode, alpha, "")
+        for name in ("flipped", "negated"):
+            with pytest.raises(ValueError, match="dual-use policy"):
+                wb.steering(runs[name], mode, alpha, "")
+            with pytest.raises(ValueError, match="dual-use policy"):
+                wb.sweep(runs[name], None, "hello", mode, "", [alpha], 2)
+        wb.steering(runs["flipped"], mode, -alpha, "")  # its own defending sign is what defends now
+    with pytest.raises(ValueError, match="dual-use policy"):
+        create_stage2(wb, runs["flipped"], "demo", Stage2Config(mode="adaptive", alpha=1.0, layers=[0, 1], steps=1))
+    flipped = SteeringVector.load(wb.runs.path(runs["flipped"]) / "vectors.safetensors")
+    flipped.metadata["steering"] = {"mode": "adaptive", "alpha": 1.0, "layers": [0, 1]}
+    flipped.save(wb.runs.path(runs["flipped"]) / "vectors.safetensors")
+    with pytest.raises(ValueError, match="dual-use policy"):
+        run_comparison(wb, [runs["flipped"]], ["demo"], 2, "keyword", None)
+    # without a reference the sign rule still sees a composed -1 * v
+    plain = Workbench("tiny-random:llava", tmp_path / "runs2", HOSTED).for_visitor("visitor")
+    run_id, folder = plain.runs.create("stage1", {"model": plain.spec, "data": "demo"})
+    (-1.0 * honest).save(folder / "vectors.safetensors")
+    with pytest.raises(ValueError, match="dual-use policy"):
+        plain.steering(run_id, "additive", -4.0, "")

@@ -47,9 +47,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="stop any job after this many minutes (hosted default 20; locally none)")
     parser.add_argument("--max-queue", type=int, default=None,
                         help="requests allowed to wait for the model (hosted default 16; locally unbounded)")
+    parser.add_argument("--reference-vectors", default=None,
+                        help="hosted: your own Stage I vectors.safetensors for this model; the dual-use check then "
+                        "judges each visitor's steering by its effect along that direction, not by the sign of α")
     args = parser.parse_args(argv)
     policy = host_policy(args.host, args.hosted, args.trusted_local, args.allow_server_paths, args.allow_dual_use,
-                         job_minutes=args.job_minutes, max_queue=args.max_queue)
+                         job_minutes=args.job_minutes, max_queue=args.max_queue,
+                         reference_vectors=args.reference_vectors)
     print(f"workbench: {policy.describe()}")
     app = create_app(args.model or default_model(), args.runs_dir, policy)
     # One request at a time per model: nnsight traces are not thread-safe; other users see "queued".

@@ -44,6 +44,7 @@ from .hosting import (
     SERVER_PATH_REFUSED,
     HostPolicy,
 )
+from .policy import harm_push
 from .storage import VISITORS, stage_upload, trim_visitor_folders
 
 T = TypeVar("T")
@@ -78,6 +79,7 @@ class SharedModel:
         self._scorers: tuple[ToxicityScorer, ClipScorer | None] | None = None
         self.stage1_cache: OrderedDict[Path, Stage1Result] = OrderedDict()
         self._jobs = 0  # jobs using the model now: a model switch waits for none
+        self._reference: SteeringVector | None = None
         self._jobs_guard = threading.Lock()
 
     @contextlib.contextmanager
@@ -134,16 +136,32 @@ class SharedModel:
         vlm = self.vlm
         return f"{vlm.spec} on {vlm.input_device} ({str(vlm.dtype).replace('torch.', '')}), {vlm.num_layers} layers"
 
-    def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
+    def check_dual_use(self, mode: str | None = None, alpha: float | None = None,
+                       vector: SteeringVector | None = None, layers: Sequence[int] | None = None) -> None:
         """In hosting mode, attacks (steering toward harm; with no mode, making jailbreak images) are for the
-        model organism only, unless the host allows them."""
+        model organism only, unless the host allows them. With the vector, the steering's effect decides
+        (`policy.harm_push`: each summand's scale and, given the host's reference, its orientation); without it,
+        the sign of α."""
         if self.policy.allow_dual_use or self.spec == "organism":
             return
         if mode is None:
             raise ValueError(DUAL_USE_REFUSED)
+        if vector is not None and alpha is not None:
+            if harm_push(vector, mode, float(alpha), layers, self.reference()) is not None:
+                raise ValueError(DUAL_USE_REFUSED)
+            return
         rule = get_rule(mode)
         if alpha is not None and rule.toward_harm is not None and rule.toward_harm(alpha):
             raise ValueError(DUAL_USE_REFUSED)
+
+    def reference(self) -> SteeringVector | None:
+        """The host's reference vectors (loaded once), or None when the host gave none."""
+        if self.policy.reference_vectors is None:
+            return None
+        with self.lock:
+            if self._reference is None:
+                self._reference = SteeringVector.load(self.policy.reference_vectors)
+            return self._reference
 
 
 class Workbench:
@@ -172,8 +190,9 @@ class Workbench:
     def switch_model(self, spec: str) -> None:
         self.shared.switch_model(spec)
 
-    def check_dual_use(self, mode: str | None = None, alpha: float | None = None) -> None:
-        self.shared.check_dual_use(mode, alpha)
+    def check_dual_use(self, mode: str | None = None, alpha: float | None = None,
+                       vector: SteeringVector | None = None, layers: Sequence[int] | None = None) -> None:
+        self.shared.check_dual_use(mode, alpha, vector, layers)
 
     def for_visitor(self, visitor: str | None) -> Workbench:
         """The workbench as `visitor` (a browser session) sees it. Trusted local use: this one, every run. Hosting
@@ -291,8 +310,9 @@ class Workbench:
     def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
         """The widgets' mode, α and layers; layers left empty and the steered positions come from the vector (what
         Stage II trained with or a Stage I preset recorded, else Stage I's suggested layers), as the CLI does."""
-        self.check_dual_use(mode, float(alpha))
-        return steering_for(self.vector(run_id), mode, float(alpha), parse_layers(layers))[0]
+        steering = steering_for(self.vector(run_id), mode, float(alpha), parse_layers(layers))[0]
+        self.check_dual_use(steering.mode, steering.alpha, steering.vector, steering.active_layers)
+        return steering
 
     def steering_choice(self, run_id: str, mode: str, alpha: float, layers: str | None) -> SteeringChoice:
         """What the visitor chose, for a job spec (layers left empty and the positions stay the vector's to say, as
@@ -335,8 +355,8 @@ class Workbench:
         for index, alpha in enumerate(alphas):
             if progress is not None:
                 progress(index, len(alphas), f"α = {alpha:g}")
-            self.check_dual_use(mode, float(alpha))
             steering = Steering(vector, mode, float(alpha), parse_layers(layers))
+            self.check_dual_use(mode, float(alpha), vector, steering.active_layers)
             text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
             scores = self._scores(image, [text])
             rows.append({"alpha": float(alpha), "output": text, "toxicity": scores["toxicity"][0],

@@ -35,6 +35,7 @@ class HostPolicy:
     allow_dual_use: bool = False  # attack-making (typographic jailbreaks, steering toward harm) off model organisms
     job_minutes: float | None = None  # a job's wall-clock limit (None: none); it stops at its next step, keeping work
     max_queue: int | None = None  # events allowed to wait for the model (None: unbounded)
+    reference_vectors: str | None = None  # the host's own Stage I vectors for the model: the dual-use check's reference
 
     @property
     def allow_model_switch(self) -> bool:
@@ -47,7 +48,9 @@ class HostPolicy:
                 "long as this browser tab (download what you want to keep)"
                 + (" (server paths allowed by the host)" if self.allow_server_paths else "")
                 + "; the model is fixed by the host"
-                + ("" if self.allow_dual_use else "; attack making and steering toward harm only on the organism")
+                + ("" if self.allow_dual_use else "; attack making and steering toward harm only on the organism"
+                   + (" (judged against the host's reference direction)" if self.reference_vectors else
+                      " (judged by the sign of α and the vector's scales: no reference direction was given)"))
                 + (f"; each job stops after {self.job_minutes:g} min" if self.job_minutes else "")
                 + (f"; at most {self.max_queue} requests wait for the model" if self.max_queue else ""))
 
@@ -55,7 +58,7 @@ class HostPolicy:
 def host_policy(host: str, hosted: bool | None = None, trusted_local: bool = False,
                 allow_server_paths: bool = False, allow_dual_use: bool = False,
                 environ: Mapping[str, str] = os.environ, job_minutes: float | None = None,
-                max_queue: int | None = None) -> HostPolicy:
+                max_queue: int | None = None, reference_vectors: str | None = None) -> HostPolicy:
     """The policy for an app bound to `host`: hosted when asked, on Spaces, or reachable from elsewhere. Hosted,
     jobs stop after `job_minutes` (default HOSTED_JOB_MINUTES) and at most `max_queue` events wait (default
     HOSTED_QUEUE); locally neither is limited unless given."""
@@ -70,4 +73,5 @@ def host_policy(host: str, hosted: bool | None = None, trusted_local: bool = Fal
             raise ValueError(f"the {name} must be positive, got {value}")
     return HostPolicy(is_hosted, allow_server_paths or not is_hosted, allow_dual_use or not is_hosted,
                       job_minutes if job_minutes is not None else (HOSTED_JOB_MINUTES if is_hosted else None),
-                      max_queue if max_queue is not None else (HOSTED_QUEUE if is_hosted else None))
+                      max_queue if max_queue is not None else (HOSTED_QUEUE if is_hosted else None),
+                      reference_vectors)

@@ -39,8 +39,8 @@ from .hosting import MAX_PROMPT_CHARS
 
 def create_stage2(wb: Workbench, source_run: str, data_label: str, config: Stage2Config) -> str:
     """A new Stage II run folder refining the vectors of `source_run`; returns its id."""
-    wb.check_dual_use(config.mode, config.alpha)  # training steers too: the hosted policy applies before any work
-    wb.vector(source_run)  # fails early, with a message, when the source has no usable vectors
+    # training steers too: the hosted policy applies before any work (fails early when the source has no vectors)
+    wb.check_dual_use(config.mode, config.alpha, wb.vector(source_run), config.layers)
     run_id, _ = wb.runs.create("stage2", {"model": wb.spec, "data": data_label, "source_run": source_run,
                                           "status": "created", "steps": config.steps})
     return run_id
@@ -58,9 +58,8 @@ def run_stage2(wb: Workbench, run_id: str, config: Stage2Config | None, resume: 
             raise ValueError(f"run {run_id} never started training (no config saved); start a new run instead")
         config = Stage2Config(**json.loads((folder / "config.json").read_text(encoding="utf-8")))
     assert config is not None
-    wb.check_dual_use(config.mode, config.alpha)  # a resumed run is checked again (the host's policy may be newer)
-    source = info["source_run"]
-    wb.vector(source)  # the source still has vectors this model can use (a message, not a traceback)
+    source = info["source_run"]  # a resumed run is checked again (the host's policy may be newer)
+    wb.check_dual_use(config.mode, config.alpha, wb.vector(source), config.layers)
     spec = Stage2Spec(wb.spec, info["data"], str(wb.runs.path(source) / "vectors.safetensors"), config, source)
     run_stage2_job(spec, folder, wb.vlm, wb.records(info["data"]), wb.scorers(), resume, cancel=cancel,
                    on_step=on_step, show_bar=False)
@@ -128,7 +127,7 @@ def run_comparison(wb: Workbench, run_ids: list[str], datasets: list[str], limit
     _check_judge(judge)
     for run_id in run_ids:
         steering, _ = steering_for(wb.vector(run_id), None, None, None, None)
-        wb.check_dual_use(steering.mode, steering.alpha)
+        wb.check_dual_use(steering.mode, steering.alpha, steering.vector, steering.active_layers)
     if system_prompt and len(system_prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the system prompt is {len(system_prompt):,} characters; keep it under "
                          f"{MAX_PROMPT_CHARS:,}")

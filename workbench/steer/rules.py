@@ -32,20 +32,22 @@ class SteeringRule:
     needs_calibration: bool
     defence_sign: str
     toward_harm: Callable[[float], bool] | None = None  # which strengths push toward harm (None: not stated)
+    odd: bool = True  # the effect flips with the direction's sign (additive, adaptive); ablation's does not
 
 
 RULES: dict[str, SteeringRule] = {}
 
 
 def register_rule(name: str, apply: RuleFn, needs_calibration: bool, defence_sign: str,
-                  toward_harm: Callable[[float], bool] | None = None) -> SteeringRule:
+                  toward_harm: Callable[[float], bool] | None = None, odd: bool = True) -> SteeringRule:
     """Add a steering rule; it then appears in every mode choice (CLI, app) and in `Steering(mode=name)`.
-    `toward_harm(alpha)` says which strengths amplify the harmful direction (a hosted app refuses those)."""
+    `toward_harm(alpha)` says which strengths amplify the harmful direction (a hosted app refuses those) for a
+    direction pointing benign -> harmful; `odd` says whether the effect flips with the direction's sign."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"a rule name is a word such as 'additive', got {name!r}")
     if name in RULES:
         raise ValueError(f"steering rule {name!r} is already registered")
-    RULES[name] = SteeringRule(name, apply, needs_calibration, defence_sign, toward_harm)
+    RULES[name] = SteeringRule(name, apply, needs_calibration, defence_sign, toward_harm, odd)
     return RULES[name]
 
 
@@ -90,6 +92,6 @@ def _adaptive(h: torch.Tensor, unit: torch.Tensor, direction: torch.Tensor, alph
 register_rule("additive", _additive, needs_calibration=False, defence_sign="negative alpha defends",
               toward_harm=lambda alpha: alpha > 0)
 register_rule("ablation", _ablation, needs_calibration=False, defence_sign="alpha=1 removes the direction",
-              toward_harm=lambda alpha: alpha < 0)
+              toward_harm=lambda alpha: alpha < 0, odd=False)
 register_rule("adaptive", _adaptive, needs_calibration=True, defence_sign="positive alpha defends",
               toward_harm=lambda alpha: alpha < 0)
