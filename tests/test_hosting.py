@@ -287,11 +287,16 @@ def test_stage2_on_a_real_model_in_hosting_mode_refuses_training_toward_harm(tmp
     from workbench.app.jobs import create_stage2, run_stage2
     from workbench.stage2.loop import Stage2Config
 
+    from workbench.steer.vectors import SteeringVector
+
     real = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
+    source, made = real.runs.create("stage1", {"model": real.spec, "data": "demo"})
+    SteeringVector({k: torch.ones(32) for k in (0, 1)}, {k: torch.zeros(32) for k in (0, 1)}).save(
+        made / "vectors.safetensors")
     with pytest.raises(ValueError, match="dual-use policy"):
-        create_stage2(real, "no-such-run", "demo", Stage2Config(mode="additive", alpha=5.0))
-    assert not real.runs.list()
-    run_id, folder = real.runs.create("stage2", {"model": real.spec, "data": "demo", "source_run": "x"})
+        create_stage2(real, source, "demo", Stage2Config(mode="additive", alpha=5.0))
+    assert real.runs.list() == [source]
+    run_id, folder = real.runs.create("stage2", {"model": real.spec, "data": "demo", "source_run": source})
     (folder / "config.json").write_text(json.dumps(dataclasses.asdict(Stage2Config(mode="additive", alpha=5.0))))
     with pytest.raises(ValueError, match="dual-use policy"):
         run_stage2(real, run_id, None, True, threading.Event(), lambda metrics: None)
