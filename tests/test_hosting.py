@@ -286,7 +286,6 @@ def test_stage2_on_a_real_model_in_hosting_mode_refuses_training_toward_harm(tmp
 
     from workbench.app.jobs import create_stage2, run_stage2
     from workbench.stage2.loop import Stage2Config
-
     from workbench.steer.vectors import SteeringVector
 
     real = Workbench("tiny-random:llava", tmp_path / "runs", HOSTED)
