@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         refuse_unsharded(args.command)
         handlers[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted; a Stage II run resumes from its last checkpoint with --resume", file=sys.stderr)
+        print("interrupted; the same command with --resume continues (finished steps are kept)"
+              if args.command == "reproduce" else
+              "interrupted; a Stage II run resumes from its last checkpoint with --resume", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
