@@ -119,6 +119,14 @@ def _delta(cell: Mapping | None) -> str:
     return f"Δ {difference['difference']:+.2f}{interval}"
 
 
+def decided_by(column: Mapping[str, Any]) -> str:
+    """Who decides a column's metric: the ASR judge, the toxicity judge, the keyword refusal judge, or the
+    reference answers."""
+    return {"asr": f"ASR judge: {column['judge']}", "toxic_rate": f"toxicity judge: {column['toxicity_judge']}",
+            "over_refusal": "keyword refusal judge", "refusal_rate": "keyword refusal judge",
+            "utility": "reference answers (the eval's utility scoring)"}[column["metric"]]
+
+
 def _md(value: object) -> str:
     return str(value).replace("|", "/").replace("\n", " ")
 
@@ -140,12 +148,12 @@ def markdown(table: Mapping[str, Any], command: str, text: Callable[[object], st
             flag = " ⚠" if cell and cell.get("independence") not in (None, INDEPENDENT) else ""
             cells.append(_value(cell) + flag + (f"{breaks}{_delta(cell)}" if _delta(cell) else ""))
         lines.append(f"| {text(name)} | {len(row['seeds']) or 1} | " + " | ".join(cells) + " |")
-    lines += ["", "| column | metric | ASR judge | toxicity judge | n | unique inputs |", "|---|---|---|---|---|---|"]
+    lines += ["", "| column | metric | decided by | n | unique inputs |", "|---|---|---|---|---|"]
     baseline = next(iter(table["rows"].values()))
     for column in columns:
         cell = baseline["cells"].get(column["name"]) or {}
-        lines.append(f"| {text(column['name'])} | {column['metric']} | {text(column['judge'])} | "
-                     f"{text(column['toxicity_judge'])} | {cell.get('n', '–')} | {cell.get('unique_inputs', '–')} |")
+        lines.append(f"| {text(column['name'])} | {column['metric']} | {text(decided_by(column))} | "
+                     f"{cell.get('n', '–')} | {cell.get('unique_inputs', '–')} |")
     if any(c and c.get("independence") not in (None, INDEPENDENT) for r in table["rows"].values()
            for c in r["cells"].values()):
         lines += ["", "⚠: the row's vectors were trained on this metric (a Stage II reward), so it improves by "
