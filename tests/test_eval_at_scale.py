@@ -240,7 +240,8 @@ def test_data_parallel_error_is_the_run_status(tmp_path: Path) -> None:
     """Under torchrun each rank leaves through exit_process: a rank's error still fails the run, with its message."""
     run = _torchrun(_eval_args(tmp_path / "bad", 0), tmp_path / "logs")
     assert run.returncode != 0
-    assert all("error: --limit must be at least 1, got 0\n" in text for text in run.stderr)
+    # torchrun stops the other ranks once one fails: under load one may be stopped before it prints
+    assert any("error: --limit must be at least 1, got 0\n" in text for text in run.stderr)
     assert not (tmp_path / "bad" / "metrics.json").exists()
 
 

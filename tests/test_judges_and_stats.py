@@ -208,7 +208,8 @@ def test_evaluating_on_training_records_is_refused_unless_allowed(llava) -> None
                  show_bar=False)
     allowed = evaluate(llava, train[:4] + _records(2, 100), steering, ToxicityScorer.fallback(), config=config,
                        show_bar=False, allow_overlap=True)
-    assert allowed.settings["training_overlap"] == {"checked": True, "overlap": 4, "records": 6}
+    assert allowed.settings["training_overlap"] == {"checked": True, "overlap": 4, "records": 6,
+                                                    "behaviors": {"evaluated": 0, "seen": [], "unseen": []}}
     clean = evaluate(llava, _records(4, 100), steering, ToxicityScorer.fallback(), config=config, show_bar=False)
     assert clean.settings["training_overlap"]["overlap"] == 0
     assert clean.settings["vector"]["training_records"] == 8  # the count travels with the metrics, not the keys

@@ -161,3 +161,24 @@ def test_the_astra_and_spo_vlm_presets_run_the_same_through_the_cli_and_the_app(
     assert saved["preset"] == "spo-vlm" and saved["steer_at"] == "last" and saved["weights"]["refusal"] == 0.0
     trained = SteeringVector.load(cli_s2 / "vectors.safetensors")
     assert trained.metadata["steering"]["steer_at"] == "last" and trained.metadata["stage2"]["preset"] == "spo-vlm"
+
+
+def test_a_pgd_attack_makes_the_same_image_and_dataset_through_the_cli_and_the_app(both: dict[str, Any]) -> None:
+    """The Attacks tab and `attack pgd` with the same settings: the same PNG pixel for pixel, the same dataset rows and
+    the same run.json (the app's run id aside)."""
+    import numpy as np
+    from PIL import Image
+
+    from workbench.app.jobs import run_attack
+
+    wb, root = both["wb"], both["root"]
+    _cli("attack", "pgd", "--model", "organism", "--prompts", "organism:test", "--label", "benign", "--source",
+         "scenes", "--limit", "4", "--targets", "toxic", "--epsilon", "64/255", "--steps", "5", "--out",
+         str(root / "cli-pgd"))
+    run_id, _ = run_attack(wb, "organism:test", wb.records("organism:test"), "toxic", "64/255", 5, "benign", "scenes",
+                           4)
+    app = wb.runs.path(run_id)
+    assert np.array_equal(np.asarray(Image.open(root / "cli-pgd" / "pgd-0.png")),
+                          np.asarray(Image.open(app / "pgd-0.png")))
+    assert (root / "cli-pgd" / "dataset.jsonl").read_text() == (app / "dataset.jsonl").read_text()
+    assert _info(root / "cli-pgd") == _info(app)

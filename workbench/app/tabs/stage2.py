@@ -99,7 +99,7 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
-    keep = [gr.update()] * 6
+    keep = [gr.update()] * len(ctx.pickers())  # the pickers stay as they are until the run ends
     paces: list[float] = []  # seconds per step this session (a resumed run has no pace before its first step)
     try:
         while worker.is_alive() or not steps.empty():
