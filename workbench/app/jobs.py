@@ -207,7 +207,8 @@ def run_reproduction(wb: Workbench, progress: Any = None, cancel: threading.Even
     if not ORGANISM_RECIPE.is_file():
         raise ValueError("recipes/organism.toml is not beside this installation; run the app from a checkout")
     recipe = load_recipe(ORGANISM_RECIPE)
-    run_id, folder = wb.runs.create("reproduce", {"model": wb.spec, "recipe": recipe.name})
+    run_id, folder = wb.runs.create("reproduce", {"model": wb.spec, "data": f"recipe {recipe.name}",
+                                                  "status": "not finished (no table yet)"})
 
     def log(line: str) -> None:
         step = re.match(r"\[(\d+)/(\d+)\]", line)

@@ -45,6 +45,7 @@ def run_reproduce_job(recipe: Recipe, out: str | Path, vlm: VLM, scorers: tuple[
     evals = run_steps(runner)
     table = build_table(recipe, evals, folder)
     paths = write_outputs(table, folder, command, plots)
-    write_job_info(folder, "reproduce", recipe, toxicity_scorer=scorers[0].name,
+    write_job_info(folder, "reproduce", recipe, data=f"recipe {recipe.name}", status="finished",
+                   toxicity_scorer=scorers[0].name,
                    clip=scorers[1].name if scorers[1] else None, outputs=sorted(p.name for p in paths.values()))
     return table, paths

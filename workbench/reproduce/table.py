@@ -131,9 +131,11 @@ def _md(value: object) -> str:
     return str(value).replace("|", "/").replace("\n", " ")
 
 
-def markdown(table: Mapping[str, Any], command: str, text: Callable[[object], str] = _md, breaks: str = "<br>") -> str:
+def markdown(table: Mapping[str, Any], command: str, text: Callable[[object], str] = _md, breaks: str = "<br>",
+             intervals: bool = True) -> str:
     """table.md: the table (value and Δ per cell), the columns' judges and n, how it was made. Every name passes
-    through `text` (the app passes its escaper); `breaks` separates a value from its Δ."""
+    through `text` (the app passes its escaper); `breaks` separates a value from its Δ; without `intervals` the Δ
+    is shown without its interval (a narrow screen; table.md keeps them)."""
     columns = table["columns"]
     header = "| defence | seeds | " + " | ".join(text(c["name"]) + (" ↓" if c["metric"] in LOWER_IS_BETTER else " ↑")
                                                  for c in columns) + " |"
@@ -146,7 +148,8 @@ def markdown(table: Mapping[str, Any], command: str, text: Callable[[object], st
         for column in columns:
             cell = row["cells"].get(column["name"])
             flag = " ⚠" if cell and cell.get("independence") not in (None, INDEPENDENT) else ""
-            cells.append(_value(cell) + flag + (f"{breaks}{_delta(cell)}" if _delta(cell) else ""))
+            delta = _delta(cell) if intervals else _delta(cell).split(" [")[0]
+            cells.append(_value(cell) + flag + (f"{breaks}{delta}" if delta else ""))
         lines.append(f"| {text(name)} | {len(row['seeds']) or 1} | " + " | ".join(cells) + " |")
     lines += ["", "| column | metric | decided by | n | unique inputs |", "|---|---|---|---|---|"]
     baseline = next(iter(table["rows"].values()))

@@ -215,8 +215,11 @@ def wire(ctx: AppContext) -> None:
                     "`python -m workbench reproduce recipes/organism.toml --out <its folder> --resume` finishes it).",
                     None]
         table = json.loads((folder / "table.json").read_text(encoding="utf-8"))
-        return [f"Run `{run_id}`\n\n" + table_markdown(table, "python -m workbench reproduce recipes/organism.toml",
-                                                        md_text, " · "), table_figure(table)]
+        figure = table_figure(table)
+        figure.update_layout(width=None)  # the page's width, not the exported figure's
+        shown = table_markdown(table, "python -m workbench reproduce recipes/organism.toml", md_text, "<br>",
+                               intervals=False)
+        return [f"Run `{run_id}` (each Δ's interval is in the run's table.md)\n\n" + shown, figure]
 
     @gpu_task
     @friendly_errors
