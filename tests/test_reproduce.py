@@ -119,7 +119,7 @@ def test_every_number_in_the_table_is_recomputed_from_the_run_folders_it_names(m
     for name, row in table["rows"].items():
         for column in table["columns"]:
             cell = row["cells"][column["name"]]
-            metric = METRICS[column["metric"]][0]
+            metric = METRICS[column["metric"]]
             recomputed = []
             for run in cell["runs"]:
                 outcomes, _ = read_outcomes(made / "table" / run)

@@ -8,7 +8,6 @@ folder that says so) and never touches another run's files. The work itself is t
 from __future__ import annotations
 
 import json
-import re
 import threading
 import zipfile
 from collections.abc import Callable
@@ -160,26 +159,22 @@ def run_attack(wb: Workbench, data_label: str, records: list, targets: str, epsi
     """The PGD job (as `attack pgd` runs it: one universal image from a blank start) on `limit` of the set's `label`
     records (of `source`, if given) in a new attack run; returns (run id, PGDResult). Jailbreak images for real
     models are refused in hosting mode (the dual-use policy)."""
-    from ..attacks.job import PGDSpec, blank_image, run_pgd_job
+    from ..attacks.job import PGDSpec, blank_image, pick_prompts, run_pgd_job
     from ..attacks.pgd import PGDSettings, parse_epsilon
     from ..attacks.targets import target_strings
-    from ..core.sampling import stratified_sample
 
     wb.check_dual_use()
     if not 1 <= steps <= MAX_PGD_STEPS:
         raise ValueError(f"steps must be between 1 and {MAX_PGD_STEPS} here (the model is shared); got {steps}")
     if not 1 <= limit <= MAX_PGD_PROMPTS:
         raise ValueError(f"use between 1 and {MAX_PGD_PROMPTS} prompts; got {limit}")
-    chosen = [r for r in records if r.label == label and (not source or r.source == source)]
-    if not chosen:
-        raise ValueError(f"{data_label} has no {label} records" + (f" of source {source}" if source else "")
-                         + "; pick another label or source")
+    chosen = pick_prompts(records, label, source, limit, data_label)
     settings = PGDSettings(parse_epsilon(epsilon), 1 / 255, steps)
     spec = PGDSpec(wb.spec, data_label, targets, settings)
     strings = target_strings(targets, wb.spec)
     run_id, folder = wb.runs.create("attack", {"model": wb.spec, "data": data_label}, staged=True)
     try:
-        result = run_pgd_job(spec, folder, wb.vlm, blank_image(), stratified_sample(chosen, limit), strings,
+        result = run_pgd_job(spec, folder, wb.vlm, blank_image(), chosen, strings,
                              progress=progress, cancel=cancel)
     except BaseException:
         wb.runs.discard(run_id)
@@ -209,14 +204,9 @@ def run_reproduction(wb: Workbench, progress: Any = None, cancel: threading.Even
     recipe = load_recipe(ORGANISM_RECIPE)
     run_id, folder = wb.runs.create("reproduce", {"model": wb.spec, "data": f"recipe {recipe.name}",
                                                   "status": "not finished (no table yet)"})
-
-    def log(line: str) -> None:
-        step = re.match(r"\[(\d+)/(\d+)\]", line)
-        if step and progress is not None:
-            progress(int(step.group(1)), int(step.group(2)), line.split("] ", 1)[1])
-
     run_reproduce_job(recipe, folder, wb.vlm, wb.scorers(), f"the app (run {run_id}) = python -m workbench "
-                      "reproduce recipes/organism.toml", log=log, cancel=cancel, show_bar=False)
+                      "reproduce recipes/organism.toml", log=lambda line: None, cancel=cancel, show_bar=False,
+                      progress=progress)
     return run_id
 
 

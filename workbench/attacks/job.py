@@ -17,9 +17,20 @@ from ..core.jobs import write_job_info
 from ..core.models import VLM
 from ..core.records import Record
 from ..core.runlock import RunLock
+from ..core.sampling import stratified_sample
 from ..steer.steering import Steerer
 from .pgd import PGDResult, PGDSettings, pgd_attack
 from .typographic import FIGSTEP_PROMPT, TypographicStyle, render_instruction
+
+
+def pick_prompts(records: Sequence[Record], label: str, source: str | None, limit: int | None, where: str
+                 ) -> list[Record]:
+    """The records whose prompts an attack is fitted on: `label` ("all": any) and `source` (None or "": any), a
+    stratified sample of `limit`; none left is an error naming `where`."""
+    chosen = [r for r in records if label in ("all", r.label) and (not source or r.source == source)]
+    if not chosen:
+        raise ValueError(f"{where} has no {label} records" + (f" of source {source}" if source else ""))
+    return stratified_sample(chosen, limit)
 
 
 def blank_image() -> Image.Image:

@@ -77,12 +77,11 @@ def instructions_from(spec: str) -> list[str]:
 def run_attack_command(args: argparse.Namespace) -> None:
     if args.attack_command == "typographic":
         return run_typographic_command(args)
-    from ..attacks.job import PGDSpec, blank_image, run_pgd_job
+    from ..attacks.job import PGDSpec, blank_image, pick_prompts, run_pgd_job
     from ..attacks.pgd import PGDSettings, parse_epsilon
     from ..core.jobs import check_out
     from ..core.models import load_vlm
     from ..core.records import open_image
-    from ..core.sampling import stratified_sample
     from ..data.sources import load_dataset
     from ..steer.steering import steering_for
     from ..steer.vectors import SteeringVector
@@ -91,12 +90,7 @@ def run_attack_command(args: argparse.Namespace) -> None:
     settings = PGDSettings(parse_epsilon(args.epsilon), float(parse_epsilon(args.step_size) or 0), args.steps,
                            not args.no_random_start, args.seed, args.batch, args.keep)
     targets = target_strings(args.targets, args.model)
-    records = [r for r in load_dataset(args.prompts) if args.label == "all" or r.label == args.label]
-    records = [r for r in records if args.source is None or r.source == args.source]
-    if not records:
-        raise ValueError(f"{args.prompts} has no {args.label} records" + (f" of source {args.source}" if args.source
-                                                                          else ""))
-    records = stratified_sample(records, args.limit) if args.limit else records
+    records = pick_prompts(load_dataset(args.prompts), args.label, args.source, args.limit, args.prompts)
     vlm = load_vlm(args.model, args.device, args.dtype, args.trust_remote_code)
     image = open_image(args.image) if args.image else None
     if image is None:

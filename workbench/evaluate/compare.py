@@ -128,11 +128,11 @@ def _cell(stat: Mapping | None) -> str:
     return f"{stat['value']:.3f}{interval}"
 
 
-def _plain(value: object) -> str:
+def md_cell(value: object) -> str:
     return str(value).replace("|", "/").replace("\n", " ")
 
 
-def markdown(table: Mapping[str, Any], text: Callable[[object], str] = _plain) -> str:
+def markdown(table: Mapping[str, Any], text: Callable[[object], str] = md_cell) -> str:
     """The table as Markdown: one block per data set, rows = defences, with the judge that decided ASR. Every
     name, setting and label passes through `text` (the app passes its escaper: they render as text)."""
     lines = [f"# Defence comparison: {text(table['settings']['model'])}", "",

@@ -69,7 +69,7 @@ def layer_scores_figure(scores: Sequence, method: str = "mean_diff") -> go.Figur
 def similarity_figure(similarity: torch.Tensor, sources: Sequence[str], layer: int) -> go.Figure:
     """Cosine similarity of per-source directions at one layer, as an annotated heatmap."""
     matrix = similarity[layer].tolist()
-    names = [_plain(source) for source in sources]
+    names = [plotly_text(source) for source in sources]
     figure = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r",
                                   text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}",
                                   colorbar=dict(title="cosine")))
@@ -107,10 +107,10 @@ def separation_figure(points: np.ndarray, labels: Sequence[str], sources: Sequen
             if not rows:
                 continue
             figure.add_scatter(
-                x=points[rows, 0], y=points[rows, 1], mode="markers", name=f"{label} · {_plain(source)}",
+                x=points[rows, 0], y=points[rows, 1], mode="markers", name=f"{label} · {plotly_text(source)}",
                 marker=dict(color=LABEL_COLOURS[label], symbol=MARKERS[index % len(MARKERS)], size=9, opacity=0.75,
                             line=dict(width=0.5, color="white")),
-                customdata=[[_plain(prompts[i])] for i in rows],
+                customdata=[[plotly_text(prompts[i])] for i in rows],
                 hovertemplate="%{customdata[0]}<extra>" + label + "</extra>")
     axis = "PC" if method == "pca" else "UMAP "
     return style(figure, f"{method.upper()} of layer {layer} activations ({position} token)", f"{axis}1", f"{axis}2")
@@ -151,7 +151,7 @@ def metrics_figure(metrics: Mapping[str, Mapping], keys: Sequence[str] = ("asr",
     figure.update_yaxes(range=[0, 1.05])
     judge = str(metrics.get("settings", {}).get("asr_judge") or "keyword (not refused)")
     judge = judge.replace("<", "‹").replace(">", "›")[:70]  # plain text in a plotly title
-    return style(figure, f"Unsteered vs steered ({_plain(scope)}; 95% cluster bootstrap intervals)<br>"
+    return style(figure, f"Unsteered vs steered ({plotly_text(scope)}; 95% cluster bootstrap intervals)<br>"
                          f"<sup>ASR judge: {judge}</sup>", None, "rate / score")
 
 
@@ -164,7 +164,8 @@ def compare_figure(table: Mapping[str, Any], spec: str) -> go.Figure:
         columns += [c for c in row["cells"][spec] if c not in columns]
     for index, (name, row) in enumerate(table["rows"].items()):
         cells = [row["cells"][spec].get(c) for c in columns]
-        figure.add_bar(x=[_plain(c) for c in columns], y=[c["value"] if c else None for c in cells], name=_plain(name),
+        figure.add_bar(x=[plotly_text(c) for c in columns], y=[c["value"] if c else None for c in cells],
+                       name=plotly_text(name),
                        marker_color=PALETTE[index % len(PALETTE)],
                        error_y=dict(type="data", symmetric=False,
                                     array=[c["ci"][1] - c["value"] if c and c.get("ci") else 0 for c in cells],
@@ -181,7 +182,7 @@ CURVE_LABELS = {"loss": "objective loss", "reward": "mean reward", "toxicity": "
                 "fluency": "fluency (exp of mean token log-prob, unsteered model)", "margin": "DPO margin"}
 
 
-def _plain(text: object) -> str:
+def plotly_text(text: object) -> str:
     """Any data-supplied string (a source, a defence name, a prompt, a token) as plotly shows it literally: plotly
     reads a subset of HTML (<a href>, <b>, <i>, <br>; a token such as </s> would be a tag), so every label,
     legend entry, axis category and hover text made from data goes through here."""
@@ -200,7 +201,7 @@ def token_figure(view: Any, title: str) -> go.Figure:
     quantities = [(name, getattr(view, name)) for name in TOKEN_QUANTITIES if getattr(view, name) is not None]
     figure = make_subplots(rows=len(quantities), cols=1, shared_xaxes=True, vertical_spacing=0.08,
                            subplot_titles=[TOKEN_QUANTITIES[name] for name, _ in quantities])
-    hover = [f"{i}: {_plain(repr(text))} ({segment})" for i, (text, segment) in enumerate(zip(view.tokens,
+    hover = [f"{i}: {plotly_text(repr(text))} ({segment})" for i, (text, segment) in enumerate(zip(view.tokens,
                                                                                                 view.segments))]
     for row, (name, values) in enumerate(quantities, start=1):
         top = 1 - (row - 1) / len(quantities)
@@ -216,8 +217,8 @@ def token_figure(view: Any, title: str) -> go.Figure:
         figure.add_vrect(x0=answer[0] - 0.5, x1=answer[-1] + 0.5, line=dict(color="#222", width=2),
                          fillcolor="rgba(0,0,0,0)", row="all", col=1)
     ticks = [i for i, segment in enumerate(view.segments) if segment != "image"]
-    figure.update_xaxes(tickvals=ticks, ticktext=[_plain(view.tokens[i].strip() or "␣") for i in ticks], tickangle=-60,
-                        row=len(quantities), col=1)
+    figure.update_xaxes(tickvals=ticks, ticktext=[plotly_text(view.tokens[i].strip() or "␣") for i in ticks],
+                        tickangle=-60, row=len(quantities), col=1)
     figure.update_xaxes(title_text="token (image patches unlabelled; the steered answer is boxed)", row=len(quantities),
                         col=1)
     return style(figure, title, height=240 + 170 * len(quantities))
@@ -300,7 +301,7 @@ def with_caption(figure: go.Figure, caption: str) -> go.Figure:
     height = (figure.layout.height or HEIGHT) + 40
     bottom = (figure.layout.margin.b or 60) + 40
     captioned.update_layout(height=height, margin=dict(b=bottom))
-    captioned.add_annotation(text=_plain(caption), xref="paper", yref="paper", x=0, y=0, xanchor="left",
+    captioned.add_annotation(text=plotly_text(caption), xref="paper", yref="paper", x=0, y=0, xanchor="left",
                              yanchor="top", yshift=-(bottom - 18), showarrow=False, align="left",
                              font=dict(size=10, color="#666"))
     return captioned

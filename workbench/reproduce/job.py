@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.jobs import write_job_info
 from ..core.models import VLM
+from ..core.progress import ProgressFn
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
 from .recipe import Recipe, RecipeError
@@ -35,13 +36,13 @@ def check_reproduce_out(out: str | Path, recipe: Recipe, resume: bool) -> None:
 
 def run_reproduce_job(recipe: Recipe, out: str | Path, vlm: VLM, scorers: tuple[ToxicityScorer, ClipScorer | None],
                       command: str, log: Log = print, cancel: threading.Event | None = None, show_bar: bool = True,
-                      plots: bool = True) -> tuple[dict[str, Any], dict[str, Path]]:
+                      plots: bool = True, progress: ProgressFn | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
     """Run (or continue) every step of `recipe` in `out`, then write the table; returns (table, paths)."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "recipe.toml").is_file():  # a resumed run's was checked equal (check_reproduce_out)
         (folder / "recipe.toml").write_text(recipe.text, encoding="utf-8")
-    runner = Runner(recipe, folder, vlm, scorers, log, cancel, show_bar)
+    runner = Runner(recipe, folder, vlm, scorers, log, progress, cancel, show_bar)
     evals = run_steps(runner)
     table = build_table(recipe, evals, folder)
     paths = write_outputs(table, folder, command, plots)

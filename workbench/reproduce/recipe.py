@@ -42,10 +42,9 @@ from ..stage1.presets import PRESETS as STAGE1_PRESETS
 from ..stage2.loop import Stage2Config
 from ..stage2.presets import PRESETS as STAGE2_PRESETS
 
-# a column's metric -> the evaluation metric it reads and the records it is defined on
-METRICS = {"asr": ("asr", "harmful"), "utility": ("benign_accuracy", "benign"),
-           "over_refusal": ("over_refusal", "benign"), "toxic_rate": ("toxic_rate", "all"),
-           "refusal_rate": ("refusal_rate", "all")}
+# a column's metric -> the evaluation metric it reads
+METRICS = {"asr": "asr", "utility": "benign_accuracy", "over_refusal": "over_refusal", "toxic_rate": "toxic_rate",
+           "refusal_rate": "refusal_rate"}
 LOWER_IS_BETTER = {"asr", "over_refusal", "toxic_rate"}
 DEFENCE_KINDS = ("none", "system-prompt", "stage1", "stage2")
 STEERING_KEYS = ("mode", "alpha", "layers", "steer_at")

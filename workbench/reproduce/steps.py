@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..attacks.job import PGDSpec, blank_image, run_pgd_job
+from ..attacks.job import PGDSpec, blank_image, pick_prompts, run_pgd_job
 from ..attacks.pgd import PGDSettings, parse_epsilon
 from ..attacks.targets import target_strings
 from ..core.jobs import spec_fields
 from ..core.models import VLM
-from ..core.progress import Cancelled
+from ..core.progress import Cancelled, ProgressFn
 from ..core.records import dataset_hash
 from ..core.runs import RUN_INFO
-from ..core.sampling import stratified_sample
 from ..data.sources import load_dataset
 from ..evaluate.alpha import run_stage1_preset_job
 from ..evaluate.job import EvalSpec, SteeringChoice, run_eval_job
@@ -40,7 +39,6 @@ from ..rewards.visual import ClipScorer
 from ..stage1.job import Stage1Spec
 from ..stage2.job import Stage2Spec, run_stage2_job
 from ..stage2.presets import stage2_config
-from ..steer.steering import steering_for
 from ..steer.vectors import SteeringVector
 from .recipe import AttackRecipe, DefenceRecipe, Recipe, RecipeError
 from .sets import group_name, group_sets, judges_of, save_sets, slug
@@ -52,6 +50,14 @@ def row_key(defence: DefenceRecipe, seed: int | None) -> str:
     return slug(defence.name) + ("" if seed is None else f"-seed{seed}")
 
 
+def steering_choice(defence: DefenceRecipe) -> SteeringChoice:
+    """How the row steers its vectors: the recipe's overrides, the rest as the vectors record."""
+    given = dict(defence.steering)
+    layers = given.get("layers")
+    return SteeringChoice(given.get("mode"), given.get("alpha"), tuple(layers) if layers else None,
+                          given.get("steer_at"))
+
+
 @dataclass
 class Runner:
     """One recipe run: the loaded model and scorers, the output folder, progress over all steps, cancel."""
@@ -61,6 +67,7 @@ class Runner:
     vlm: VLM
     scorers: tuple[ToxicityScorer, ClipScorer | None]
     log: Log = print
+    progress: ProgressFn | None = None  # (steps done, steps in all, the step) after each step, e.g. the app's bar
     cancel: threading.Event | None = None
     show_bar: bool = True
     total: int = 0
@@ -74,6 +81,8 @@ class Runner:
         left = elapsed / self.done * (self.total - self.done) / 60
         eta = "" if skipped else f", about {left:.0f} min left at this pace"
         self.log(f"[{self.done}/{self.total}] {what}" + (" (done before: skipped)" if skipped else "") + eta)
+        if self.progress is not None:
+            self.progress(self.done, self.total, what)
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled("cancelled: the finished steps are kept; --resume (or the same recipe and folder) "
                             "continues")
@@ -129,18 +138,13 @@ def _make_attack(runner: Runner, attack: AttackRecipe, folder: Path, defence: De
                    steering=defence.steering if defence is not None else ())
     skip = _finished(runner, folder, spec, "dataset.jsonl")
     if not skip:
-        records = [r for r in load_dataset(attack.prompts) if r.label == attack.label
-                   and (attack.source is None or r.source == attack.source)]
-        if not records:
-            raise RecipeError(f"attack {attack.name}: {attack.prompts} has no {attack.label} records"
-                              + (f" of source {attack.source}" if attack.source else ""))
+        records = pick_prompts(load_dataset(attack.prompts), attack.label, attack.source, attack.limit,
+                               f"attack {attack.name}: {attack.prompts}")
         steering = None
         if vectors is not None and defence is not None:
-            given = dict(defence.steering)
-            steering, _ = steering_for(SteeringVector.load(vectors), given.get("mode"), given.get("alpha"),
-                                       given.get("layers"), given.get("steer_at"))
+            steering, _ = steering_choice(defence).apply(SteeringVector.load(vectors))  # as the row is evaluated
         _fresh(runner, folder, spec)
-        run_pgd_job(spec, folder, runner.vlm, blank_image(), stratified_sample(records, attack.limit),
+        run_pgd_job(spec, folder, runner.vlm, blank_image(), records,
                     target_strings(attack.targets, runner.recipe.model), steering, cancel=runner.cancel)
     runner.step(f"attack {attack.name}" + (f" through {defence.name}" if defence else ""), skip)
     return folder / "dataset.jsonl"
@@ -167,10 +171,10 @@ def run_defences(runner: Runner) -> dict[str, Path]:
     """Every trained row's vectors, by row key (Stage I once, Stage II once per seed)."""
     recipe, vectors = runner.recipe, {}  # type: tuple[Recipe, dict[str, Path]]
     train = load_dataset(recipe.train)
-    for defence in recipe.defences:
+    for defence, seeds in rows_of(recipe):
         if defence.kind not in ("stage1", "stage2"):
             continue
-        for seed in recipe.seeds if defence.seeded else [None]:
+        for seed in seeds:
             key = row_key(defence, seed)
             folder = runner.out / "defences" / key
             if defence.kind == "stage1":
@@ -204,21 +208,18 @@ def run_evals(runner: Runner, vectors: dict[str, Path], attacks: dict[str, Path]
     recipe, folders = runner.recipe, {}  # type: tuple[Recipe, dict[str, dict[str, Path]]]
     plain, described = group_sets(recipe, attacks)
     save_sets(runner.out, described)
-    for defence in recipe.defences:
-        for seed in recipe.seeds if defence.seeded else [None]:
+    for defence, seeds in rows_of(recipe):
+        for seed in seeds:
             key = row_key(defence, seed)
             groups = group_sets(recipe, {**attacks, **adaptive[key]})[0] if key in adaptive else plain
             hashes = {judges: dataset_hash(records) for judges, records in groups.items()}  # the check sees them
             folders[key] = {}
             for judges, records in groups.items():
                 folder = runner.out / "evals" / key / group_name(judges)
-                steering = dict(defence.steering)
                 data = f"reproduce:{group_name(judges)}@{hashes[judges]}"  # the records' content decides
                 spec = EvalSpec(recipe.model, data,
                                 vectors=str(vectors[key].resolve()) if key in vectors else None,
-                                steering=SteeringChoice(steering.get("mode"), steering.get("alpha"),
-                                                        tuple(steering["layers"]) if "layers" in steering else None,
-                                                        steering.get("steer_at")),
+                                steering=steering_choice(defence),
                                 judge=judges[0], toxicity_judge=judges[1], max_new_tokens=recipe.max_new_tokens,
                                 plots=False, system_prompt=defence.text if defence.kind == "system-prompt" else None,
                                 baseline=key not in vectors)
@@ -235,8 +236,8 @@ def run_evals(runner: Runner, vectors: dict[str, Path], attacks: dict[str, Path]
 
 
 def count_steps(recipe: Recipe, groups: int) -> int:
-    rows = sum(len(recipe.seeds) if d.seeded else 1 for d in recipe.defences)
-    trained = sum(len(recipe.seeds) if d.seeded else 1 for d in recipe.defences if d.kind in ("stage1", "stage2"))
+    rows = sum(len(seeds) for _, seeds in rows_of(recipe))
+    trained = sum(len(seeds) for d, seeds in rows_of(recipe) if d.kind in ("stage1", "stage2"))
     return len(recipe.attacks) + trained * (1 + sum(a.adaptive for a in recipe.attacks)) + rows * groups
 
 

@@ -17,8 +17,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..core.io import atomic_write_text
+from ..evaluate.compare import md_cell
 from ..evaluate.evaluation import Outcome, paired, summarise
 from ..evaluate.independence import INDEPENDENT
+from ..export.plots import plotly_text
 from .recipe import LOWER_IS_BETTER, METRICS, Recipe
 from .sets import group_name, judges_of
 from .steps import row_key, rows_of
@@ -70,7 +72,7 @@ def build_table(recipe: Recipe, folders: Mapping[str, Mapping[str, Path]], out: 
     for defence, seeds in rows_of(recipe):
         cells: dict[str, Any] = {}
         for column in columns:
-            metric = METRICS[column["metric"]][0]
+            metric = METRICS[column["metric"]]
             per_seed = [[o for o in outcomes if o.source == column["name"]] for outcomes, _ in loaded[defence.name]]
             baseline = [o for o in plain_outcomes if o.source == column["name"]]
             stats = [summarise(p)[metric] for p in per_seed]
@@ -127,11 +129,7 @@ def decided_by(column: Mapping[str, Any]) -> str:
             "utility": "reference answers (the eval's utility scoring)"}[column["metric"]]
 
 
-def _md(value: object) -> str:
-    return str(value).replace("|", "/").replace("\n", " ")
-
-
-def markdown(table: Mapping[str, Any], command: str, text: Callable[[object], str] = _md, breaks: str = "<br>",
+def markdown(table: Mapping[str, Any], command: str, text: Callable[[object], str] = md_cell, breaks: str = "<br>",
              intervals: bool = True) -> str:
     """table.md: the table (value and Δ per cell), the columns' judges and n, how it was made. Every name passes
     through `text` (the app passes its escaper); `breaks` separates a value from its Δ; without `intervals` the Δ
@@ -195,23 +193,20 @@ def figure(table: Mapping[str, Any]) -> go.Figure:
         values = [[(table["rows"][r]["cells"].get(c["name"]) or {}).get("mean") for c in columns] for r in rows]
         lower = [c["metric"] in LOWER_IS_BETTER for c in columns]
         badness = [[None if v is None else (v if low else 1 - v) for v, low in zip(line, lower)] for line in values]
-        plot.add_trace(go.Heatmap(z=badness, x=[_plain(c["name"]) + (" ↓" if low else " ↑")
+        plot.add_trace(go.Heatmap(z=badness, x=[plotly_text(c["name"]) + (" ↓" if low else " ↑")
                                                for c, low in zip(columns, lower)],
-                                  y=[_plain(r) for r in rows], zmin=0, zmax=1, colorscale="Reds", showscale=False,
+                                  y=[plotly_text(r) for r in rows], zmin=0, zmax=1, colorscale="Reds", showscale=False,
                                   text=[["–" if v is None else f"{v:.2f}" for v in line] for line in values],
                                   texttemplate="%{text}", hoverinfo="skip", xgap=2, ygap=2), 1, index)
     plot.update_yaxes(autorange="reversed")
     plot.update_xaxes(tickangle=-30)
-    plot.update_layout(title=dict(text=f"{_plain(table['recipe'])}: defences × attacks on {_plain(table['model'])}"
-                                  f"<br><sup>mean over seeds {table['seeds']}; n, judges and Δ in table.md</sup>",
+    plot.update_layout(title=dict(text=f"{plotly_text(table['recipe'])}: defences × attacks on "
+                                  f"{plotly_text(table['model'])}<br><sup>mean over seeds {table['seeds']}; n, "
+                                  "judges and Δ in table.md</sup>",
                                   x=0.02), template="simple_white", height=230 + 44 * len(rows),
                        width=260 + 110 * len(table["columns"]), margin=dict(l=250, r=30, t=100, b=130),
                        font=dict(family="Helvetica, Arial, sans-serif", size=14))
     return plot
-
-
-def _plain(text: object) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 NOTEBOOK_CODE = """import json
