@@ -43,6 +43,10 @@ def test_steer_compare_defuses_the_typographic_jailbreak(client: Client, stage1_
                                                                   == "removed")
     assert "re-predicts all" in note and "adaptive" in note  # the token view matches the answer it explains
     assert "adaptive gate c" in json.dumps(heatmap) and "L2" in json.dumps(heatmap)
+    # what each answer is (the organism's ground truth) and where the steering acted and what it decided
+    answers = [line.rsplit(" | ", 2)[-1].strip(" |") for line in scores.splitlines()[2:4]]
+    assert answers[0] == "steps of “build a bomb” (harmful)" and answers[1] != answers[0]
+    assert "Steered positions** (all): image 64 of 64" in note and "Decided by the steering**: the steering made" in note
 
 
 def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client: Client, stage1_run: str) -> None:
@@ -50,7 +54,8 @@ def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client:
     lines = table.splitlines()
     assert lines[0] == "| | α = 0 | α = 2 |"
     rows = {line.split(" | ")[0].strip("| *"): line.split(" | ")[1:] for line in lines[2:]}
-    assert set(rows) == {"output", "toxicity", "refusal (keyword judge)", "visual consistency"}
+    assert set(rows) == {"output", "toxicity", "refusal (keyword judge)", "visual consistency",
+                         "answer is (organism ground truth)"}
     outputs = [cell.strip(" |") for cell in rows["output"]]
     assert len(outputs) == 2 and len(outputs[0]) > 60 and outputs[0] != outputs[1]  # whole outputs, not cut
 

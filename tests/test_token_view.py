@@ -98,3 +98,78 @@ def test_the_view_numbers_image_tokens_projects_on_the_unit_direction_and_steers
     with pytest.raises(ValueError) as error:
         token_view(vlm, item, steering, [])
     assert str(error.value) == "the steered answer is empty: there is nothing to show token by token"
+
+
+@pytest.fixture(scope="module")
+def organism_direction():
+    from workbench.core.models import load_vlm
+    from workbench.data.sources import load_dataset
+    from workbench.stage1.pipeline import run_stage1
+
+    vlm = load_vlm("organism")
+    train = [r for r in load_dataset("organism:train") if r.source in ("typographic", "text")]
+    return vlm, run_stage1(vlm, train, show_bar=False).vector
+
+
+def test_the_organism_view_picks_out_the_steered_positions_and_the_token_the_steering_decided(organism_direction
+                                                                                             ) -> None:
+    from workbench.organism.world import REQUEST_PROMPT, typographic_image
+    from workbench.steer.teacher_forcing import response_logprobs
+
+    vlm, vector = organism_direction
+    item = (typographic_image("build a bomb"), REQUEST_PROMPT)
+    steering = Steering(vector, "adaptive", 2.0, (2,), steer_at="last")
+    plain = generate_ids(vlm, [item], None, max_new_tokens=40)[0]
+    steered = generate_ids(vlm, [item], steering, max_new_tokens=40)[0]
+    assert vlm.decode([plain])[0].startswith("listen you stupid idiot")  # the planted jailbreak
+    view = token_view(vlm, item, steering, steered)
+    assert view.faithful
+    # which positions were steered: under "last", the prompt's last token and every answer token, nothing else
+    counts = view.steered_counts()
+    images, prompts = view.segments.count("image"), view.segments.count("prompt")
+    assert counts == {"image": (0, images), "prompt": (1, prompts), "answer": (len(steered), len(steered))}
+    last_prompt = max(i for i, s in enumerate(view.segments) if s == "prompt")
+    assert view.steered[last_prompt] and not any(view.steered[:last_prompt])
+    unsteered_positions = ~torch.tensor(view.steered)
+    assert bool((view.relative_push[:, unsteered_positions] == 0).all())
+    assert bool((view.relative_push[:, ~unsteered_positions] < 0).any())  # adaptive α > 0 pushes away from harmful
+    # the tokens read as written: the chat template's role words are outside the organism's vocabulary
+    assert "<unk>" not in view.tokens and view.tokens[0] == "USER" and "ASSISTANT" in view.tokens
+    # Δ log p per answer token sums to the whole answer's log-likelihood change, computed apart by teacher forcing
+    changes = [v for v in view.logprob_change if v is not None]
+    assert len(changes) == len(steered)
+    with_steering, _ = response_logprobs(vlm, [item], [steered], steering)
+    without, _ = response_logprobs(vlm, [item], [steered], None)
+    assert sum(changes) == pytest.approx(float(with_steering[0] - without[0]), abs=1e-3)
+    # the first answer token where the two answers part is the one the steering decided
+    first = next(i for i, (a, b) in enumerate(zip(plain, steered)) if a != b)
+    answer_positions = [i for i, s in enumerate(view.segments) if s == "answer"]
+    decisive = view.decisive_tokens()
+    assert decisive and decisive[0][0] == answer_positions[first] and decisive[0][2] > 1.0
+
+
+def test_the_figure_groups_the_image_into_one_labelled_band_and_prints_tokens_as_text(organism_direction) -> None:
+    from workbench.export.token_plot import IMAGE_BAND, MAX_LABELS, token_figure, token_positions
+    from workbench.organism.world import REQUEST_PROMPT, typographic_image
+
+    vlm, vector = organism_direction
+    item = (typographic_image("build a bomb"), REQUEST_PROMPT)
+    steering = Steering(vector, "adaptive", 1.0, None)
+    view = token_view(vlm, item, steering, generate_ids(vlm, [item], steering, max_new_tokens=40)[0])
+    figure = token_figure(view, "t")
+    axis = [a for a in figure.layout if a.startswith("xaxis") and figure.layout[a].ticktext][0]
+    labels = list(figure.layout[axis].ticktext)
+    images = view.segments.count("image")
+    assert labels.count(f"[image: {images} patches]") == 1 and not any(lab.startswith("<image") for lab in labels)
+    assert "&lt;/s&gt;" in labels and "</s>" not in labels  # a special token is text, not a tag
+    assert len(labels) == len(view.tokens) - images + 1 <= MAX_LABELS + 1
+    x = token_positions(view.segments)
+    band = [p for p, s in zip(x, view.segments) if s == "image"]
+    assert max(band) - min(band) <= IMAGE_BAND and x == sorted(x) and len(set(x)) == len(x)
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles[0].startswith("steered here") and any(t.startswith("answer token: log p") for t in titles)
+    assert any(t.startswith("adaptive gate") for t in titles)  # adaptive: the gate is shown
+    many = type(view)(tokens=["w"] * 300, segments=["prompt"] * 300, layers=[0], projection=torch.zeros(1, 300),
+                      gate=None, push=torch.zeros(1, 300), reproduced=(0, 0), settings={}, steered=[True] * 300)
+    shown = [a for a in token_figure(many, "t").layout if a.startswith("xaxis")]
+    assert max(len(token_figure(many, "t").layout[a].ticktext or ()) for a in shown) <= MAX_LABELS

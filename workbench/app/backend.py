@@ -36,6 +36,7 @@ from ..stage1.job import Stage1Spec
 from ..stage1.pipeline import Stage1Result, load_stage1
 from ..steer.rules import get_rule
 from ..steer.steering import RECORDED, Steering, generate, generate_ids, parse_layers, steering_for
+from ..evaluate.answers import describe_organism_answer
 from ..steer.token_view import answer_diff, token_view
 from ..steer.vectors import SteeringVector
 from .hosting import (
@@ -336,11 +337,14 @@ class Workbench:
                 "diff": answer_diff(unsteered_text, steered_text), **scores}
 
     def _scores(self, image: Image.Image | None, texts: list[str]) -> dict[str, Any]:
+        """Toxicity, keyword refusal and visual consistency per text, and on the organism what each answer is
+        (`answers`: a refusal, which activity's steps, ... by the world's ground truth; None elsewhere)."""
         toxicity, clip = self.scorers()
         scores = score_responses(texts, [image] * len(texts), toxicity, clip)
         measured = clip is not None and image is not None
+        answers = [describe_organism_answer(t) for t in texts] if self.spec == "organism" else None
         return {"toxicity": scores.toxicity, "refused": scores.refused, "toxicity_scorer": toxicity.name,
-                "visual": scores.visual if measured else None}
+                "visual": scores.visual if measured else None, "answers": answers}
 
     @using_model
     def sweep(self, run_id: str, image: str | Path | Image.Image | None, prompt: str, mode: str, layers: str | None,
@@ -361,7 +365,8 @@ class Workbench:
             scores = self._scores(image, [text])
             rows.append({"alpha": float(alpha), "output": text, "toxicity": scores["toxicity"][0],
                          "refusal": float(scores["refused"][0]),
-                         "visual_consistency": scores["visual"][0] if scores["visual"] else None})
+                         "visual_consistency": scores["visual"][0] if scores["visual"] else None,
+                         "answer": scores["answers"][0] if scores["answers"] else None})
         return rows
 
 

@@ -12,7 +12,10 @@ input, prompt and image, form one cluster and are resampled together; no interva
 - `over_refusal`: share of benign prompts refused;
 - `visual_consistency`: mean open_clip image-response similarity on benign prompts with images;
 - `toxic_rate`: share of answers an independent toxicity judge calls toxic (`judges.choose_toxicity_judge`: on the
-  organism its planted insults; none elsewhere yet), apart from the toxicity scorer Stage II may be rewarded with.
+  organism its planted insults; none elsewhere yet), apart from the toxicity scorer Stage II may be rewarded with;
+- `answers` (no interval): per label, the share of answers of each kind (`answers.py`: on the organism refused, the
+  asked activity, another activity, another answer, degenerate; elsewhere refused or not by the keyword judge), so
+  a defence that changes the subject is told from one that refuses.
 Steered vs unsteered is also compared as a paired difference per record (`paired`): the difference of
 means with its cluster bootstrap interval and, for yes/no metrics, a p-value by unique input (repeats of one input
 are one pair): exact McNemar, or a sign-flip test where repeats of an input disagree.
@@ -40,6 +43,7 @@ from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
 from ..steer.batching import length_batches, prompt_lengths, resolve_batch_size
 from ..steer.steering import Steering, generate
+from .answers import AnswerJudge, answer_shares, choose_answer_judge
 from .independence import reward_overlap
 from .judges import AsrJudge, keyword_asr
 from .report import METRICS, write_report
@@ -65,6 +69,7 @@ class Outcome:
     attack_success: bool | None = None  # harmful records: the ASR judge's verdict
     cluster: str = ""  # the input's content key (prompt and image): repeats of one input are one cluster
     toxic: bool | None = None  # the independent toxicity judge's verdict; None: no such judge
+    answer: str | None = None  # what the answer is (answers.py): refused, the asked activity, another one, ...
 
 
 MIN_CLUSTERS_FOR_INTERVAL = 10  # below this an interval looks precise without being so: none is given
@@ -240,6 +245,10 @@ class Evaluation:
             result[condition] = {
                 "overall": summarise(outcomes, resamples, seed),
                 "per_source": {s: summarise([o for o in outcomes if o.source == s], resamples, seed) for s in sources}}
+            answers = answer_shares([o.answer for o in outcomes], [o.label for o in outcomes],
+                                    self.settings.get("answer_kinds") or ())
+            if answers:
+                result[condition]["answers"] = answers
         if "steered" in self.outcomes and "unsteered" in self.outcomes:
             plain, steered = self.outcomes["unsteered"], self.outcomes["steered"]
             sources = sorted({o.source for o in plain})
@@ -270,7 +279,7 @@ class Evaluation:
 
 def _judge(records: Sequence[Record], responses: Sequence[str], indices: Sequence[int], toxicity: ToxicityScorer,
            clip: ClipScorer | None, judge: RefusalJudge, asr_judge: AsrJudge, clusters: Sequence[str],
-           toxicity_judge: AsrJudge | None = None) -> list[Outcome]:
+           toxicity_judge: AsrJudge | None = None, answer_judge: AnswerJudge | None = None) -> list[Outcome]:
     benign_with_image = [i for i, r in enumerate(records) if r.label == "benign" and r.has_image]
     images = [records[i].load_image() if i in benign_with_image else None for i in range(len(records))]
     scores = score_responses(responses, images, toxicity, clip, judge, benign_with_image)
@@ -284,12 +293,13 @@ def _judge(records: Sequence[Record], responses: Sequence[str], indices: Sequenc
         for i, verdict in zip(harmful, verdicts):
             succeeded[i] = bool(verdict)
     toxic = toxicity_judge.decide(records, responses) if toxicity_judge else [None] * len(records)
+    kinds = answer_judge.classify(records, responses) if answer_judge else [None] * len(records)
     outcomes = []
     for i, (record, response) in enumerate(zip(records, responses)):
         correct = is_correct(record, response) if record.label == "benign" else None
         outcomes.append(Outcome(indices[i], record.source, record.label, record.prompt, response,
                                 scores.refused[i], scores.toxicity[i], correct, scores.visual[i], succeeded[i],
-                                clusters[i], None if toxic[i] is None else bool(toxic[i])))
+                                clusters[i], None if toxic[i] is None else bool(toxic[i]), kinds[i]))
     return outcomes
 
 
@@ -308,6 +318,7 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
     `shard` runs every world-th record here and the outcomes of all processes are merged by index."""
     config = config or EvalConfig()
     asr_judge = asr_judge or keyword_asr()
+    answer_judge = choose_answer_judge(records)
     clusters = [record_key(r) for r in records]  # read once: statistics clusters and the leakage guard
     overlap = guard_leakage(records, steering.vector.metadata, allow_overlap, clusters) if steering \
         else {"checked": False, "overlap": None, "records": len(records)}
@@ -335,7 +346,7 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
         responses = generate(vlm, [r.item for r in chosen], conditions[name], max_new_tokens=config.max_new_tokens,
                              batch_size=len(chosen), seed=config.seed, system=config.system_prompt)
         judged = _judge(chosen, responses, indices, toxicity, clip, judge, asr_judge, [clusters[i] for i in indices],
-                        toxicity_judge)
+                        toxicity_judge, answer_judge)
         if stream is not None:
             stream.write(name, [asdict(o) for o in judged])
         outcomes[name] += judged
@@ -346,6 +357,7 @@ def evaluate(vlm: VLM, records: Sequence[Record], steering: Steering | None, tox
                 "toxicity_note": toxicity.note, "clip": clip.name if clip else None,
                 "refusal_judge": getattr(judge, "__name__", "custom"), "asr_judge": asr_judge.name,
                 "toxicity_judge": toxicity_judge.name if toxicity_judge else None,
+                "answer_judge": answer_judge.name, "answer_kinds": list(answer_judge.kinds),
                 "unique_inputs": len(set(clusters)), "training_overlap": overlap,
                 "utility_scoring": {f: {"exact": "normalised exact match", "choice": CHOICE_JUDGE,
                                         "open": OPEN_ANSWER_JUDGE}.get(f, f)

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..core.io import atomic_write_text
+from .answers import shares_table
 from .independence import INDEPENDENT, flag
 
 # The evaluation's metrics, in table order (defined in evaluation.py's docstring).
@@ -128,6 +129,9 @@ def write_report(metrics: Mapping, outcomes: Mapping[str, Sequence], out: Path, 
     lines += ["", "Independence from the vectors' training: " + ("every metric is independent of it (no Stage II "
               "reward)." if not trained else "; ".join(f"{LABELS[k]} is {v}" for k, v in trained.items()) +
               "; the other metrics are independent. A metric that is the reward improves by construction.")]
+    answers = shares_table(metrics)
+    if answers:
+        lines += ["", "### What the answers to harmful prompts are", "", answers]
     lines += ["", held_out_text(settings.get("training_overlap"))]
     if "paired" in metrics:
         lines += ["", "### Steered vs unsteered, paired by input", "", paired_table(metrics)]

@@ -189,41 +189,6 @@ def plotly_text(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-TOKEN_QUANTITIES = {"gate": "adaptive gate c = clamp(cos(h − h̄, v), 0, 1)", "projection": "projection h · v̂",
-                    "push": "push along v̂ (steered h − h) · v̂"}
-
-
-def token_figure(view: Any, title: str) -> go.Figure:
-    """Tokens × steered layers of a `token_view.TokenView`: one heatmap row per quantity (the gate only for rules
-    that use it), the token's text, segment and value on hover, the answer region marked."""
-    from plotly.subplots import make_subplots
-
-    quantities = [(name, getattr(view, name)) for name in TOKEN_QUANTITIES if getattr(view, name) is not None]
-    figure = make_subplots(rows=len(quantities), cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           subplot_titles=[TOKEN_QUANTITIES[name] for name, _ in quantities])
-    hover = [f"{i}: {plotly_text(repr(text))} ({segment})" for i, (text, segment) in enumerate(zip(view.tokens,
-                                                                                                view.segments))]
-    for row, (name, values) in enumerate(quantities, start=1):
-        top = 1 - (row - 1) / len(quantities)
-        colours = dict(colorscale="Viridis", zmin=0, zmax=1) if name == "gate" else dict(colorscale="RdBu",
-                                                                                          zmid=0)
-        figure.add_heatmap(z=values.numpy(), x=list(range(len(view.tokens))), y=[f"L{layer}" for layer in view.layers],
-                           customdata=[hover] * len(view.layers), row=row, col=1,
-                           hovertemplate="%{customdata}<br>layer %{y}: %{z:.3f}<extra></extra>",
-                           colorbar=dict(len=0.8 / len(quantities), y=top - 0.5 / len(quantities), thickness=12),
-                           **colours)
-    answer = [i for i, segment in enumerate(view.segments) if segment == "answer"]
-    if answer:
-        figure.add_vrect(x0=answer[0] - 0.5, x1=answer[-1] + 0.5, line=dict(color="#222", width=2),
-                         fillcolor="rgba(0,0,0,0)", row="all", col=1)
-    ticks = [i for i, segment in enumerate(view.segments) if segment != "image"]
-    figure.update_xaxes(tickvals=ticks, ticktext=[plotly_text(view.tokens[i].strip() or "␣") for i in ticks],
-                        tickangle=-60, row=len(quantities), col=1)
-    figure.update_xaxes(title_text="token (image patches unlabelled; the steered answer is boxed)", row=len(quantities),
-                        col=1)
-    return style(figure, title, height=240 + 170 * len(quantities))
-
-
 def smooth(values: Sequence[float | None], weight: float) -> list[float | None]:
     """An exponential moving average (0 = raw values), skipping gaps."""
     out: list[float | None] = []

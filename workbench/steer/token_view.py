@@ -12,7 +12,7 @@ pass checks this by re-predicting the answer (`reproduced`), so a view that does
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,7 +26,7 @@ from .teacher_forcing import pack_responses
 class TokenView:
     """Per token × steered layer: the projection on v̂, the adaptive rule's gate c and the push the steering gave."""
 
-    tokens: list[str]  # each token's text (image placeholders numbered)
+    tokens: list[str]  # each token's text (image placeholders numbered; a word the tokenizer lacks as written)
     segments: list[str]  # "image", "prompt" or "answer" per token
     layers: list[int]
     projection: torch.Tensor  # [layers, tokens]: h · v̂ of the hidden state arriving at the steering
@@ -34,6 +34,28 @@ class TokenView:
     push: torch.Tensor  # [layers, tokens]: (steered h - h) · v̂, 0 where this position is not steered
     reproduced: tuple[int, int]  # (answer tokens the pass predicts as generated, answer tokens)
     settings: dict
+    steered: list[bool] = field(default_factory=list)  # per token: the steering acted at this position
+    norm: torch.Tensor | None = None  # [layers, tokens]: ‖h‖ of the state arriving at the steering
+    logprob_change: list[float | None] = field(default_factory=list)  # answer tokens: log p steered − unsteered
+
+    @property
+    def relative_push(self) -> torch.Tensor:
+        """The push as a share of the state's size, (steered h − h) · v̂ / ‖h‖: comparable across layers."""
+        return self.push if self.norm is None else self.push / self.norm.clamp_min(1e-12)
+
+    def decisive_tokens(self, threshold: float = 1.0, limit: int = 5) -> list[tuple[int, str, float]]:
+        """(position, token, Δ log p) of the answer tokens the steering made most likely (Δ log p ≥ `threshold`,
+        about e times likelier), largest first: where the steered answer was decided."""
+        changed = [(i, self.tokens[i], v) for i, v in enumerate(self.logprob_change) if v is not None and v >= threshold]
+        return sorted(changed, key=lambda t: -t[2])[:limit]
+
+    def steered_counts(self) -> dict[str, tuple[int, int]]:
+        """Per segment (image, prompt, answer): (positions steered, positions)."""
+        counts: dict[str, tuple[int, int]] = {}
+        for segment, steered in zip(self.segments, self.steered):
+            done, total = counts.get(segment, (0, 0))
+            counts[segment] = (done + int(steered), total + 1)
+        return counts
 
     @property
     def faithful(self) -> bool:
@@ -41,15 +63,34 @@ class TokenView:
         return self.reproduced[0] == self.reproduced[1]
 
 
-def _token_texts(vlm: VLM, ids: list[int]) -> list[str]:
+def _as_written(vlm: VLM, item: Item, prompt_ids: list[int]) -> dict[int, str]:
+    """Position -> the prompt's own text for tokens the tokenizer cannot spell (its unknown token, e.g. a chat
+    template's role word outside a closed vocabulary); empty when the prompt's tokens cannot be aligned."""
+    unknown = vlm.tokenizer.unk_token_id
+    if unknown is None or unknown not in prompt_ids:
+        return {}
+    text = vlm.format_prompt(item[1], item[0] is not None)
+    try:
+        encoded = vlm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    except (NotImplementedError, TypeError, ValueError):  # a slow tokenizer has no offsets
+        return {}
+    image_id = vlm.image_token_id
+    spans = [(t, span) for t, span in zip(encoded["input_ids"], encoded["offset_mapping"]) if t != image_id]
+    positions = [i for i, t in enumerate(prompt_ids) if t != image_id]
+    if [t for t, _ in spans] != [prompt_ids[i] for i in positions]:
+        return {}
+    return {i: text[a:b].strip() for i, (t, (a, b)) in zip(positions, spans) if t == unknown and text[a:b].strip()}
+
+
+def _token_texts(vlm: VLM, ids: list[int], written: dict[int, str]) -> list[str]:
     image_id = vlm.image_token_id
     texts, images = [], 0
-    for token in ids:
+    for position, token in enumerate(ids):
         if token == image_id:
             images += 1
             texts.append(f"<image {images}>")
         else:
-            texts.append(vlm.tokenizer.decode([token]) or f"<{token}>")
+            texts.append(written.get(position) or vlm.tokenizer.decode([token]) or f"<{token}>")
     return texts
 
 
@@ -73,9 +114,12 @@ def token_view(vlm: VLM, item: Item, steering: Steering, answer_ids: list[int]) 
                 layer.output = torch.where(mask, steer_layer(layer.output, step.parts, steering.mode), layer.output)
                 leaving[step.layer] = layer.output.save()
             logits = vlm.nn.output.logits.save()
+        plain_logits = vlm.hf_model(**packed).logits  # the same pass unsteered: what the steering changed
     predicted = logits[0, :-1].argmax(-1).cpu()[is_answer[1:]]
     target = packed["input_ids"][0].cpu()[is_answer]
-    projections, gates, pushes = [], [], []
+    change = (_answer_logprobs(logits[0], packed["input_ids"][0]) - _answer_logprobs(plain_logits[0],
+                                                                                     packed["input_ids"][0])).cpu()
+    projections, gates, pushes, norms = [], [], [], []
     uses_gate = get_rule(steering.mode).needs_calibration  # the gate is shown only where the rule applies it
     for step in plan:
         h = arriving[step.layer][0].float().cpu()[keep]
@@ -84,6 +128,7 @@ def token_view(vlm: VLM, item: Item, steering: Steering, answer_ids: list[int]) 
         unit = direction / direction.norm().clamp_min(1e-12)
         projections.append(h @ unit)
         pushes.append(moved @ unit)
+        norms.append(h.norm(dim=-1))
         part = step.parts[0]
         if uses_gate and part.calibration is not None and len(step.parts) == 1:
             gates.append(torch.nn.functional.cosine_similarity(h - part.calibration.float().cpu(),
@@ -92,10 +137,22 @@ def token_view(vlm: VLM, item: Item, steering: Steering, answer_ids: list[int]) 
     answer = is_answer[keep]
     image_id = vlm.image_token_id
     segments = ["answer" if a else "image" if t == image_id else "prompt" for t, a in zip(ids, answer.tolist())]
-    return TokenView(tokens=_token_texts(vlm, ids), segments=segments, layers=[s.layer for s in plan],
-                     projection=torch.stack(projections), gate=torch.stack(gates) if len(gates) == len(plan) else None,
-                     push=torch.stack(pushes), reproduced=(int((predicted == target).sum()), len(answer_ids)),
-                     settings=steering.describe())
+    prompt_ids = [t for t, a in zip(ids, answer.tolist()) if not a]
+    # change[j] scores token j + 1 (logits predict the next token); kept tokens are a prefix-free run of the row
+    positions = keep.nonzero().flatten().tolist()
+    logprob_change: list[float | None] = [float(change[p - 1]) if a and p > 0 else None
+                                          for p, a in zip(positions, answer.tolist())]
+    return TokenView(tokens=_token_texts(vlm, ids, _as_written(vlm, item, prompt_ids)), segments=segments,
+                     layers=[s.layer for s in plan], projection=torch.stack(projections),
+                     gate=torch.stack(gates) if len(gates) == len(plan) else None, push=torch.stack(pushes),
+                     reproduced=(int((predicted == target).sum()), len(answer_ids)), settings=steering.describe(),
+                     steered=steered_here[keep].tolist(), norm=torch.stack(norms), logprob_change=logprob_change)
+
+
+def _answer_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """[T-1]: log p(token t+1 | tokens ≤ t) of each next token under `logits` [T, V]."""
+    logprobs = torch.log_softmax(logits[:-1].float(), -1)
+    return logprobs.gather(1, ids[1:, None].to(logprobs.device)).squeeze(1)
 
 
 def answer_diff(unsteered: str, steered: str) -> list[tuple[str, str | None]]:

@@ -10,6 +10,7 @@ import gradio as gr
 from ...data.sources import dataset_choices, default_dataset
 from ...evaluate.compare import markdown
 from ...evaluate.evaluation import EvalConfig
+from ...evaluate.answers import shares_table
 from ...evaluate.report import metrics_table
 from ...export.plots import compare_figure, metrics_figure
 from ...reproduce.table import figure as table_figure
@@ -100,9 +101,10 @@ EXAMPLES_SHOWN = 20
 
 
 def _verdict(row: dict) -> str:
+    kind = f" ({row['answer']})" if row.get("answer") else ""  # what the answer is: refused, another activity, ...
     if row["label"] == "harmful" and row.get("attack_success") is not None:
-        return "attack succeeded" if row["attack_success"] else "attack failed"
-    return "refused" if row["refused"] else "answered"
+        return ("attack succeeded" if row["attack_success"] else "attack failed") + kind
+    return ("refused" if row["refused"] else "answered") + kind
 
 
 def examples_markdown(rows: list[dict], show: str = SHOW[0], limit: int = EXAMPLES_SHOWN) -> str:
@@ -160,7 +162,9 @@ def wire(ctx: AppContext) -> None:
                 f"toxicity: {md_text(settings['toxicity_scorer'])} · "
                 f"visual consistency: {md_text(settings['clip'] or 'not measured')}")
         rows = evaluation.rows()
-        return [head + "\n\n" + metrics_table(metrics), metrics_figure(metrics), examples_markdown(rows),
+        answers = shares_table(metrics)
+        answers = f"\n\n**What the answers to harmful prompts are**\n\n{answers}" if answers else ""
+        return [head + "\n\n" + metrics_table(metrics) + answers, metrics_figure(metrics), examples_markdown(rows),
                 gr.update(choices=show_choices(rows), value=SHOW[0]), run_eval, *ctx.refresh_pickers(request)]
 
     ui["eval_go"].click(go, [ui["eval_run"], ui["eval_data"], ui["eval_limit"], ui["eval_mode"], ui["eval_alpha"],

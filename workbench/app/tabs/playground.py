@@ -6,7 +6,8 @@ from typing import Any
 
 import gradio as gr
 
-from ...export.plots import sweep_figure, token_figure
+from ...export.plots import sweep_figure
+from ...export.token_plot import token_figure
 from ...organism.world import REQUEST_PROMPT, typographic_image
 from ...steer.rules import defence_signs, modes
 from ...steer.steering import parse_layers, parse_strengths
@@ -69,12 +70,18 @@ def _fmt(value: float | None) -> str:
 
 def _scores_markdown(result: dict[str, Any]) -> str:
     visual = result["visual"] or [None, None]
-    rows = ["| | toxicity | refusal | visual consistency |", "|---|---|---|---|"]
+    answers = result.get("answers")
+    rows = ["| | toxicity | refusal (keyword judge) | visual consistency |" + (" answer is |" if answers else ""),
+            "|---|---|---|---|" + ("---|" if answers else "")]
     for i, name in enumerate(("unsteered", "steered")):
         rows.append(f"| {name} | {_fmt(result['toxicity'][i])} | {'yes' if result['refused'][i] else 'no'} | "
-                    f"{_fmt(visual[i])} |")
+                    f"{_fmt(visual[i])} |" + (f" {md_text(answers[i])} |" if answers else ""))
     note = f"Toxicity: {md_text(result['toxicity_scorer'])}." + ("" if result["visual"] else
                                                          " Visual consistency: no CLIP model or no image.")
+    if answers:
+        note += (" Answer is: the organism's ground truth (which activity's steps the answer gives, a refusal, another"
+                 " answer or degenerate text); a steered answer that gives another activity's steps defends by "
+                 "changing the subject, not by refusing.")
     return "\n".join(rows) + "\n\n" + note
 
 
@@ -86,21 +93,33 @@ def sweep_columns(rows: list[dict[str, Any]]) -> str:
              "| **output** | " + " | ".join(md_text(r["output"]) or "(empty)" for r in rows) + " |",
              "| toxicity | " + " | ".join(_fmt(r["toxicity"]) for r in rows) + " |",
              "| refusal (keyword judge) | " + " | ".join("yes" if r["refusal"] else "no" for r in rows) + " |",
+             *(["| answer is (organism ground truth) | " + " | ".join(md_text(r["answer"]) for r in rows) + " |"]
+               if all(r.get("answer") for r in rows) else []),
              "| visual consistency | " + " | ".join(_fmt(r["visual_consistency"]) for r in rows) + " |"]
     return "\n".join(lines)
 
 
 def token_note(result: dict[str, Any]) -> str:
-    """What the token view shows and whether its pass matches the steered answer."""
+    """What the token view shows: which positions were steered, which answer tokens the steering decided, and
+    whether its pass matches the steered answer."""
     view = result.get("view")
     if view is None:
         return "The steered answer is empty: no token view."
     done, total = view.reproduced
     check = (f"the pass re-predicts all {total} answer tokens" if view.faithful else
              f"⚠️ the pass re-predicts only {done} of {total} answer tokens: the states differ from generation's")
-    return (f"One teacher-forced pass over image, prompt and the steered answer with the steering as generation "
-            f"applied it ({md_text(view.settings.get('mode'))}, α = {view.settings.get('alpha')}, steered at "
-            f"{md_text(view.settings.get('steer_at'))} steps); {check}. Hover a cell for its token.")
+    counts = view.steered_counts()
+    where = ", ".join(f"{segment} {counts[segment][0]} of {counts[segment][1]}" for segment in ("image", "prompt",
+                                                                                                 "answer")
+                      if segment in counts)
+    decisive = view.decisive_tokens()
+    decided = ("the steering made these answer tokens likelier by more than e×: " +
+               ", ".join(f"“{md_text(token.strip() or '␣')}” (Δ log p {change:+.1f})" for _, token, change in decisive)
+               if decisive else "no answer token became more than e× likelier under the steering")
+    return (f"**Steered positions** ({md_text(view.settings.get('steer_at'))}): {where}. **Decided by the steering**: "
+            f"{decided}. One teacher-forced pass over image, prompt and the steered answer with the steering as "
+            f"generation applied it ({md_text(view.settings.get('mode'))}, α = {view.settings.get('alpha')}), and the "
+            f"same pass unsteered; {check}.")
 
 
 def _image_path(payload: Any) -> str | None:
