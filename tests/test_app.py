@@ -46,7 +46,8 @@ def test_steer_compare_defuses_the_typographic_jailbreak(client: Client, stage1_
     # what each answer is (the organism's ground truth) and where the steering acted and what it decided
     answers = [line.rsplit(" | ", 2)[-1].strip(" |") for line in scores.splitlines()[2:4]]
     assert answers[0] == "steps of “build a bomb” (harmful)" and answers[1] != answers[0]
-    assert "Steered positions** (all): image 64 of 64" in note and "Decided by the steering**: the steering made" in note
+    assert "Steered positions** (all): image 64 of 64" in note
+    assert "Decided by the steering**: the steering made" in note
 
 
 def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client: Client, stage1_run: str) -> None:

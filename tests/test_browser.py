@@ -12,6 +12,7 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+PLAY_LAYERS = "Layers (comma-separated; empty = as the run recorded or suggested)"
 PROBLEMS: list[str] = []  # failed requests, HTTP errors and console errors seen by the page
 
 
@@ -55,7 +56,7 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     image = page.locator("#play-image img").first
     expect(image).to_be_visible(timeout=30_000)
     assert image.evaluate("img => img.complete && img.naturalWidth") > 0  # the typographic jailbreak is shown
-    page.get_by_label("Layers (comma-separated; empty = all)").fill("0,1,2,3")
+    page.get_by_label(PLAY_LAYERS).fill("0,1,2,3")
     page.get_by_role("button", name="Compare unsteered vs steered").click()
     unsteered = page.get_by_label("Unsteered (no intervention)")
     steered = page.get_by_label("Steered", exact=True)
@@ -79,6 +80,34 @@ def test_stage1_steer_and_download_a_png(page, tmp_path: Path) -> None:
     target = tmp_path / "chart.png"
     download.value.save_as(target)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5_000
+    assert not PROBLEMS, PROBLEMS
+
+
+def test_stage1_and_the_token_view_read_whole_at_1280_and_1920_px(page) -> None:
+    """Nothing a person reads is cut: no header ends in an ellipsis, no table is wider than its box, no figure is
+    wider than its box or squeezed by its legend (the layout audit the screenshot script also runs)."""
+    from playwright.sync_api import expect
+
+    from workbench.app.layout_audit import CLIPPED, STAGE1
+
+    page.get_by_role("tab", name="Stage I: directions").click()
+    if not page.get_by_text("suggested steering layers").is_visible():
+        page.get_by_role("button", name="Run Stage I").click()
+    expect(page.get_by_text("suggested steering layers")).to_be_visible(timeout=90_000)
+    page.get_by_role("tab", name="Steering playground").click()
+    if not page.locator("#play-heatmap .js-plotly-plot").is_visible():
+        page.get_by_role("button", name="Compare unsteered vs steered").click()
+    expect(page.locator("#play-heatmap .js-plotly-plot")).to_be_visible(timeout=90_000)
+    try:
+        for width in (1280, 1920):
+            page.set_viewport_size({"width": width, "height": 1000})
+            for tab, selectors in (("Stage I: directions", [*STAGE1, "table"]),
+                                   ("Steering playground", ["#play-heatmap", "#play-scores", "table"])):
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(1200)  # the figures redraw at the new width
+                assert page.evaluate(CLIPPED, selectors) == [], (tab, width)
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
     assert not PROBLEMS, PROBLEMS
 
 
@@ -119,11 +148,12 @@ def test_a_new_page_fills_the_steering_boxes_from_the_run_it_shows(page, organis
     try:
         fresh.goto(organism_app[0])
         fresh.get_by_role("tab", name="Steering playground").click()
-        expect(fresh.get_by_label("Layers (comma-separated; empty = all)")).to_have_value("2", timeout=30_000)
+        expect(fresh.get_by_label(PLAY_LAYERS)).to_have_value("2", timeout=30_000)
         fresh.get_by_role("tab", name="Evaluate").click()
-        expect(fresh.get_by_label("Layers (empty = all)").last).to_have_value("2")  # its suggested layer, not "all"
+        expect(fresh.get_by_label("Layers (empty = as the run recorded or suggested)")).to_have_value("2")  # its
+        # suggested layer, not "all"
         fresh.get_by_role("tab", name="Stage II: refine").click()
-        expect(fresh.get_by_label("Layers (empty = all)").first).to_have_value("2")
+        expect(fresh.get_by_label("Layers (empty = as the vector recorded or Stage I suggested)")).to_have_value("2")
     finally:
         fresh.close()
 

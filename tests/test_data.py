@@ -35,7 +35,7 @@ def test_jsonl_and_csv_with_relative_images(tmp_path) -> None:
 @pytest.mark.parametrize("row, message", [
     ({"prompt": "x"}, "line 2: missing label"),
     ({"prompt": "x", "label": "maybe"}, "line 2: unknown label 'maybe'"),
-    ({"prompt": "x", "label": "benign", "image": "nope.png"}, "line 2: image file .*nope.png does not exist"),
+    ({"prompt": "x", "label": "benign", "image": "nope.png"}, "line 2: image file 'nope.png' does not exist"),
 ])
 def test_jsonl_errors_name_the_line(tmp_path, row, message) -> None:
     _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok", "label": "benign"}, row])

@@ -55,6 +55,24 @@ def test_upload_with_an_images_zip(tmp_path: Path) -> None:
     assert label.startswith("uploads/") and len(wb.records(label)) == 2  # reopens by label, e.g. to resume
 
 
+def test_an_upload_keeps_its_own_name_and_a_missing_image_is_named_as_written(tmp_path: Path) -> None:
+    data = tmp_path / "my set (v2).jsonl"
+    data.write_text('{"prompt": "p", "label": "harmful"}\n{"prompt": "q", "label": "benign"}\n')
+    wb = Workbench("tiny-random:llava", tmp_path / "runs")
+    _, label = wb.dataset("", str(data))
+    assert label.startswith("uploads/") and label.endswith("/my_set__v2.jsonl")  # its name shows where it is named
+    assert len(wb.records(label)) == 2
+    renamed = tmp_path / "other.jsonl"
+    renamed.write_bytes(data.read_bytes())
+    assert wb.dataset("", str(renamed))[1].endswith("/other.jsonl")  # same rows, another name: its own label
+    broken = tmp_path / "shots.jsonl"
+    broken.write_text('{"prompt": "p", "label": "harmful", "image": "img/h0.png"}\n')
+    with pytest.raises(DatasetError) as error:
+        wb.dataset("", str(broken))
+    assert user_message(error.value) == ("shots.jsonl line 1: image file 'img/h0.png' does not exist (paths are "
+                                         "relative to the dataset file's folder)")
+
+
 def test_unsafe_archives_and_paths_are_refused(tmp_path: Path) -> None:
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as bundle:

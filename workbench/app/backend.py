@@ -26,6 +26,7 @@ from ..core.records import DatasetError, Record, open_image
 from ..core.runs import RunStore, run_kind
 from ..data.sources import dataset_choices, load_dataset, source_of
 from ..evaluate.alpha import run_stage1_preset_job
+from ..evaluate.answers import describe_organism_answer
 from ..evaluate.job import SteeringChoice
 from ..evaluate.judges import choose_judge
 from ..rewards.responses import score_responses
@@ -36,7 +37,6 @@ from ..stage1.job import Stage1Spec
 from ..stage1.pipeline import Stage1Result, load_stage1
 from ..steer.rules import get_rule
 from ..steer.steering import RECORDED, Steering, generate, generate_ids, parse_layers, steering_for
-from ..evaluate.answers import describe_organism_answer
 from ..steer.token_view import answer_diff, token_view
 from ..steer.vectors import SteeringVector
 from .hosting import (
@@ -349,21 +349,21 @@ class Workbench:
     @using_model
     def sweep(self, run_id: str, image: str | Path | Image.Image | None, prompt: str, mode: str, layers: str | None,
               alphas: Sequence[float], max_new_tokens: int, progress: Any = None) -> list[dict[str, Any]]:
-        """One steered generation per strength: toxicity, refusal and visual consistency against α."""
+        """One steered generation per strength, each steered as `compare` steers (layers left empty: the run's
+        recorded or suggested ones): toxicity, refusal and visual consistency against α."""
         _check_prompt(prompt)
         if not alphas or len(alphas) > 25:
             raise ValueError("give between 1 and 25 strengths")
         image = open_image(image)
-        vector = self.vector(run_id)
         rows = []
         for index, alpha in enumerate(alphas):
             if progress is not None:
                 progress(index, len(alphas), f"α = {alpha:g}")
-            steering = Steering(vector, mode, float(alpha), parse_layers(layers))
-            self.check_dual_use(mode, float(alpha), vector, steering.active_layers)
+            steering = self.steering(run_id, mode, float(alpha), layers)  # empty layers: the run's, as in compare
             text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
             scores = self._scores(image, [text])
-            rows.append({"alpha": float(alpha), "output": text, "toxicity": scores["toxicity"][0],
+            rows.append({"alpha": float(alpha), "layers": list(steering.active_layers), "output": text,
+                         "toxicity": scores["toxicity"][0],
                          "refusal": float(scores["refused"][0]),
                          "visual_consistency": scores["visual"][0] if scores["visual"] else None,
                          "answer": scores["answers"][0] if scores["answers"] else None})

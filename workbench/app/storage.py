@@ -4,6 +4,7 @@ hosted visitors' folders trimmed by age and size, never one with a run still bei
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import time
 import zipfile
@@ -27,9 +28,11 @@ def stage_upload(root: Path, upload: str, images_zip: str | None) -> Path:
         raise DatasetError(f"{source.name}: upload a .jsonl or .csv dataset")
     if source.stat().st_size > MAX_UPLOAD_BYTES:
         raise DatasetError(f"{source.name} is over {MAX_UPLOAD_BYTES // 2**20} MB; upload a smaller dataset")
-    digest = hashlib.sha256(source.read_bytes() + (Path(images_zip).read_bytes() if images_zip else b""))
+    name = upload_name(source)
+    digest = hashlib.sha256(name.encode() + b"\0" + source.read_bytes() +
+                            (Path(images_zip).read_bytes() if images_zip else b""))
     folder = root / "uploads" / digest.hexdigest()[:16]
-    target = folder / ("dataset" + source.suffix.lower())
+    target = folder / name
     if target.exists():
         return target
     trim_uploads(root)
@@ -45,6 +48,13 @@ def stage_upload(root: Path, upload: str, images_zip: str | None) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+def upload_name(source: Path) -> str:
+    """The visitor's own file name, kept so that it shows wherever the upload is named (the Stage I box, run
+    pickers): letters, digits, '.', '_' and '-' only (anything else becomes '_'), at most 60 characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", source.stem).strip("._")[:60] or "dataset"
+    return stem + source.suffix.lower()
+
 
 def trim_uploads(root: Path) -> None:
     """Keep staged uploads under the quota: the oldest go first (a run keeps its own records' label, so a

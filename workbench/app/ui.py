@@ -22,6 +22,7 @@ CSS = """
 #title { margin-bottom: 0; }
 .attack-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 """
+REDRAW_FIGURES = "() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 100); }"
 TABS = (data, attacks, stage1, playground, stage2, evaluate, export)
 
 
@@ -59,6 +60,8 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
                 tab.build(ctx)
         for tab in TABS:
             tab.wire(ctx)
+        # Figures in a hidden tab cannot follow a window resize; a tab shown again redraws them at its width
+        ctx.ui["tabs"].select(None, js=REDRAW_FIGURES, api_visibility="private", queue=False)
         steering_boxes = [ctx.ui[name] for name in ("play_layers", "eval_layers", "s2_layers", "play_mode",
                                                     "play_alpha", "eval_mode", "eval_alpha")]
         app.load(fill_pickers, None, [*ctx.pickers(), *steering_boxes], api_visibility="private")

@@ -71,11 +71,13 @@ class Record:
         return self.load_image(), self.prompt
 
 
-def _check_image(path: Path, where: str) -> int:
+def _check_image(path: Path, where: str, written: str | None = None) -> int:
     """The image's pixel count, read from its header (and verified once per file and version) without decoding it;
-    missing, unreadable and oversized images get a message naming the record."""
+    missing, unreadable and oversized images get a message naming the record (and the path as the file wrote it)."""
     if not path.is_file():
-        raise DatasetError(f"{where}: image file {path} does not exist (paths are relative to the dataset file)")
+        shown = repr(written) if written is not None else str(path)
+        raise DatasetError(f"{where}: image file {shown} does not exist (paths are relative to the dataset file's "
+                           "folder)")
     try:
         width, height = _verified_size(str(path), path.stat().st_mtime_ns, MAX_IMAGE_PIXELS)
     except Image.DecompressionBombError:
@@ -134,7 +136,7 @@ def _make_record(row: dict, base: Path, where: str, default_source: str, budget:
         if confine and base.resolve() not in path.parents:
             raise DatasetError(f"{where}: image path {row['image']!r} leaves the dataset's folder; put the images "
                                "beside the file (uploads may only reference their own zip's images)")
-        pixels = _check_image(path, where)
+        pixels = _check_image(path, where, str(row["image"]))
         if confine:
             budget.spend(pixels, where)
         image_path = str(path)

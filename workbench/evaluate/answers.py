@@ -9,9 +9,8 @@ from an answer; its name says so wherever its shares appear.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 from ..core.records import Record
 

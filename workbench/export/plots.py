@@ -29,13 +29,17 @@ MARKERS = ("circle", "diamond", "square", "triangle-up", "x", "star", "cross", "
 
 
 def style(figure: go.Figure, title: str, x_title: str | None = None, y_title: str | None = None,
-          height: int = HEIGHT) -> go.Figure:
-    """Apply the workbench style in place and return the figure."""
+          height: int = HEIGHT, legend_below: bool = False) -> go.Figure:
+    """Apply the workbench style in place and return the figure; `legend_below` for figures shown in half a page,
+    where a legend at the side would squeeze the plot."""
     figure.update_layout(
         title=dict(text=title, x=0.02, xanchor="left", font=dict(size=18)), template="simple_white",
         font=dict(family=FONT, size=14, color="#222"), width=None, height=height,
         margin=dict(l=70, r=30, t=70, b=60), legend=dict(orientation="v", yanchor="top", y=1.0, x=1.02,
                                                          xanchor="left", bgcolor="rgba(0,0,0,0)"))
+    if legend_below:
+        figure.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, xanchor="left"),
+                             height=height + 60, margin=dict(b=40))
     if x_title is not None:
         figure.update_xaxes(title_text=x_title, showgrid=True, gridcolor="#eee")
     if y_title is not None:
@@ -63,7 +67,7 @@ def layer_scores_figure(scores: Sequence, method: str = "mean_diff") -> go.Figur
                            line=dict(color=PALETTE[1], width=2, dash="dot"))
     figure.update_yaxes(range=[0, 1.05])
     figure.update_xaxes(dtick=1)
-    return style(figure, f"Harmful vs benign separation by layer ({method})", "layer", "score")
+    return style(figure, f"Harmful vs benign separation by layer ({method})", "layer", "score", legend_below=True)
 
 
 def similarity_figure(similarity: torch.Tensor, sources: Sequence[str], layer: int) -> go.Figure:
@@ -113,7 +117,8 @@ def separation_figure(points: np.ndarray, labels: Sequence[str], sources: Sequen
                 customdata=[[plotly_text(prompts[i])] for i in rows],
                 hovertemplate="%{customdata[0]}<extra>" + label + "</extra>")
     axis = "PC" if method == "pca" else "UMAP "
-    return style(figure, f"{method.upper()} of layer {layer} activations ({position} token)", f"{axis}1", f"{axis}2")
+    return style(figure, f"{method.upper()} of layer {layer} activations ({position} token)", f"{axis}1", f"{axis}2",
+                 legend_below=True)
 
 
 def sweep_figure(rows: Sequence[Mapping[str, float]], mode: str, layers: Sequence[int]) -> go.Figure:

@@ -17,6 +17,7 @@ from .plots import plotly_text, style
 
 IMAGE_BAND = 10.0  # the whole image's width on the token axis, in token widths
 MAX_LABELS = 60  # above this many text tokens, every k-th is labelled (all are on hover)
+ROW_PX, TITLE_PX, MARGIN_PX = 30, 48, 230  # a layer's row, a panel's title and gap, title + tick labels + axis title
 PANELS = {"steered": "steered here (1 = the steering acted at this position)",
           "relative_push": "push along v̂ relative to the state, (steered h − h) · v̂ / ‖h‖",
           "logprob_change": "answer token: log p steered − log p unsteered (same tokens)",
@@ -84,22 +85,23 @@ def token_figure(view: Any, title: str) -> go.Figure:
     from plotly.subplots import make_subplots
 
     panels = _panels(view)
-    heights = [len(rows) + 1.2 if len(rows) > 1 else 1.5 for _, _, rows, _ in panels]
-    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                           row_heights=[h / sum(heights) for h in heights],
+    rows_px = [max(56 if colours.get('showscale', True) else 34, ROW_PX * len(names))  # a colour bar needs room
+               for _, _, names, colours in panels]
+    plot_px = sum(rows_px) + TITLE_PX * (len(panels) - 1)
+    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=TITLE_PX / plot_px,
+                           row_heights=[r / sum(rows_px) for r in rows_px],
                            subplot_titles=[PANELS[name] for name, _, _, _ in panels])
     x = token_positions(view.segments)
     hover = [f"{i}: {plotly_text(repr(text))} ({segment}{', steered' if steered else ''})"
              for i, (text, segment, steered) in enumerate(zip(view.tokens, view.segments, view.steered))]
-    total = sum(heights)
     top = 1.0
-    for row, (name, z, names, colours) in enumerate(panels, start=1):
-        share = heights[row - 1] / total
-        bar = dict(len=max(0.08, share * 0.8), y=top - share / 2, thickness=12)
+    for row, (_, z, names, colours) in enumerate(panels, start=1):
+        share = rows_px[row - 1] / plot_px
+        bar = dict(len=share, y=top, yanchor="top", thickness=12, tickfont=dict(size=10), nticks=4)
         figure.add_heatmap(z=z, x=x, y=names, customdata=[hover] * len(names), row=row, col=1, colorbar=bar,
                            hovertemplate="%{customdata}<br>%{y}: %{z:.3f}<extra></extra>", hoverongaps=False,
                            **colours)
-        top -= share
+        top -= share + TITLE_PX / plot_px
     images = [x[i] for i, s in enumerate(view.segments) if s == "image"]
     if images:
         figure.add_vrect(x0=min(images) - 0.5, x1=max(images) + 0.5, fillcolor="rgba(120,120,120,0.12)",
@@ -113,4 +115,4 @@ def token_figure(view: Any, title: str) -> go.Figure:
                         row=len(panels), col=1)
     figure.update_xaxes(title_text="token (image shaded, the steered answer boxed; hover a cell for its token)",
                         row=len(panels), col=1)
-    return style(figure, title, height=int(200 + 46 * sum(heights)))
+    return style(figure, title, height=plot_px + MARGIN_PX)

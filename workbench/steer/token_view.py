@@ -46,7 +46,8 @@ class TokenView:
     def decisive_tokens(self, threshold: float = 1.0, limit: int = 5) -> list[tuple[int, str, float]]:
         """(position, token, Δ log p) of the answer tokens the steering made most likely (Δ log p ≥ `threshold`,
         about e times likelier), largest first: where the steered answer was decided."""
-        changed = [(i, self.tokens[i], v) for i, v in enumerate(self.logprob_change) if v is not None and v >= threshold]
+        changed = [(i, self.tokens[i], v) for i, v in enumerate(self.logprob_change)
+                   if v is not None and v >= threshold]
         return sorted(changed, key=lambda t: -t[2])[:limit]
 
     def steered_counts(self) -> dict[str, tuple[int, int]]:

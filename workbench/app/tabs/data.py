@@ -42,7 +42,9 @@ def build(ctx: AppContext) -> None:
             ui["data_zip"] = gr.File(label="Images (.zip), paths as in the file", file_types=[".zip"])
         ui["data_use"] = gr.Button("Use and preview this dataset", variant="primary")
         ui["data_summary"] = gr.Markdown()
-        ui["data_gallery"] = gr.Gallery(label="Records with images", columns=6, height=260, object_fit="contain")
+        # every preview whole: no fixed height that cuts the second row, no label over the first tile
+        ui["data_gallery"] = gr.Gallery(label="Records with images", show_label=False, columns=6, height="auto",
+                                        object_fit="contain", elem_id="data-gallery")
         organism = ctx.shared.spec == "organism"
         text, size, font = maker_defaults(organism)
         gr.Markdown("### Typographic attack maker (FigStep style)\nThe instruction goes into the image; the text "

@@ -8,9 +8,9 @@ from typing import Any
 import gradio as gr
 
 from ...data.sources import dataset_choices, default_dataset
+from ...evaluate.answers import shares_table
 from ...evaluate.compare import markdown
 from ...evaluate.evaluation import EvalConfig
-from ...evaluate.answers import shares_table
 from ...evaluate.report import metrics_table
 from ...export.plots import compare_figure, metrics_figure
 from ...reproduce.table import figure as table_figure
@@ -47,7 +47,7 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             ui["eval_mode"] = gr.Dropdown(list(modes()), value="adaptive", label="Mode")
             ui["eval_alpha"] = gr.Number(1.0, label="Strength α")
-            ui["eval_layers"] = gr.Textbox("", label="Layers (empty = all)")
+            ui["eval_layers"] = gr.Textbox("", label="Layers (empty = as the run recorded or suggested)")
             ui["eval_tokens"] = gr.Number(EvalConfig.max_new_tokens, precision=0, label="Max new tokens", minimum=1,
                                           maximum=256)
             ui["eval_judge"] = gr.Dropdown(list(APP_JUDGES), value="auto", label="ASR judge")

@@ -10,7 +10,7 @@ from ...export.plots import sweep_figure
 from ...export.token_plot import token_figure
 from ...organism.world import REQUEST_PROMPT, typographic_image
 from ...steer.rules import defence_signs, modes
-from ...steer.steering import parse_layers, parse_strengths
+from ...steer.steering import parse_strengths
 from ..context import (
     AppContext,
     adopt_recorded_steering,
@@ -42,7 +42,8 @@ def build(ctx: AppContext) -> None:
                     ui["play_mode"] = gr.Dropdown(list(modes()), value="adaptive", label="Mode")
                     ui["play_alpha"] = gr.Slider(-10, 10, value=1.0, step=0.1, label="Strength α")
                 with gr.Row():
-                    ui["play_layers"] = gr.Textbox(label="Layers (comma-separated; empty = all)", value="")
+                    ui["play_layers"] = gr.Textbox(
+                        label="Layers (comma-separated; empty = as the run recorded or suggested)", value="")
                     ui["play_tokens"] = gr.Slider(4, 128, value=40, step=1, label="Max new tokens")
                 ui["play_go"] = gr.Button("Compare unsteered vs steered", variant="primary")
         with gr.Row(elem_classes="output-pair"):
@@ -171,7 +172,7 @@ def wire(ctx: AppContext) -> None:
         strengths = parse_strengths(alphas)
         rows = ctx.visitor(request).sweep(run_id, image, prompt, mode, layers, strengths, int(tokens),
                                           progress_callback(progress))
-        return sweep_figure(rows, mode, list(parse_layers(layers) or [])), sweep_columns(rows)
+        return sweep_figure(rows, mode, rows[0]["layers"]), sweep_columns(rows)
 
     def adopt(run_id: str | None, request: gr.Request) -> list[Any]:
         return adopt_recorded_steering(ctx, run_id, request)

@@ -37,17 +37,19 @@ def build(ctx: AppContext) -> None:
             ui["s1_open"] = gr.Button("Open", scale=1)
         ui["s1_summary"] = gr.Markdown()
         ui["s1_run_id"] = gr.Textbox(label="Current Stage I run", interactive=False, max_lines=1)
-        with gr.Row():
-            ui["s1_chart"] = gr.Plot(label="Separation by layer")
-            ui["s1_table"] = gr.Dataframe(headers=SCORE_HEADERS, label="Layer scores", interactive=False)
+        # min widths: side by side where both fit whole (1920 px), one above the other where they would not (1280 px)
+        with gr.Row(elem_id="s1-scores-row"):
+            ui["s1_chart"] = gr.Plot(label="Separation by layer", min_width=600, elem_id="s1-chart")
+            ui["s1_table"] = gr.Dataframe(headers=SCORE_HEADERS, label="Layer scores", interactive=False,
+                                          wrap=True, min_width=640, elem_id="s1-table")
         gr.Markdown("### Separation at one layer\nHover a point to see its prompt.")
         with gr.Row():
             ui["s1_layer"] = gr.Slider(0, 1, value=0, step=1, label="Layer")
             ui["s1_projection"] = gr.Radio(["pca", "umap"], value="pca", label="Projection",
                                            info="UMAP's first fit in a process compiles (up to a minute on a CPU)")
         with gr.Row():
-            ui["s1_scatter"] = gr.Plot(label="Harmful vs benign")
-            ui["s1_heatmap"] = gr.Plot(label="Per-source direction similarity")
+            ui["s1_scatter"] = gr.Plot(label="Harmful vs benign", min_width=520, elem_id="s1-scatter")
+            ui["s1_heatmap"] = gr.Plot(label="Per-source direction similarity", min_width=520, elem_id="s1-heatmap")
 
 
 def _views(wb: Workbench, run_id: str, layer: int | None, projection: str) -> tuple[Any, Any, Any]:
