@@ -228,3 +228,14 @@ def test_stage2_curves_put_each_quantity_on_its_own_labelled_panel() -> None:
     assert figure.layout.xaxis.tickformat == "d"  # integer steps, not 1.5
     smoothed = curves_figure(rows, smoothing=0.5)
     assert len(smoothed.data) == 6 and smooth([1.0, None, 3.0], 0.5) == [1.0, None, 2.0]
+
+
+def test_the_time_left_settles_on_the_steady_pace_instead_of_extrapolating_the_warm_up_step() -> None:
+    from workbench.core.progress import eta_text, step_eta
+
+    assert step_eta([34.0], 999) == "estimating time left (the first steps include warm-up)"
+    assert step_eta([34.0, 2.0, 2.0], 999).startswith("estimating")  # two steady steps are not yet a pace
+    assert step_eta([34.0, 2.0, 2.0, 2.0], 100) == "about 3 min left"  # 100 × 2 s, the 34 s warm-up left out
+    assert eta_text(1, 151, 34.0) == "about 85 min left"  # what extrapolating the first step said
+    assert step_eta([34.0, 2.0, 2.0, 2.0, 30.0], 10) == "about 20 s left"  # a median: one slow step moves it little
+    assert step_eta([34.0, 1.0, 1.0, 1.0], 0) == ""

@@ -212,6 +212,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     from ..core.models import load_vlm
     from ..data.sources import load_dataset
     from ..evaluate.job import EvalSpec, run_eval_job
+    from ..evaluate.answers import shares_table
     from ..evaluate.report import metrics_table
 
     if args.limit is not None and args.limit < 1:
@@ -230,6 +231,9 @@ def run_eval_command(args: argparse.Namespace) -> None:
     if done.metrics is None:  # another rank of a torchrun: rank 0 reports
         return
     print(metrics_table(done.metrics))
+    answers = shares_table(done.metrics)
+    if answers:
+        print("\nWhat the answers to harmful prompts are:\n" + answers)
     for name in ("metrics", "generations", "report"):
         print(f"wrote {name}: {done.paths[name]}")
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from tqdm.auto import tqdm
@@ -40,6 +41,22 @@ def eta_text(done: int, total: int, elapsed: float) -> str:
         return ""
     left = elapsed / done * (total - done)
     return f"about {left:.0f} s left" if left < 90 else f"about {left / 60:.0f} min left"
+
+
+SETTLE_STEPS = 3  # steps timed after the first before a per-step estimate is given
+
+
+def step_eta(seconds: Sequence[float], left: int) -> str:
+    """Time left for `left` more steps from the median of the last 20 step times, leaving out the first step (it
+    pays the warm-up: caches, compilation, scorers) so that the estimate settles instead of extrapolating it;
+    'estimating…' until SETTLE_STEPS later steps are timed."""
+    if left <= 0:
+        return ""
+    timed = list(seconds[1:])[-20:]
+    if len(timed) < SETTLE_STEPS:
+        return "estimating time left (the first steps include warm-up)"
+    remaining = statistics.median(timed) * left
+    return f"about {remaining:.0f} s left" if remaining < 90 else f"about {remaining / 60:.0f} min left"
 
 
 def with_eta(progress: ProgressFn, clock: Callable[[], float] | None = None) -> ProgressFn:

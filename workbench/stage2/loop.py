@@ -25,7 +25,7 @@ import torch
 
 from ..core.distributed import SINGLE, Shard
 from ..core.models import VLM, Item
-from ..core.progress import Cancelled, ProgressFn
+from ..core.progress import Cancelled, ProgressFn, step_eta
 from ..core.records import Record, dataset_hash, record_key
 from ..core.runlock import RunLock
 from ..rewards.combined import RewardModel, RewardWeights
@@ -291,7 +291,9 @@ class Stage2Run:
         main = self.shard.is_main
         if main:
             self.lock.acquire()  # one writer per run folder, for as long as it trains
-        bar = tqdm(total=self.config.steps, initial=self.step, desc="Stage II", disable=not (show_bar and main))
+        bar = tqdm(total=self.config.steps, initial=self.step, desc="Stage II", disable=not (show_bar and main),
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        paces: list[float] = []  # this session's step times: the estimate leaves out the first (warm-up)
         try:
             while self.step < self.config.steps:
                 if cancel is not None and cancel.is_set():
@@ -303,8 +305,10 @@ class Stage2Run:
                 self.store.append_metrics(metrics.row())
                 if self.step % self.config.checkpoint_every == 0 or self.step == self.config.steps:
                     self.store.save_checkpoint(self.step, self.params, self.optimizer)
+                paces.append(metrics.seconds)
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics.loss:.3f}", reward=f"{metrics.means['reward']:.2f}")
+                bar.set_postfix_str(f"loss {metrics.loss:.3f}, reward {metrics.means['reward']:.2f}, "
+                                    f"{step_eta(paces, self.config.steps - self.step) or 'done'}")
                 if progress is not None:
                     progress(self.step, self.config.steps, "Stage II")
                 if on_step is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from ...core.progress import eta_text
+from ...core.progress import step_eta
 from ...export.plots import curves_figure
 from ...stage2.loop import REFERENCES, Stage2Config
 from ...stage2.objectives import OBJECTIVES
@@ -108,7 +108,7 @@ def _train(ctx: AppContext, run_id: str, config: Stage2Config | None, resume: bo
             except queue.Empty:
                 continue
             paces.append(metrics.seconds)
-            eta = eta_text(len(paces), len(paces) + total - metrics.step, sum(paces))
+            eta = step_eta(paces, total - metrics.step)
             progress(metrics.step / max(total, 1), desc=f"Stage II step {metrics.step}/{total}" + (f" · {eta}" if eta
                                                                                                    else ""))
             status = (f"Run `{run_id}` on {wb.vlm.input_device.type.upper()} · step {metrics.step}/{total} · "
