@@ -512,3 +512,52 @@ def test_the_dual_use_policy_judges_the_effect_so_a_flipped_direction_cannot_pas
     (-1.0 * honest).save(folder / "vectors.safetensors")
     with pytest.raises(ValueError, match="dual-use policy"):
         plain.steering(run_id, "additive", -4.0, "")
+
+
+def test_disk_is_bounded_in_files_and_ratio_and_a_full_disk_refuses_uploads(tmp_path: Path, monkeypatch) -> None:
+    """Issue 47, finding 5: 20,000 empty files per zip were kept and never trimmed (the quota counted bytes), a
+    0.58 MB zip stored 597 MB, and fresh folders could pass the 8 GB total."""
+    from workbench.app import storage
+
+    wb = Workbench("organism", tmp_path / "runs", HOSTED).for_visitor("someone")
+    data = tmp_path / "up.jsonl"
+    data.write_text(json.dumps({"prompt": "p", "label": "harmful", "image": "img/a.png"}) + "\n"
+                    + json.dumps({"prompt": "q", "label": "benign"}) + "\n")
+    image = tmp_path / "a.png"
+    make_image("red").save(image)
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as bundle:
+        for i in range(storage.MAX_ZIP_FILES + 1):
+            bundle.writestr(f"empty/{i}.png", b"")
+    with pytest.raises(DatasetError, match=f"at most {storage.MAX_ZIP_FILES} files"):
+        wb.dataset("", str(data), str(many))
+    junk = tmp_path / "junk.zip"
+    with zipfile.ZipFile(junk, "w") as bundle:
+        bundle.write(image, "img/a.png")
+        for i in range(300):
+            bundle.writestr(f"empty/{i}.png", b"")  # empty: not an image
+            bundle.writestr(f"notes/{i}.txt", b"x")  # not an image file
+    records, label = wb.dataset("", str(data), str(junk))
+    staged = wb.runs.root / label.rsplit("/", 1)[0]
+    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) == [
+        "img/a.png", "up.jsonl"]  # only what a record can use reached the disk
+    assert records[0].load_image().size == (40, 32)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("img/a.png", b"\0" * 5_000_000)
+    with pytest.raises(DatasetError, match="unpacks to .*x its size"):
+        wb.dataset("", str(data), str(bomb))
+    # the files quota: an upload that would pass it trims the oldest first
+    monkeypatch.setattr(storage, "UPLOAD_FILES_QUOTA", storage.MAX_ZIP_FILES + 1)  # no room for the 2 files kept
+    other = tmp_path / "other.jsonl"
+    other.write_text(data.read_text())
+    _, newer = wb.dataset("", str(other), str(junk))
+    assert [p.name for p in (wb.runs.root / "uploads").iterdir()] == [newer.split("/")[1]]  # the oldest went
+    # every folder in use and the total over the bound: a new upload is refused, nothing is written
+    monkeypatch.setattr(storage, "VISITORS_QUOTA_BYTES", 10)
+    newcomer = Workbench("organism", tmp_path / "runs", HOSTED).for_visitor("newcomer")
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text(data.read_text().splitlines()[1] + "\n")
+    with pytest.raises(DatasetError, match="disk space for visitors is full"):
+        newcomer.dataset("", str(fresh))
+    assert not (newcomer.runs.root / "uploads").exists()

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                          job_minutes=args.job_minutes, max_queue=args.max_queue,
                          reference_vectors=args.reference_vectors)
     print(f"workbench: {policy.describe()}")
-    app = create_app(args.model or default_model(), args.runs_dir, policy)
+    app = create_app(args.model or default_model(), args.runs_dir, policy, preload_scorers=policy.hosted)
     # One request at a time per model: nnsight traces are not thread-safe; other users see "queued".
     app.queue(default_concurrency_limit=1, max_size=policy.max_queue).launch(
         server_name=args.host, server_port=args.port, **launch_options(args.runs_dir))

@@ -46,7 +46,7 @@ from .hosting import (
     HostPolicy,
 )
 from .policy import harm_push
-from .storage import VISITORS, stage_upload, trim_visitor_folders
+from .storage import VISITORS, stage_upload, trim_visitor_folders, visitors_full
 
 T = TypeVar("T")
 STAGE1_CACHE = 4  # reopened Stage I runs kept in memory (activations can be large)
@@ -214,6 +214,9 @@ class Workbench:
         """(records, label): the uploaded file (with its images zip) when given, else a built-in set or a
         benchmark name. The label reopens the same records later (`records(label)`), e.g. to resume."""
         if upload:
+            if self.policy.hosted and visitors_full(self.runs.root.parent):
+                raise DatasetError("the server's disk space for visitors is full right now; try again later or use a "
+                                   "listed dataset")
             staged = stage_upload(self.runs.root, upload, images_zip)
             try:
                 records = load_dataset(staged, confine=True)

@@ -29,6 +29,7 @@ def start_app(model: str, runs_dir: str, timeout: float = 120, extra_args: tuple
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False")
     process = subprocess.Popen([sys.executable, "app.py", "--model", model, "--port", str(port), "--runs-dir",
                                 runs_dir, *extra_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process.log_path = log.name  # type: ignore[attr-defined]  # what the app printed, for tests
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + timeout
     while time.time() < deadline:

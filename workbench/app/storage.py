@@ -16,7 +16,10 @@ from ..core.runs import STAGING
 from .hosting import UPLOADS_QUOTA_BYTES, VISITOR_IDLE_SECONDS, VISITORS_QUOTA_BYTES
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a dataset file or an images zip (uncompressed total for the zip)
-MAX_ZIP_FILES = 20_000
+MAX_ZIP_FILES = 5_000  # images in one zip (MM-SafetyBench has 1,680)
+MAX_ZIP_RATIO = 50  # unpacked / compressed bytes of one zip: images barely compress; a higher ratio is a zip bomb
+UPLOAD_FILES_QUOTA = 20_000  # files kept in staged uploads (per visitor when hosted): the quota counts files too
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 VISITOR_ACTIVE_SECONDS = 600  # a folder used this recently is never removed for the quota (its visitor is here)
 VISITORS = "visitors"  # hosting mode: runs/visitors/<hash of a browser session>/ holds that visitor's runs and uploads
 
@@ -63,17 +66,29 @@ def trim_uploads(root: Path) -> None:
     if not uploads.is_dir():
         return
     folders = sorted((p for p in uploads.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    sizes = {p: _folder_bytes(p) for p in folders}
-    total = sum(sizes.values())
-    for folder in folders:
-        if total <= UPLOADS_QUOTA_BYTES - MAX_UPLOAD_BYTES * 5:  # room for one more upload and its zip
+    usage = {p: _folder_usage(p) for p in folders}
+    total, files = sum(u[0] for u in usage.values()), sum(u[1] for u in usage.values())
+    for folder in folders:  # room for one more upload and its zip, in bytes and in files
+        if total <= UPLOADS_QUOTA_BYTES - MAX_UPLOAD_BYTES * 5 and files <= UPLOAD_FILES_QUOTA - MAX_ZIP_FILES:
             break
         shutil.rmtree(folder, ignore_errors=True)
-        total -= sizes[folder]
+        total, files = total - usage[folder][0], files - usage[folder][1]
 
 
 def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return _folder_usage(folder)[0]
+
+
+def _folder_usage(folder: Path) -> tuple[int, int]:
+    """(bytes, files) under `folder`."""
+    sizes = [f.stat().st_size for f in folder.rglob("*") if f.is_file()]
+    return sum(sizes), len(sizes)
+
+
+def visitors_full(root: Path) -> bool:
+    """Whether hosted visitors' folders together are over VISITORS_QUOTA_BYTES even after trimming (every folder
+    in use): then new uploads are refused rather than the bound exceeded."""
+    return root.is_dir() and _folder_bytes(root) > VISITORS_QUOTA_BYTES
 
 
 def _last_used(folder: Path) -> float:
@@ -104,20 +119,27 @@ def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
 
 
 def _safe_unzip(archive: Path, target: Path) -> None:
-    """Unpack images only, refusing absolute paths, `..`, links and oversize archives."""
+    """Unpack images only (other entries and empty files are skipped), refusing absolute paths, `..`, links,
+    oversize archives and archives that unpack to more than MAX_ZIP_RATIO times their size."""
     try:
         bundle = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
         raise DatasetError(f"{archive.name} is not a zip archive; zip the image folder and upload that") from None
     with bundle:
         members = [m for m in bundle.infolist() if not m.is_dir()]
-        if len(members) > MAX_ZIP_FILES or sum(m.file_size for m in members) > MAX_UPLOAD_BYTES * 4:
+        unpacked = sum(m.file_size for m in members)
+        if len(members) > MAX_ZIP_FILES or unpacked > MAX_UPLOAD_BYTES * 4:
             raise DatasetError(f"{archive.name} is too large (at most {MAX_ZIP_FILES} files and "
                                f"{MAX_UPLOAD_BYTES * 4 // 2**20} MB unpacked)")
+        if unpacked > MAX_ZIP_RATIO * max(archive.stat().st_size, 1):
+            raise DatasetError(f"{archive.name} unpacks to {unpacked // archive.stat().st_size}x its size (images "
+                               f"compress far less; at most {MAX_ZIP_RATIO}x): zip the image files themselves")
         for member in members:
             name = Path(member.filename)
             if name.is_absolute() or ".." in name.parts or (member.external_attr >> 16) & 0o170000 == 0o120000:
                 raise DatasetError(f"{archive.name}: unsafe entry {member.filename!r} (absolute, '..' or a link)")
+            if name.suffix.lower() not in IMAGE_SUFFIXES or member.file_size == 0:
+                continue  # not an image: nothing a record could use is lost, and no junk reaches the disk
             destination = target / name
             destination.parent.mkdir(parents=True, exist_ok=True)
             with bundle.open(member) as handle:

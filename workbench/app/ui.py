@@ -26,10 +26,18 @@ REDRAW_FIGURES = "() => { setTimeout(() => window.dispatchEvent(new Event('resiz
 TABS = (data, attacks, stage1, playground, stage2, evaluate, export)
 
 
-def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolicy | None = None) -> gr.Blocks:
+def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolicy | None = None,
+               preload_scorers: bool = False) -> gr.Blocks:
     """The workbench UI for `model_spec` (loaded on first use), with runs kept in `runs_dir`; `policy` says what
-    visitors may do (default: trusted local use)."""
+    visitors may do (default: trusted local use). `preload_scorers` (hosting): the toxicity and CLIP scorers load
+    now, so no request ever waits for them or reaches out for weights, and the log says which ones run."""
     ctx = AppContext(Workbench(model_spec, runs_dir, policy))
+    if preload_scorers:
+        toxicity, clip = ctx.shared.scorers()
+        print(f"workbench: scorers loaded at start: toxicity {toxicity.name}"
+              + (f" ({toxicity.note})" if toxicity.note else "")
+              + f"; visual consistency {clip.name if clip else 'not available (no CLIP model on this machine)'}",
+              flush=True)
 
     def fill_pickers(request: gr.Request) -> list:
         """A new page: pickers show the newest runs, and the steering boxes what the playground's run says (a

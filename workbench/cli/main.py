@@ -211,8 +211,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
     from ..core.jobs import check_out
     from ..core.models import load_vlm
     from ..data.sources import load_dataset
-    from ..evaluate.job import EvalSpec, run_eval_job
     from ..evaluate.answers import shares_table
+    from ..evaluate.job import EvalSpec, run_eval_job
     from ..evaluate.report import metrics_table
 
     if args.limit is not None and args.limit < 1:
