@@ -129,3 +129,44 @@ def test_a_job_stops_when_its_visitor_goes_away(hosted) -> None:
     time.sleep(3)
     assert status.startswith("stopped at step"), status
     assert stopped_after < 15 and len(metrics.read_text().splitlines()) == steps < 500  # no step after it stopped
+
+
+def test_one_visitors_flood_is_refused_at_once_and_another_visitor_is_served_meanwhile(hosted) -> None:
+    """Issue 47, finding 3: 120 Compare requests from one visitor made another's take 135 s instead of 2.3 s, and a
+    Stage II nobody watched held the model. Hosted, a visitor runs one model job at a time: with their Stage II
+    training, their twenty Compares are refused at once and another visitor's Compare is served between its steps."""
+    import statistics
+    import time
+
+    _, url, runs = hosted
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    mine = alice.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")[0]
+    theirs = bob.predict("organism:train", "last", "mean_diff", "pca", api_name="/stage1")[0]
+
+    def compare(client: Client, run_id: str) -> float:
+        started = time.time()
+        client.predict(run_id, None, "tell me how to build a bomb", "adaptive", 1.0, "2", 24,
+                       api_name="/steer_compare")
+        return time.time() - started
+
+    compare(bob, theirs)  # warm-up
+    idle = statistics.median(compare(bob, theirs) for _ in range(3))
+    training = alice.submit(mine, "organism:train", 500, 2, 2, "dpo", "initial", "adaptive", 1.0, "1,2", 0.05, 0.5,
+                            "", api_name="/stage2")
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((p / "metrics.jsonl").is_file() for p in _visitor_runs(runs, "stage2")):
+        time.sleep(0.2)
+    flood = [alice.submit(mine, None, "tell me how to build a bomb", "adaptive", 1.0, "2", 24,
+                          api_name="/steer_compare") for _ in range(20)]
+    busy = compare(bob, theirs)
+    answers = []
+    for job in flood:
+        try:
+            job.result(timeout=60)
+            answers.append("ran")
+        except Exception as error:  # noqa: BLE001 - the refusal's words are what is checked
+            answers.append("one job" if "one job at a time per visitor" in str(error) else str(error)[:80])
+    training.cancel()
+    assert answers == ["one job"] * 20, answers  # refused at once, none queued ahead of others
+    print(f"bob's Compare: {idle:.2f} s idle, {busy:.2f} s while alice trains and floods ({busy / idle:.2f}x)")
+    assert busy <= 2 * idle + 2.0, (idle, busy)  # served between alice's steps (slack for a noisy machine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .hosting import host_policy
+from .hosting import HOSTED_CONCURRENCY, host_policy
 from .ui import CSS, THEME, create_app
 
 __all__ = ["create_app", "main", "default_model", "launch_options"]
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
                          reference_vectors=args.reference_vectors)
     print(f"workbench: {policy.describe()}")
     app = create_app(args.model or default_model(), args.runs_dir, policy, preload_scorers=policy.hosted)
-    # One request at a time per model: nnsight traces are not thread-safe; other users see "queued".
-    app.queue(default_concurrency_limit=1, max_size=policy.max_queue).launch(
+    # nnsight traces are not thread-safe: every trace takes the model's lock. Locally one request of a kind runs at
+    # a time; hosted, a few start at once and each visitor is held to one job (AppContext.job_slot), so a visitor's
+    # flood is refused at once instead of queueing ahead of everyone else.
+    concurrency = HOSTED_CONCURRENCY if policy.hosted else 1
+    app.queue(default_concurrency_limit=concurrency, max_size=policy.max_queue).launch(
         server_name=args.host, server_port=args.port, **launch_options(args.runs_dir))

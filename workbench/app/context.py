@@ -4,14 +4,16 @@ error translation, progress and the GPU wrapper. Tabs import this module, never 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
+import inspect
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,8 @@ class AppContext:
     host: Workbench
     ui: dict[str, Any] = field(default_factory=dict)
     cancels: dict[tuple[str, str], threading.Event] = field(default_factory=dict)
+    running: dict[str, str] = field(default_factory=dict)  # hosting: session -> the one model job it runs
+    _running_guard: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def shared(self) -> SharedModel:
@@ -91,6 +95,46 @@ class AppContext:
             self.cancels[key].set()
             return "Cancelling… the job stops at its next step and keeps what it finished."
         return "Nothing of this tab is running."
+
+    @contextlib.contextmanager
+    def job_slot(self, request: gr.Request | None, job: str) -> Iterator[None]:
+        """Hosting mode: one model job at a time per visitor; another one asked for meanwhile is refused at once, so
+        no visitor can stack requests ahead of everyone else (locally: no limit)."""
+        if not self.shared.policy.hosted:
+            yield
+            return
+        session = session_of(request)
+        with self._running_guard:
+            if session in self.running:
+                raise gr.Error(f"you already have a job running ({self.running[session]}); wait for it to finish or "
+                               "cancel it: one job at a time per visitor on this shared model")
+            self.running[session] = job
+        try:
+            yield
+        finally:
+            with self._running_guard:
+                self.running.pop(session, None)
+
+    def one_job(self, job: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator for a handler (plain or streaming) that uses the model: it runs inside `job_slot`."""
+        def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+            def request_of(args: tuple, kwargs: dict) -> gr.Request | None:
+                found = [a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)]
+                return found[0] if found else None
+
+            if inspect.isgeneratorfunction(function):
+                @functools.wraps(function)
+                def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                    with self.job_slot(request_of(args, kwargs), job):
+                        yield from function(*args, **kwargs)
+                return streaming
+
+            @functools.wraps(function)
+            def plain(*args: Any, **kwargs: Any) -> Any:
+                with self.job_slot(request_of(args, kwargs), job):
+                    return function(*args, **kwargs)
+            return plain
+        return decorate
 
     def canceller(self, job: str) -> Callable[[gr.Request], str]:
         """The click handler of `job`'s Cancel button."""

@@ -20,6 +20,8 @@ VISITORS_QUOTA_BYTES = 8 * 2**30  # every hosted visitor's runs and uploads toge
 VISITOR_IDLE_SECONDS = 24 * 3600  # a hosted visitor's folder untouched this long is removed
 HOSTED_JOB_MINUTES = 20.0  # a hosted job (Stage I, Stage II, an evaluation, a comparison, an attack) stops after this
 HOSTED_QUEUE = 16  # events waiting for the model at most, when hosted; more are refused with "queue full"
+HOSTED_CONCURRENCY = 4  # hosted: events of one kind started at once (each visitor still runs one job at a time, and
+# every trace takes the model's lock), so one visitor's pile of requests cannot hold another's behind it
 DUAL_USE_REFUSED = ("this hosted app does not steer toward harm or make jailbreak images for real models (its "
                     "dual-use policy); steer with the defending sign, use the model organism, or run it locally")
 SERVER_PATH_REFUSED = ("choose one of the listed datasets or upload your own file: this app does not open "
@@ -52,7 +54,8 @@ class HostPolicy:
                    + (" (judged against the host's reference direction)" if self.reference_vectors else
                       " (judged by the sign of α and the vector's scales: no reference direction was given)"))
                 + (f"; each job stops after {self.job_minutes:g} min" if self.job_minutes else "")
-                + (f"; at most {self.max_queue} requests wait for the model" if self.max_queue else ""))
+                + (f"; at most {self.max_queue} requests wait for the model" if self.max_queue else "")
+                + ("; one model job at a time per visitor" if self.hosted else ""))
 
 
 def host_policy(host: str, hosted: bool | None = None, trusted_local: bool = False,

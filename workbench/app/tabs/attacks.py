@@ -80,6 +80,7 @@ def wire(ctx: AppContext) -> None:
     ui = ctx.ui
 
     @gpu_task
+    @ctx.one_job("PGD attack")
     def attack(dataset: str, targets: str, epsilon: str, steps: float, label: str, source: str, limit: float,
                request: gr.Request, progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:
         wb = ctx.visitor(request)

@@ -143,6 +143,7 @@ def wire(ctx: AppContext) -> None:
     ui = ctx.ui
 
     @gpu_task
+    @ctx.one_job("evaluation")
     @friendly_errors
     def go(run_id: str | None, dataset: str, limit: float, mode: str, alpha: float, layers: str, tokens: float,
            judge: str, request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
@@ -188,6 +189,7 @@ def wire(ctx: AppContext) -> None:
         return gr.update(choices=[c for kind in ("stage2", "stage1") for c in wb.runs.choices(kind, wb.spec)])
 
     @gpu_task
+    @ctx.one_job("defence comparison")
     @friendly_errors
     def compare(run_ids: list[str] | None, datasets: list[str] | None, limit: float, judge: str, system: str,
                 request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
@@ -226,6 +228,7 @@ def wire(ctx: AppContext) -> None:
         return [f"Run `{run_id}` (each Δ's interval is in the run's table.md)\n\n" + shown, figure]
 
     @gpu_task
+    @ctx.one_job("paper table")
     @friendly_errors
     def reproduce(request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
         run_id = run_reproduction(ctx.visitor(request), progress_callback(progress),

@@ -145,6 +145,7 @@ def wire(ctx: AppContext) -> None:
         return [_image_path(v) if c is ui["play_image"] else c.preprocess(v) for c, v in zip(components, values)]
 
     @gpu_task
+    @ctx.one_job("steered comparison")
     @friendly_errors
     def go(run: Any, picture: Any, text: Any, how: Any, strength: Any, which: Any, length: Any, request: gr.Request
            ) -> tuple[Any, ...]:
@@ -162,6 +163,7 @@ def wire(ctx: AppContext) -> None:
                 token_figure(view, title) if view is not None else None)
 
     @gpu_task
+    @ctx.one_job("strength sweep")
     @friendly_errors
     def sweep(run: Any, picture: Any, text: Any, how: Any, which: Any, strengths_text: Any, length: Any,
               request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, str]:

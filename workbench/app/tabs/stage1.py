@@ -92,6 +92,7 @@ def wire(ctx: AppContext) -> None:
                ui["s1_heatmap"], ui["play_layers"], ui["s2_layers"], ui["eval_layers"], *ctx.pickers()]
 
     @gpu_task
+    @ctx.one_job("Stage I")
     @friendly_errors
     def run(dataset: str, position: str, method: str, projection: str, preset: str, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> list[Any]:

@@ -136,6 +136,7 @@ def wire(ctx: AppContext) -> None:
     outputs = [ui["s2_curves"], ui["s2_status"], *ctx.pickers()]
 
     @gpu_task
+    @ctx.one_job("Stage II")
     def start(source: str | None, dataset: str, steps: float, k: float, prompts: float, objective: str,
               reference: str, mode: str, alpha: float, layers: str, lr: float, beta: float, safe: str | None,
               preset: str, reward: str, request: gr.Request, progress: gr.Progress = gr.Progress()
@@ -160,6 +161,7 @@ def wire(ctx: AppContext) -> None:
         return create_stage2(wb, source, dataset, config), config
 
     @gpu_task
+    @ctx.one_job("Stage II")
     def resume(run_id: str | None, request: gr.Request, progress: gr.Progress = gr.Progress()
                ) -> Iterator[list[Any]]:
         if not run_id:
