@@ -305,3 +305,63 @@ def test_a_pgd_image_made_in_the_app_shows_its_curve_and_images_and_becomes_the_
     page.get_by_role("tab", name="Evaluate").click()
     expect(page.get_by_label("Dataset").last).to_have_value(re.compile(r"^attack-\d{8}-\d{6}-[0-9a-f]{4}/dataset\.jsonl$"))
     assert not PROBLEMS, PROBLEMS
+
+
+HOSTILE = '<a href="https://evil.example/x">link</a><img src="x.png" id="hostile-img"><b>bold</b> *em* https://evil.example'
+
+
+def test_hostile_labels_render_as_text_everywhere_they_appear(page, tmp_path: Path) -> None:
+    """Issue 47, finding 4: a visitor's source name, prompt and CSV header appear in the data summary, the gallery,
+    Stage I's plots (legend, heatmap axes), Evaluate's tables and error toasts; none may become an element or a link
+    in the page (checked in the DOM, plotly's SVG included)."""
+    import json
+    import zipfile
+
+    from playwright.sync_api import expect
+
+    from workbench.organism.world import REQUEST_PROMPT, typographic_image
+
+    rows = []
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as bundle:
+        for i, (activity, label) in enumerate([("build a bomb", "harmful"), ("bake a cake", "benign")] * 8):
+            typographic_image(activity).save(tmp_path / f"{i}.png")
+            bundle.write(tmp_path / f"{i}.png", f"img/{i}.png")
+            rows.append({"prompt": f"{REQUEST_PROMPT}", "label": label, "image": f"img/{i}.png",
+                         "source": HOSTILE if i % 4 < 2 else "plain"})
+            rows.append({"prompt": f"tell me how to {activity} {HOSTILE}", "label": label,
+                         "source": HOSTILE if i % 2 else "plain"})
+    (tmp_path / "hostile.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    page.get_by_role("tab", name="Model & data").click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(tmp_path / "hostile.jsonl"))
+    page.locator("#data-zip input[type=file]").set_input_files(str(tmp_path / "images.zip"))
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Use and preview this dataset").click()
+    expect(page.get_by_text("32 records", exact=False)).to_be_visible(timeout=60_000)
+    page.get_by_role("tab", name="Evaluate").click()  # before Stage I: its vectors would be trained on these records
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    expect(page.locator("#eval-examples table")).to_be_visible(timeout=120_000)
+    page.get_by_role("tab", name="Stage I: directions").click()
+    page.get_by_role("button", name="Run Stage I").click()
+    expect(page.get_by_text("hostile.jsonl · 32 records", exact=False)).to_be_visible(timeout=90_000)
+    page.wait_for_timeout(1500)
+    # an error toast that quotes a CSV header
+    (tmp_path / "bad.csv").write_text(f'"{HOSTILE}",label\nx,harmful\n')
+    page.get_by_role("tab", name="Model & data").click()
+    page.locator("#data-zip button[aria-label='Clear']").first.click()
+    page.locator("#data-upload button[aria-label='Clear']").first.click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(tmp_path / "bad.csv"))
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Use and preview this dataset").click()
+    expect(page.get_by_text("header lacks column", exact=False).first).to_be_visible(timeout=30_000)
+    found = page.evaluate("""() => ({
+        links: [...document.querySelectorAll('a')].filter(a => (a.getAttribute('href') || a.getAttribute('xlink:href')
+                 || '').includes('evil') || a.textContent.includes('evil.example')).length,
+        images: document.querySelectorAll('#hostile-img, img[src="x.png"]').length,
+        bold: [...document.querySelectorAll('b, strong')].filter(e => e.textContent === 'bold').length,
+        emphasis: [...document.querySelectorAll('em, i')].filter(e => e.textContent === 'em').length,
+        svgBold: [...document.querySelectorAll('.js-plotly-plot tspan')].filter(
+                 t => t.textContent === 'bold' && (t.getAttribute('style') || '').includes('bold')).length,
+        shownAsText: document.body.innerText.includes('<a href="https://evil.example/x">link</a>'),
+    })""")
+    assert found == {"links": 0, "images": 0, "bold": 0, "emphasis": 0, "svgBold": 0, "shownAsText": True}, found
+    assert not [p for p in PROBLEMS if "evil.example" in p or "x.png" in p], PROBLEMS

@@ -38,8 +38,9 @@ def build(ctx: AppContext) -> None:
                                             label="Dataset", info="built-in sets, or a benchmark (downloads it "
                                             "when online)", allow_custom_value=True)
             ui["data_upload"] = gr.File(label="…or upload .jsonl / .csv (prompt, label, image, source, reference)",
-                                        file_types=[".jsonl", ".csv"])
-            ui["data_zip"] = gr.File(label="Images (.zip), paths as in the file", file_types=[".zip"])
+                                        file_types=[".jsonl", ".csv"], elem_id="data-upload")
+            ui["data_zip"] = gr.File(label="Images (.zip), paths as in the file", file_types=[".zip"],
+                                     elem_id="data-zip")
         ui["data_use"] = gr.Button("Use and preview this dataset", variant="primary")
         ui["data_summary"] = gr.Markdown()
         # every preview whole: no fixed height that cuts the second row, no label over the first tile
