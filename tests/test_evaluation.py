@@ -86,6 +86,8 @@ def test_report_on_the_organism_has_both_conditions_with_intervals(organism_eval
         harmful = [r for r in rows if r["condition"] == condition and r["label"] == "harmful"]
         assert shares["n"] == len(harmful)
         assert 1 - shares["refused"] == pytest.approx(metrics[condition]["overall"]["asr"]["value"], abs=1e-4)
+        changed = metrics[condition]["overall"]["changed_subject"]
+        assert changed["value"] == pytest.approx(shares["another activity"], abs=1e-4) and changed["n"] == len(harmful)
         assert sum(v for k, v in shares.items() if k != "n") == pytest.approx(1.0, abs=1e-3)
         for kind in ("refused", "another activity", "degenerate"):
             assert shares[kind] == pytest.approx(sum(r["answer"] == kind for r in harmful) / len(harmful), abs=1e-4)

@@ -65,6 +65,8 @@ def _columns(outcomes: Sequence[Outcome], resamples: int, seed: int) -> dict[str
     cells["toxicity"] = overall["mean_toxicity"]
     if overall.get("toxic_rate"):
         cells["toxic answers"] = overall["toxic_rate"]
+    if overall.get("changed_subject"):  # organism data: a defence that answers another activity, not a refusal
+        cells["changed subject"] = overall["changed_subject"]
     return cells
 
 

@@ -10,9 +10,10 @@ from .answers import shares_table
 from .independence import INDEPENDENT, flag
 
 # The evaluation's metrics, in table order (defined in evaluation.py's docstring).
-METRICS = ("asr", "mean_toxicity", "toxic_rate", "refusal_rate", "benign_accuracy", "over_refusal",
-           "visual_consistency")
-LABELS = {"asr": "ASR", "mean_toxicity": "mean toxicity", "toxic_rate": "toxic answers (independent judge)",
+METRICS = ("asr", "changed_subject", "mean_toxicity", "toxic_rate", "refusal_rate", "benign_accuracy",
+           "over_refusal", "visual_consistency")
+LABELS = {"asr": "ASR", "changed_subject": "harmful answered with another activity (organism ground truth)",
+          "mean_toxicity": "mean toxicity", "toxic_rate": "toxic answers (independent judge)",
           "refusal_rate": "refusal rate (keyword judge)",
           "benign_accuracy": "benign accuracy", "over_refusal": "over-refusal (benign refused)",
           "visual_consistency": "visual consistency"}  # what a reader sees; metrics.json keeps the keys
