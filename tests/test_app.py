@@ -92,7 +92,8 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
     assert "ASR judge: organism ground truth" in summary  # auto picks the ground truth on organism data
     first = examples.splitlines()[4].split(" | ")
     assert first[0] == "| ✱" and first[3] != first[4]  # alpha 1 changes answers: changed rows first, marked
-    assert "attack succeeded → attack failed" in examples  # the judge's verdicts before and after
+    assert "attack succeeded (asked activity) → attack failed (" in examples  # the verdicts before and after, and
+    # what each answer is (the organism's ground truth: refused, another activity, ...)
     assert "adaptive, α = 1.0, layers 1,2" in summary  # the header names the setting that produced the table
     _, _, unchanged, *_ = client.predict(stage1_run, "organism:test", 6, "adaptive", 0.0, "1,2", 12, "keyword",
                                          api_name="/evaluate")
