@@ -86,3 +86,38 @@ def test_eight_concurrent_clients_get_the_answers_they_would_get_alone(organism_
     print(f"{done[0]} concurrent requests from {CLIENTS} clients in {SECONDS:.0f} s: 0 errors, 0 mismatches; "
           f"resident memory {warm / 2**20:.0f} MiB after warm-up, x{growth:.3f} after the run")
     assert growth <= RSS_GROWTH_ALLOWED, f"resident memory grew x{growth:.3f} over the run"
+
+
+def test_the_model_lock_serves_waiters_in_order_so_a_loop_cannot_keep_it() -> None:
+    """A thread that releases the model's lock and asks again at once (Stage II's loop) goes behind a thread already
+    waiting (threading.RLock let it barge ahead): the waiter gets the very next turn. Re-entrant for its owner."""
+    import threading
+    import time
+
+    from workbench.core.fairlock import FairLock
+
+    lock, turns, asked, served = FairLock(), [], threading.Event(), []
+
+    def loop() -> None:
+        for i in range(200):
+            with lock:
+                with lock:  # re-entrant: a trace inside a job's own locked section
+                    turns.append(i)
+                    if i == 20:
+                        asked.set()
+                    time.sleep(0.001)
+
+    def other() -> None:
+        asked.wait()
+        time.sleep(0.0002)  # it asks while the loop holds the lock
+        with lock:
+            served.append(len(turns))
+
+    threads = [threading.Thread(target=loop), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(turns) == 200 and served and served[0] <= 22, served  # the next turn after it asked, not ~200
+    with pytest.raises(RuntimeError, match="does not hold"):
+        lock.release()

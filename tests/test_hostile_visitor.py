@@ -151,11 +151,14 @@ def test_one_visitors_flood_is_refused_at_once_and_another_visitor_is_served_mea
 
     compare(bob, theirs)  # warm-up
     idle = statistics.median(compare(bob, theirs) for _ in range(3))
+    before = set(_visitor_runs(runs, "stage2"))  # earlier tests' runs: only alice's new one says she is training
     training = alice.submit(mine, "organism:train", 500, 2, 2, "dpo", "initial", "adaptive", 1.0, "1,2", 0.05, 0.5,
                             "", api_name="/stage2")
     deadline = time.time() + 120
-    while time.time() < deadline and not any((p / "metrics.jsonl").is_file() for p in _visitor_runs(runs, "stage2")):
+    while time.time() < deadline and not any((p / "metrics.jsonl").is_file()
+                                             for p in set(_visitor_runs(runs, "stage2")) - before):
         time.sleep(0.2)
+    assert time.time() < deadline, "alice's Stage II never reported a step"
     flood = [alice.submit(mine, None, "tell me how to build a bomb", "adaptive", 1.0, "2", 24,
                           api_name="/steer_compare") for _ in range(20)]
     busy = compare(bob, theirs)

@@ -332,9 +332,11 @@ class Workbench:
         _check_prompt(prompt)
         image = open_image(image)
         item = (image, prompt)
-        plain, steered = (generate_ids(self.vlm, [item], how, int(max_new_tokens))[0] for how in (None, steering))
+        with self.vlm.lock:  # one turn for the whole comparison (FIFO, re-entrant): a visitor waits for at most the
+            # trace running when they asked, not for one of another job's traces between each of their own
+            plain, steered = (generate_ids(self.vlm, [item], how, int(max_new_tokens))[0] for how in (None, steering))
+            view = token_view(self.vlm, item, steering, steered) if steered else None
         unsteered_text, steered_text = self.vlm.decode([plain, steered])
-        view = token_view(self.vlm, item, steering, steered) if steered else None
         scores = self._scores(image, [unsteered_text, steered_text])
         return {"unsteered": unsteered_text, "steered": steered_text, "view": view,
                 "diff": answer_diff(unsteered_text, steered_text), **scores}

@@ -9,7 +9,6 @@ pairs into one left-padded batch in the model's own chat format.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .fairlock import FairLock
 from .tiny import TINY_ARCHS, build_tiny
 from .tracing import NNsight
 
@@ -42,7 +42,7 @@ class VLM:
     layer_path: str
     layers: list[Any]  # nnsight envoys of the decoder layers, in order
     hidden_size: int
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    lock: FairLock = field(default_factory=FairLock, repr=False)  # every trace; FIFO, re-entrant
 
     @property
     def num_layers(self) -> int:
