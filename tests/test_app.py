@@ -59,6 +59,9 @@ def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client:
                          "answer is (organism ground truth)"}
     outputs = [cell.strip(" |") for cell in rows["output"]]
     assert len(outputs) == 2 and len(outputs[0]) > 60 and outputs[0] != outputs[1]  # whole outputs, not cut
+    plot, _ = client.predict(stage1_run, None, JAILBREAK, "adaptive", "", "1", 40, api_name="/sweep")
+    assert "Strength sweep (adaptive, layers 2)" in json.dumps(plot)  # an empty box steers the run's suggested layer,
+    # as Compare does, not every layer
 
 
 @pytest.mark.xfail(strict=True, reason="organism-reading issue open: the shipped organism reads only its original "

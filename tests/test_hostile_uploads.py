@@ -80,3 +80,4 @@ def test_a_hosted_app_loads_its_scorers_at_start_and_never_reaches_out(hosted) -
     assert "alt-profanity-check (offline fallback)" in text[started:].splitlines()[0]  # the fallback, named once
     assert text.count("scorers loaded at start") == 1
     assert "Downloading" not in text and "URLError" not in text
+    assert "Gradio's upload cache kept under 2 GB and 10,000 files" in text  # files sent before any handler runs

@@ -561,3 +561,24 @@ def test_disk_is_bounded_in_files_and_ratio_and_a_full_disk_refuses_uploads(tmp_
     with pytest.raises(DatasetError, match="disk space for visitors is full"):
         newcomer.dataset("", str(fresh))
     assert not (newcomer.runs.root / "uploads").exists()
+
+
+def test_gradios_upload_cache_is_trimmed_oldest_first_by_bytes_and_files(tmp_path: Path) -> None:
+    """Issue 47, finding 5: Gradio's own cache took 980 MB in 10 s with no session and kept it an hour."""
+    import time
+
+    from workbench.app.storage import trim_gradio_cache
+
+    cache = tmp_path / "gradio"
+    paths = []
+    for i in range(6):
+        path = cache / f"{i:040x}" / f"upload{i}.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (time.time() - 600 + i, time.time() - 600 + i))
+        paths.append(path)
+    assert trim_gradio_cache(cache, max_bytes=10_000, max_files=100) == []  # within both bounds: nothing goes
+    assert trim_gradio_cache(cache, max_bytes=3_500, max_files=100) == paths[:3]  # bytes: the oldest first
+    assert trim_gradio_cache(cache, max_bytes=10_000, max_files=2) == paths[3:4]  # files
+    assert [p.exists() for p in paths] == [False] * 4 + [True] * 2
+    assert trim_gradio_cache(tmp_path / "absent") == []

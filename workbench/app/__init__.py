@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
                          job_minutes=args.job_minutes, max_queue=args.max_queue,
                          reference_vectors=args.reference_vectors)
     print(f"workbench: {policy.describe()}")
+    if policy.hosted:  # files sent to Gradio are cached before any handler (and quota) sees them
+        from gradio.utils import get_upload_folder
+
+        from .storage import GRADIO_CACHE_BYTES, GRADIO_CACHE_FILES, keep_gradio_cache_bounded
+
+        keep_gradio_cache_bounded(Path(get_upload_folder()))
+        print(f"workbench: Gradio's upload cache kept under {GRADIO_CACHE_BYTES // 2**30} GB and "
+              f"{GRADIO_CACHE_FILES:,} files, oldest removed first")
     app = create_app(args.model or default_model(), args.runs_dir, policy, preload_scorers=policy.hosted)
     # nnsight traces are not thread-safe: every trace takes the model's lock. Locally one request of a kind runs at
     # a time; hosted, a few start at once and each visitor is held to one job (AppContext.job_slot), so a visitor's

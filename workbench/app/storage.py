@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -116,6 +117,48 @@ def trim_visitor_folders(root: Path, now: float | None = None) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+GRADIO_CACHE_BYTES = 2 * 2**30  # hosted: Gradio's own cache of uploaded files, in all (it keeps each an hour)
+GRADIO_CACHE_FILES = 10_000
+GRADIO_CACHE_CHECK_SECONDS = 15
+
+
+def trim_gradio_cache(folder: Path, max_bytes: int = GRADIO_CACHE_BYTES, max_files: int = GRADIO_CACHE_FILES
+                      ) -> list[Path]:
+    """Remove Gradio's oldest cached uploads beyond `max_bytes` or `max_files`: files are cached when sent, before
+    any handler runs and with no job, so no per-visitor quota sees them. Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    files = []
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file():
+                stat = path.stat()
+                files.append((stat.st_mtime, stat.st_size, path))
+        except OSError:  # removed meanwhile by Gradio's own hourly cleanup
+            continue
+    files.sort()
+    total, count, removed = sum(size for _, size, _ in files), len(files), []
+    for _, size, path in files:
+        if total <= max_bytes and count <= max_files:
+            break
+        path.unlink(missing_ok=True)
+        total, count = total - size, count - 1
+        removed.append(path)
+    return removed
+
+
+def keep_gradio_cache_bounded(folder: Path, every: float = GRADIO_CACHE_CHECK_SECONDS) -> threading.Thread:
+    """Hosted: trim Gradio's upload cache every `every` seconds, in a daemon thread, for as long as the app runs."""
+    def loop() -> None:
+        while True:
+            trim_gradio_cache(folder)
+            time.sleep(every)
+
+    thread = threading.Thread(target=loop, name="gradio-cache-trim", daemon=True)
+    thread.start()
+    return thread
 
 
 def _safe_unzip(archive: Path, target: Path) -> None:
