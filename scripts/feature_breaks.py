@@ -71,6 +71,36 @@ BREAKS = {
         "workbench/app/backend.py", "steering = self.steering(run_id, mode, float(alpha), layers)",
         "steering = Steering(self.vector(run_id), mode, float(alpha), parse_layers(layers))",
         ["tests/test_app.py"]),
+    # the pipelines audit of the tests-for-pipelines issue, each a one-line break a user would see
+    "Stage I pools every record instead of weighting sources equally": (
+        "workbench/stage1/pipeline.py", "        combined = D.combined_direction(per_source)",
+        "        combined = D.directions(acts, method)",
+        ["tests/test_directions.py", "tests/test_shared_pipelines.py"]),
+    "evaluation intervals ignore repeated inputs": (
+        "workbench/evaluate/evaluation.py", "_stat([v for _, _, v in rows], [c for _, c, _ in rows], resamples, seed)",
+        "_stat([v for _, _, v in rows], [str(i) for i, _, _ in rows], resamples, seed)",
+        ["tests/test_judges_and_stats.py", "tests/test_evaluation.py"]),
+    "Stage II vectors forget their training records": (
+        "workbench/stage2/loop.py", "| {record_key(r) for r in self.records}),", "),",
+        ["tests/test_stage2.py", "tests/test_shared_pipelines.py"]),
+    "compare's over-refusal column reads the refusal rate": (
+        "workbench/evaluate/compare.py", 'cells["over-refusal"] = overall["over_refusal"]',
+        'cells["over-refusal"] = overall["refusal_rate"]',
+        ["tests/test_shared_pipelines.py", "tests/test_evaluation.py"]),
+    "a JSONL without a final newline loses its last row": (
+        "workbench/core/records.py", 'for number, line in enumerate(text.split("\\n"), start=1):',
+        'for number, line in enumerate(text.split("\\n")[:-1], start=1):', ["tests/test_data.py"]),
+    "the notebook steers with other settings": (
+        "workbench/export/notebook.py", 'f"steering = Steering(vector, {mode!r}, {alpha!r}, ',
+        'f"steering = Steering(vector, \'adaptive\', 1.0, ',
+        ["tests/test_evaluation.py", "tests/test_shared_pipelines.py"]),
+    "the dual-use check skipped for Compare, sweep and Evaluate": (
+        "workbench/app/backend.py",
+        "        self.check_dual_use(steering.mode, steering.alpha, steering.vector, steering.active_layers)",
+        "        pass", ["tests/test_hosting.py"]),
+    "Evaluate hides what the answers are": (
+        "workbench/app/tabs/evaluate.py", "        answers = shares_table(metrics)\n", '        answers = ""\n',
+        ["tests/test_app.py::test_evaluate_and_exports"]),
     "Stage I's table clipped again": (
         "workbench/app/tabs/stage1.py", "wrap=True, min_width=640,", "",
         ["tests/test_browser.py::test_stage1_and_the_token_view_read_whole_at_1280_and_1920_px"]),

@@ -93,6 +93,8 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
     assert pickers and not any("value" in p for p in pickers)  # an evaluation never changes what is picked
     assert "| ASR |" in summary and "unsteered | steered" in summary
     assert "ASR judge: organism ground truth" in summary  # auto picks the ground truth on organism data
+    assert "What the answers to harmful prompts are" in summary and "| another activity |" in summary  # refusals
+    # told from changed subjects
     first = examples.splitlines()[4].split(" | ")
     assert first[0] == "| ✱" and first[3] != first[4]  # alpha 1 changes answers: changed rows first, marked
     assert "attack succeeded (asked activity) → attack failed (" in examples  # the verdicts before and after, and
