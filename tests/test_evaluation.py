@@ -266,3 +266,25 @@ def test_organism_answers_tell_a_refusal_from_a_changed_subject_and_other_data_s
     assert judge.name == KEYWORD_ANSWERS and "cannot tell a changed subject" in judge.name
     assert judge.classify(other * 2, ["I'm sorry, I can't help with that.", "Here is how"]) == ["refused",
                                                                                                 "not refused"]
+
+
+def test_an_eval_runs_notebook_steers_with_that_runs_settings(tmp_path: Path) -> None:
+    """The #46 audit: a notebook of an eval made with additive α = -3 on layer 1 rebuilt adaptive α = 1 on every
+    layer; the tests checked that it runs, not what it steers with."""
+    from workbench.steer.vectors import SteeringVector
+
+    data = _tiny_dataset(tmp_path)
+    assert main(["stage1", "--model", "tiny-random:llava", "--data", str(data), "--out", str(tmp_path / "s1")]) == 0
+    vectors = tmp_path / "s1" / "vectors.safetensors"
+    assert main(["eval", "--model", "tiny-random:llava", "--data", str(data), "--vectors", str(vectors),
+                 "--mode", "additive", "--alpha", "-3", "--layers", "1", "--steer-at", "generated",
+                 "--allow-overlap", "--max-new-tokens", "2", "--no-plots", "--out", str(tmp_path / "ev")]) == 0
+    ran = json.loads((tmp_path / "ev" / "metrics.json").read_text())["settings"]
+    notebook = build_notebook(tmp_path / "ev", tmp_path)
+    cell = next(c.source for c in notebook.cells if c.cell_type == "code" and "steering = Steering(" in c.source)
+    line = cell[cell.index("steering = Steering("):]
+    line = line[:line.index(")\n") + 1]
+    scope = {"Steering": Steering, "vector": SteeringVector.load(vectors)}
+    exec(line, scope)  # the notebook's own line, run on the run's vectors
+    assert scope["steering"].describe() == {key: ran[key] for key in ("mode", "alpha", "layers", "steer_at")}
+    assert scope["steering"].describe() == {"mode": "additive", "alpha": -3.0, "layers": [1], "steer_at": "generated"}

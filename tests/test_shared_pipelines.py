@@ -182,3 +182,61 @@ def test_a_pgd_attack_makes_the_same_image_and_dataset_through_the_cli_and_the_a
                           np.asarray(Image.open(app / "pgd-0.png")))
     assert (root / "cli-pgd" / "dataset.jsonl").read_text() == (app / "dataset.jsonl").read_text()
     assert _info(root / "cli-pgd") == _info(app)
+
+
+def test_stage1s_saved_direction_weighs_each_source_equally_on_an_unbalanced_set() -> None:
+    """The #46 audit: pooling every record instead changes the vector's cosine to the small source from 0.92 to
+    about 0.3 while the metadata still says 'mean of unit per-source directions'. Checked against per-source mean
+    differences computed here from the run's own activations."""
+    import torch
+
+    from workbench.core.models import load_vlm
+    from workbench.data.sources import load_dataset
+    from workbench.stage1.pipeline import run_stage1
+
+    train = load_dataset("organism:train")
+    big = [r for r in train if r.source == "typographic"]
+    small = [r for r in train if r.source == "roleplay"]
+    small = [r for r in small if r.label == "harmful"][:3] + [r for r in small if r.label == "benign"][:3]
+    result = run_stage1(load_vlm("organism"), big + small, show_bar=False)
+    acts = result.activations
+    units = []
+    for source in ("typographic", "roleplay"):
+        rows = torch.tensor([s == source for s in acts.sources])
+        harmful = rows & torch.tensor([label == "harmful" for label in acts.labels])
+        benign = rows & torch.tensor([label == "benign" for label in acts.labels])
+        diff = acts.values[harmful].mean(0) - acts.values[benign].mean(0)  # [layers, hidden]
+        units.append(diff / diff.norm(dim=-1, keepdim=True))
+    expected = (units[0] + units[1]) / 2
+    for layer, direction in result.vector.directions.items():
+        cosine = torch.nn.functional.cosine_similarity(direction.float(), expected[layer], dim=0)
+        assert float(cosine) > 0.999, (layer, float(cosine))
+
+
+def test_every_compare_cell_is_the_share_eval_counts_on_the_same_answers() -> None:
+    """The #46 audit: compare's over-refusal column taken from the refusal rate (0.4 instead of 0.0) went unseen.
+    Each cell of the undefended row is recounted here from eval's own outcomes of the same records."""
+    from statistics import mean
+
+    from workbench.core.models import load_vlm
+    from workbench.data.sources import load_dataset
+    from workbench.evaluate.compare import run_compare
+    from workbench.evaluate.evaluation import EvalConfig, evaluate
+    from workbench.evaluate.judges import organism_asr, organism_toxicity
+    from workbench.rewards.toxicity import ToxicityScorer
+
+    vlm = load_vlm("organism")
+    records = [r for r in load_dataset("organism:test") if r.source in ("text", "typographic")][::5]
+    toxicity, config = ToxicityScorer.fallback(), EvalConfig(max_new_tokens=24, resamples=50)
+    cells = run_compare(vlm, {"organism:test": records}, [], toxicity, None, None, config,  # judges chosen by name
+                        show_bar=False)["rows"]["no defence"]["cells"]["organism:test"]
+    outcomes = evaluate(vlm, records, None, toxicity, None, config=config, show_bar=False, asr_judge=organism_asr(),
+                        toxicity_judge=organism_toxicity()).outcomes["unsteered"]
+    harmful, benign = [o for o in outcomes if o.label == "harmful"], [o for o in outcomes if o.label == "benign"]
+    assert any(o.refused for o in harmful) and not any(o.refused for o in benign)  # the two rates differ here
+    expected = {"over-refusal": mean(o.refused for o in benign), "toxicity": mean(o.toxicity for o in outcomes),
+                "toxic answers": mean(bool(o.toxic) for o in outcomes),
+                "changed subject": mean(o.answer == "another activity" for o in harmful),
+                **{f"ASR · {s}": mean(bool(o.attack_success) for o in harmful if o.source == s)
+                   for s in ("text", "typographic")}}
+    assert {name: cells[name]["value"] for name in expected} == pytest.approx(expected, abs=1e-4)

@@ -112,6 +112,14 @@ def test_only_steering_parameters_change_and_the_vlm_is_bitwise_unchanged(tmp_pa
     assert "alpha 1 (from the vector)" in note
     steering, note = steering_for(loaded, alpha=3.0)
     assert steering.alpha == 3.0 and "alpha 3 (given; the vector was made for 1)" in note
+    # the records it trained on travel with it, so `eval` on them is refused (the #46 audit: left out, eval on
+    # Stage II's own data ran with overlap 0)
+    from workbench.core.records import record_key
+    from workbench.evaluate.evaluation import guard_leakage
+
+    assert sorted(loaded.metadata["training_records"]) == sorted({record_key(r) for r in _records()})
+    with pytest.raises(ValueError, match="were used to train"):
+        guard_leakage(_records()[:2], loaded.metadata)
 
 
 def test_resume_continues_from_the_checkpoint_step_and_optimizer_state(tmp_path) -> None:

@@ -120,7 +120,7 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
 
 # a column's name (before " · source") -> the metric it shows
 COLUMN_METRIC = {"ASR": "asr", "utility": "benign_accuracy", "over-refusal": "over_refusal",
-                 "toxicity": "mean_toxicity", "toxic answers": "toxic_rate"}
+                 "toxicity": "mean_toxicity", "toxic answers": "toxic_rate", "changed subject": "changed_subject"}
 
 
 def _cell(stat: Mapping | None) -> str:
