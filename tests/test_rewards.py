@@ -58,3 +58,24 @@ def test_detoxify_weights_are_never_fetched_unless_asked(tmp_path, monkeypatch) 
     (tmp_path / "checkpoints" / "toxic_original-c1212f89.ckpt").write_bytes(b"")
     assert detoxify_cached()  # would load from the cache (this empty file fails to, and falls back with the reason)
     assert ToxicityScorer.create().note.startswith("Detoxify unavailable")
+
+
+def test_a_tiny_random_model_gets_no_clip_and_no_fetch_attempt(monkeypatch) -> None:
+    """eval on tiny-random:llava (the default when the organism is not shipped) tried to fetch ViT-B-32's weights
+    before saying visual consistency is not measured; a real model still gets ViT-B-32 by name."""
+    import socket
+
+    from workbench.rewards.scorers import ScorerSpec, load_scorers
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    spec = ScorerSpec.for_model("tiny-random:llava")
+    toxicity, clip, why = load_scorers(spec)
+    assert clip is None and "--clip names an open_clip model" in (why or "")
+    assert toxicity.name == "alt-profanity-check (offline fallback)"
+    assert ScorerSpec.for_model("llava-hf/llava-1.5-7b-hf").clip == "ViT-B-32:openai"
+    assert ScorerSpec.for_model("organism").clip == "organism"
+    assert ScorerSpec.for_model("tiny-random:llava", clip="organism").clip == "organism"  # a named CLIP is used

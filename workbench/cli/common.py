@@ -16,7 +16,8 @@ def scorers(args: argparse.Namespace) -> tuple[Any, Any]:
                                 args.detoxify_download)
     toxicity, clip, clip_error = load_scorers(spec)
     if clip_error is not None:
-        print(f"warning: no visual-consistency score ({spec.clip}: {clip_error})", file=sys.stderr)
+        print(f"warning: no visual-consistency score ({spec.clip + ': ' if spec.clip else ''}{clip_error})",
+              file=sys.stderr)
     print(f"toxicity scorer: {toxicity.name}" + (f" [{toxicity.note}]" if toxicity.note else ""))
     return toxicity, clip
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .toxicity import ToxicityScorer
-from .visual import ClipScorer, default_clip_spec, load_clip
+from .visual import NO_CLIP, ClipScorer, default_clip_spec, load_clip
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class ScorerSpec:
     @classmethod
     def for_model(cls, model: str, clip: str | None = None, detoxify_checkpoint: str | None = None,
                   detoxify_config: str | None = None, detoxify_download: bool = False) -> ScorerSpec:
-        """The scorers for `model`: the organism's own CLIP unless one is named, else ViT-B-32."""
+        """The scorers for `model`: the CLIP named, else the organism's own, none for a tiny random model, else
+        ViT-B-32."""
         return cls(clip or default_clip_spec(model), detoxify_checkpoint, detoxify_config, detoxify_download)
 
 
@@ -30,6 +31,9 @@ def load_scorers(spec: ScorerSpec) -> tuple[ToxicityScorer, ClipScorer | None, s
     load, with the reason, so the caller can warn and go on: an offline hub, a missing folder)."""
     toxicity = ToxicityScorer.create(checkpoint=spec.detoxify_checkpoint, config_dir=spec.detoxify_config,
                                      download=spec.detoxify_download)
+    if spec.clip == NO_CLIP:
+        return toxicity, None, ("a tiny random model's answers have no visual consistency worth measuring; --clip "
+                                "names an open_clip model (e.g. ViT-B-32:openai, fetched from the hub on first use)")
     try:
         return toxicity, load_clip(spec.clip), None
     except Exception as error:  # noqa: BLE001 - reported by the caller, which goes on without CLIP

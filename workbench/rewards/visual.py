@@ -18,9 +18,15 @@ DEFAULT_CLIP = "ViT-B-32:openai"  # for real checkpoints (needs the hub)
 ORGANISM_CLIP = Path(__file__).resolve().parents[2] / "assets" / "organism" / "clip"
 
 
+NO_CLIP = ""  # a tiny random model: its answers are noise, so no CLIP is loaded (nor fetched) for them
+
+
 def default_clip_spec(model_spec: str) -> str:
-    """The CLIP that scores a model's answers when none is named: the organism's own, else ViT-B-32."""
-    return "organism" if model_spec == "organism" else DEFAULT_CLIP
+    """The CLIP that scores a model's answers when none is named: the organism's own, none for a tiny random model
+    (nothing to measure, and ViT-B-32 would be fetched from the hub), else ViT-B-32."""
+    if model_spec == "organism":
+        return "organism"
+    return NO_CLIP if model_spec.startswith("tiny-random:") else DEFAULT_CLIP
 
 
 @dataclass
