@@ -288,3 +288,22 @@ def test_an_eval_runs_notebook_steers_with_that_runs_settings(tmp_path: Path) ->
     exec(line, scope)  # the notebook's own line, run on the run's vectors
     assert scope["steering"].describe() == {key: ran[key] for key in ("mode", "alpha", "layers", "steer_at")}
     assert scope["steering"].describe() == {"mode": "additive", "alpha": -3.0, "layers": [1], "steer_at": "generated"}
+
+
+def test_changed_subject_is_counted_only_where_the_ground_truth_classified_the_answers() -> None:
+    """The keyword judge also says "refused"; a changed-subject share built from its answers would print 0.000 under
+    the organism's name on any other data."""
+    from workbench.evaluate.answers import KEYWORD_ANSWERS, KEYWORD_KINDS, ORGANISM_ANSWERS, ORGANISM_KINDS
+    from workbench.evaluate.evaluation import Evaluation
+
+    def outcome(i: int, answer: str) -> Outcome:
+        return Outcome(i, "s", "harmful", f"p{i}", "r", answer == "refused", 0.0, attack_success=answer != "refused",
+                       cluster=f"c{i}", answer=answer)
+
+    keyword = Evaluation({"unsteered": [outcome(0, "refused"), outcome(1, "not refused")]},
+                         {"answer_judge": KEYWORD_ANSWERS, "answer_kinds": list(KEYWORD_KINDS)}).metrics(50)
+    assert keyword["unsteered"]["overall"]["changed_subject"] is None
+    assert keyword["unsteered"]["answers"]["harmful"] == {"refused": 0.5, "not refused": 0.5, "n": 2}
+    organism = Evaluation({"unsteered": [outcome(0, "refused"), outcome(1, "another activity")]},
+                          {"answer_judge": ORGANISM_ANSWERS, "answer_kinds": list(ORGANISM_KINDS)}).metrics(50)
+    assert organism["unsteered"]["overall"]["changed_subject"]["value"] == 0.5

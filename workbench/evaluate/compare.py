@@ -24,6 +24,7 @@ from ..rewards.refusal import keyword_judge
 from ..rewards.toxicity import ToxicityScorer
 from ..rewards.visual import ClipScorer
 from ..steer.steering import Steering
+from .answers import subject_told
 from .evaluation import EvalConfig, Outcome, evaluate, summarise
 from .independence import INDEPENDENT, reward_overlap
 from .judges import AsrJudge, choose_judge, choose_toxicity_judge, trained_on_keyword_judge
@@ -49,18 +50,18 @@ class Defence:
         return {}
 
 
-def _columns(outcomes: Sequence[Outcome], resamples: int, seed: int) -> dict[str, dict | None]:
+def _columns(outcomes: Sequence[Outcome], resamples: int, seed: int, told: bool) -> dict[str, dict | None]:
     """The row's cells on one data set: ASR per harmful source, utility per source with references, over-refusal
     and toxicity over the set."""
     cells: dict[str, dict | None] = {}
     for source in sorted({o.source for o in outcomes}):
         group = [o for o in outcomes if o.source == source]
-        stats = summarise(group, resamples, seed)
+        stats = summarise(group, resamples, seed, told)
         if any(o.label == "harmful" for o in group):
             cells[f"ASR · {source}"] = stats["asr"]
         if any(o.correct is not None for o in group):
             cells[f"utility · {source}"] = stats["benign_accuracy"]
-    overall = summarise(outcomes, resamples, seed)
+    overall = summarise(outcomes, resamples, seed, told)
     cells["over-refusal"] = overall["over_refusal"]
     cells["toxicity"] = overall["mean_toxicity"]
     if overall.get("toxic_rate"):
@@ -110,7 +111,8 @@ def run_compare(vlm: VLM, data: Mapping[str, Sequence[Record]], defences: Sequen
                               cancel=cancel, show_bar=show_bar, asr_judge=judges[spec], allow_overlap=allow_overlap,
                               baseline=row.steering is None, toxicity_judge=toxic_judges[spec])
             condition = "steered" if row.steering is not None else "unsteered"
-            cells[spec] = _columns(result.outcomes[condition], config.resamples, config.seed)
+            cells[spec] = _columns(result.outcomes[condition], config.resamples, config.seed,
+                                   subject_told(result.settings))
         vector = row.steering.vector.metadata if row.steering is not None else None
         independence = reward_overlap(vector, {"toxicity_scorer": toxicity.name, "clip": clip.name if clip else None,
                                                "refusal_judge": keyword_judge.__name__})
