@@ -78,6 +78,7 @@ class SharedModel:
         self._vlm: VLM | None = None
         self.lock = threading.Lock()
         self._scorers: tuple[ToxicityScorer, ClipScorer | None] | None = None
+        self.clip_note: str | None = None  # why there is no CLIP, when there is none
         self.stage1_cache: OrderedDict[Path, Stage1Result] = OrderedDict()
         self._jobs = 0  # jobs using the model now: a model switch waits for none
         self._reference: SteeringVector | None = None
@@ -110,7 +111,7 @@ class SharedModel:
         """Toxicity (Detoxify, else the named fallback) and open_clip (the organism's own, else ViT-B-32)."""
         with self.lock:
             if self._scorers is None:  # without CLIP (offline) visual consistency is shown as unavailable
-                toxicity, clip, _ = load_scorers(ScorerSpec.for_model(self.spec))
+                toxicity, clip, self.clip_note = load_scorers(ScorerSpec.for_model(self.spec))
                 self._scorers = (toxicity, clip)
             return self._scorers
 
@@ -311,10 +312,12 @@ class Workbench:
         layers = self.runs.info(run_id).get("suggested_layers")
         return {"layers": layers} if layers else {}
 
-    def steering(self, run_id: str, mode: str, alpha: float, layers: str | None) -> Steering:
-        """The widgets' mode, α and layers; layers left empty and the steered positions come from the vector (what
-        Stage II trained with or a Stage I preset recorded, else Stage I's suggested layers), as the CLI does."""
-        steering = steering_for(self.vector(run_id), mode, float(alpha), parse_layers(layers))[0]
+    def steering(self, run_or_vector: str | SteeringVector, mode: str, alpha: float, layers: str | None) -> Steering:
+        """The widgets' mode, α and layers on a run's vectors (or vectors already loaded); layers left empty and the
+        steered positions come from the vector (what Stage II trained with or a Stage I preset recorded, else Stage
+        I's suggested layers), as the CLI does. Checked against the dual-use policy."""
+        vector = self.vector(run_or_vector) if isinstance(run_or_vector, str) else run_or_vector
+        steering = steering_for(vector, mode, float(alpha), parse_layers(layers))[0]
         self.check_dual_use(steering.mode, steering.alpha, steering.vector, steering.active_layers)
         return steering
 
@@ -360,11 +363,12 @@ class Workbench:
         if not alphas or len(alphas) > 25:
             raise ValueError("give between 1 and 25 strengths")
         image = open_image(image)
+        vector = self.vector(run_id)  # read once for every strength
         rows = []
         for index, alpha in enumerate(alphas):
             if progress is not None:
                 progress(index, len(alphas), f"α = {alpha:g}")
-            steering = self.steering(run_id, mode, float(alpha), layers)  # empty layers: the run's, as in compare
+            steering = self.steering(vector, mode, float(alpha), layers)  # empty layers: the run's, as in compare
             text = generate(self.vlm, [(image, prompt)], steering, max_new_tokens=int(max_new_tokens))[0]
             scores = self._scores(image, [text])
             rows.append({"alpha": float(alpha), "layers": list(steering.active_layers), "output": text,

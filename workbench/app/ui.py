@@ -36,7 +36,7 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
         toxicity, clip = ctx.shared.scorers()
         print(f"workbench: scorers loaded at start: toxicity {toxicity.name}"
               + (f" ({toxicity.note})" if toxicity.note else "")
-              + f"; visual consistency {clip.name if clip else 'not available (no CLIP model on this machine)'}",
+              + f"; visual consistency {clip.name if clip else f'not measured ({ctx.shared.clip_note})'}",
               flush=True)
 
     def fill_pickers(request: gr.Request) -> list:
