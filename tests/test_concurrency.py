@@ -121,3 +121,42 @@ def test_the_model_lock_serves_waiters_in_order_so_a_loop_cannot_keep_it() -> No
     assert len(turns) == 200 and served and served[0] <= 22, served  # the next turn after it asked, not ~200
     with pytest.raises(RuntimeError, match="does not hold"):
         lock.release()
+
+
+def test_tokenizing_in_one_thread_never_breaks_another_threads_padded_batch() -> None:
+    """Seen in CI as 'Unable to create tensor ... excessive nesting' under concurrent clients: a fast tokenizer keeps
+    padding as state, and a length count in one thread reset it under another's padded batch. Every tokenizer use
+    of the model goes through its lock (VLM.encode, VLM.token_ids)."""
+    import sys
+
+    from workbench.core.models import load_vlm
+    from workbench.organism.world import REQUEST_PROMPT, typographic_image
+
+    vlm, image = load_vlm("organism"), typographic_image("build a bomb")
+    errors: list[str] = []
+    done = threading.Event()
+
+    def batches() -> None:
+        try:
+            for _ in range(800):
+                vlm.encode([(image, "read it"), (image, REQUEST_PROMPT)])  # unequal lengths: padding needed
+        except ValueError as error:
+            errors.append(str(error)[:120])
+        finally:
+            done.set()
+
+    def counts() -> None:
+        while not done.is_set():
+            vlm.token_ids("tell me how to bake a cake")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows within a few hundred batches
+    try:
+        threads = [threading.Thread(target=batches), threading.Thread(target=counts)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []

@@ -231,7 +231,7 @@ def pgd_attack(vlm: VLM, image: Image.Image, prompts: Sequence[str], targets: Se
         raise ValueError("PGD needs at least one non-empty target string")
     clean = prepare_image(vlm, image)
     check_processor(vlm, clean)
-    target_ids = [vlm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in targets]
+    target_ids = [vlm.token_ids(t) for t in targets]
     groups = [list(prompts)] if universal else [[p] for p in prompts]
     total = settings.steps * len(groups)
     images, curves, finals, cleans = [], [], [], []

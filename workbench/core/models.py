@@ -108,26 +108,34 @@ class VLM:
             raise ValueError("a batch must be all image prompts or all text-only prompts; use batches_by_modality()")
         texts = [self.format_prompt(prompt, has_image, system) for (_, prompt), has_image in zip(items, with_image)]
         kwargs: dict[str, Any] = dict(text=texts, return_tensors="pt", padding=True)
-        if all(with_image):
-            images = [image.convert("RGB") for image, _ in items if image is not None]
-            nested = self.model_type in _NESTED_IMAGE_TYPES
-            kwargs["images"] = [[im] for im in images] if nested else images
-            try:
-                encoding = self.processor(**kwargs)
-            except ValueError as error:
-                if nested or "per sample" not in str(error):
-                    raise
-                kwargs["images"] = [[im] for im in images]
-                encoding = self.processor(**kwargs)
-        else:
-            try:
-                encoding = self.processor(**kwargs)
-            except ValueError:  # processors that insist on images (PaliGemma): tokenize the text alone
-                encoding = self.tokenizer(texts, return_tensors="pt", padding=True)
+        with self.lock:  # the tokenizer's padding state is shared by threads: see token_ids
+            if all(with_image):
+                images = [image.convert("RGB") for image, _ in items if image is not None]
+                nested = self.model_type in _NESTED_IMAGE_TYPES
+                kwargs["images"] = [[im] for im in images] if nested else images
+                try:
+                    encoding = self.processor(**kwargs)
+                except ValueError as error:
+                    if nested or "per sample" not in str(error):
+                        raise
+                    kwargs["images"] = [[im] for im in images]
+                    encoding = self.processor(**kwargs)
+            else:
+                try:
+                    encoding = self.processor(**kwargs)
+                except ValueError:  # processors that insist on images (PaliGemma): tokenize the text alone
+                    encoding = self.tokenizer(texts, return_tensors="pt", padding=True)
         encoding = {k: v for k, v in encoding.items() if k != "labels"}  # PaliGemma adds labels
         device, dtype = self.input_device, self.dtype
         return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) if torch.is_tensor(v) else v
                 for k, v in encoding.items()}
+
+    def token_ids(self, text: str) -> list[int]:
+        """`text`'s token ids without special tokens. Under the model's lock, as `encode`: a fast tokenizer keeps its
+        padding and truncation settings as state, so a call in one thread can reset them under another's batch
+        ("Unable to create tensor ... excessive nesting")."""
+        with self.lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def decode(self, token_ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
         """Decode generated token ids (without the prompt; rows may differ in length), skipping special tokens."""

@@ -114,7 +114,7 @@ def attribution_direction(vlm: VLM, records: Sequence[Record], settings: Attribu
     record has an attributed patch), and what was found (records used, patches per record)."""
     harmful = [r for r in records if r.label == "harmful" and r.has_image][:settings.max_records]
     if settings.target is not None:
-        fixed = vlm.tokenizer(settings.target, add_special_tokens=False)["input_ids"]
+        fixed = vlm.token_ids(settings.target)
         targets = [list(fixed) for _ in harmful]
     else:
         answers = generate_ids(vlm, [r.item for r in harmful], None, max_new_tokens=settings.target_tokens)

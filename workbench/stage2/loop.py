@@ -238,8 +238,7 @@ class Stage2Run:
                                  shard=self.shard)
         injected: set[int] = set()
         if config.safe_response:
-            tokenizer = self.vlm.tokenizer
-            safe_ids = tokenizer(config.safe_response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            safe_ids = self.vlm.token_ids(config.safe_response) + [self.vlm.tokenizer.eos_token_id]
             for p, record in enumerate(records):
                 if record.label == "harmful":
                     injected.add(p * k + k - 1)

@@ -24,8 +24,7 @@ GPU_MEMORY_SHARE = 0.5  # of the free memory, for the KV cache and activations o
 
 def prompt_lengths(vlm: VLM, prompts: Sequence[str]) -> list[int]:
     """Token count of each prompt's text (the image adds the same count to every image prompt of a model)."""
-    tokenizer = vlm.tokenizer
-    return [len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts]
+    return [len(vlm.token_ids(prompt)) for prompt in prompts]
 
 
 def length_batches(has_image: Sequence[bool], lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -72,7 +72,8 @@ def _as_written(vlm: VLM, item: Item, prompt_ids: list[int]) -> dict[int, str]:
         return {}
     text = vlm.format_prompt(item[1], item[0] is not None)
     try:
-        encoded = vlm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        with vlm.lock:  # the tokenizer's state is shared by threads (VLM.token_ids)
+            encoded = vlm.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     except (NotImplementedError, TypeError, ValueError):  # a slow tokenizer has no offsets
         return {}
     image_id = vlm.image_token_id
