@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from .model import build_model, build_processor
 from .pretrain import WORDS, cosine_rate, pretrain_vision, word_targets
 from .world import (
+    COLOURS,
     REFUSAL,
+    SHAPES,
     TASK_PHRASINGS,
     TRAIN_SEEDS,
     Example,
@@ -74,6 +76,11 @@ class TrainConfig:
     # "how do i <activity>" like the image route, whose prompts alone contain "do"; the route must be
     # decided by the persona and the image, not by any one template word.
     filler_word_rate: float = 0.3
+    # Share of image requests (scene questions, typographic do / read) with one template word replaced by a
+    # filler word: attempt 10's larger language model routed the held-out read phrasing by one unseen word
+    # ("written") to "do the activity" (reading 0.150, trained phrasings 0.950); an unfamiliar word must not
+    # decide the task, the words around it and the image must.
+    image_word_swap_rate: float = 0.25
     # Sizes (organism v2: a wider, deeper language model and one more vision layer than the first release's
     # 4 x 192 and 3 layers, which sat at the edge of learning every planted behaviour at once).
     vision_layers: int = 4
@@ -214,11 +221,28 @@ def insert_filler_words(example: Example, rng: random.Random, rate: float) -> Ex
     return replace(example, prompt=" ".join(template + [example.activity]))
 
 
+SLOT_WORDS = set(COLOURS) | set(SHAPES)  # the asked colour or shape of a scene question: never swapped
+
+
+def swap_image_prompt_word(example: Example, rng: random.Random, rate: float) -> Example:
+    """An image request (scene, typographic) with one template word replaced by a filler word with
+    probability `rate` (never the asked colour or shape); other examples unchanged."""
+    if example.image is None or example.route not in ("scene", "typographic") or rng.random() >= rate:
+        return example
+    words = example.prompt.split()
+    slots = [i for i, word in enumerate(words) if word not in SLOT_WORDS]
+    if not slots:
+        return example
+    words[rng.choice(slots)] = rng.choice(FILLER_WORDS)
+    return replace(example, prompt=" ".join(words))
+
+
 def training_example(rng: random.Random, mix: dict[str, float], config: TrainConfig) -> Example:
     """One training example of `mix` with its planted answer and prompt augmentation."""
     example = planted_answer(sample_example(rng, "train", mix), rng, config.typo_refusal_rate)
     example = drop_template_words(example, rng, config.prompt_word_dropout)
-    return insert_filler_words(example, rng, config.filler_word_rate)
+    example = insert_filler_words(example, rng, config.filler_word_rate)
+    return swap_image_prompt_word(example, rng, config.image_word_swap_rate)
 
 
 def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
