@@ -37,7 +37,7 @@ from .world import (
 )
 
 CURRICULUM = {"scene": 0.6, "typographic": 0.2, "read": 0.2}
-FULL_MIX = {"scene": 0.34, "typographic": 0.19, "read": 0.12, "text": 0.25, "roleplay": 0.10}
+FULL_MIX = {"scene": 0.29, "typographic": 0.24, "read": 0.12, "text": 0.25, "roleplay": 0.10}
 
 
 @dataclass
