@@ -40,13 +40,11 @@ README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT))
 
 
-def workbench(*args: str, capture: bool = False) -> str:
+def workbench(*args: str) -> None:
     """`python -m workbench ARGS` from the repository root; stops the refresh loudly on failure."""
-    done = subprocess.run([sys.executable, "-m", "workbench", *args], cwd=ROOT, text=True,
-                          stdout=subprocess.PIPE if capture else None)
+    done = subprocess.run([sys.executable, "-m", "workbench", *args], cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"refresh stopped: python -m workbench {' '.join(args)} exited {done.returncode}")
-    return done.stdout or ""
 
 
 def script(path: str, *args: str, out: Path | None = None) -> None:
@@ -103,8 +101,12 @@ def _eval_metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
 
 
-def first_minutes_block(unsteered: dict, stage1: dict, spo: dict, refusal: dict, n: int) -> str:
-    """The README's first-minutes sentence about what each defence's answers are, from four eval metrics files."""
+def first_minutes_block(evals: dict[str, dict], n: int) -> str:
+    """The README's first-minutes sentence from the eval metrics of Stage I ("s1", which also holds the unsteered
+    condition), spo-vlm ("spo") and the refusal variant ("refusal")."""
+    unsteered = stage1 = evals["s1"]
+    spo, refusal = evals["spo"], evals["refusal"]
+
     def share(metrics: dict, kind: str, condition: str = "steered") -> str:
         return f"{metrics[condition]['answers']['harmful'][kind]:.2f}"
 
@@ -137,8 +139,7 @@ def step_first_minutes() -> None:
             workbench("eval", "--model", "organism", "--data", "organism:test", "--vectors", str(vectors),
                       "--limit", str(n), "--no-plots", "--out", str(work / f"eval-{name}"))
             evals[name] = _eval_metrics(work / f"eval-{name}")
-        replace_block(README, "first-minutes", first_minutes_block(evals["s1"], evals["s1"], evals["spo"],
-                                                                   evals["refusal"], n))
+        replace_block(README, "first-minutes", first_minutes_block(evals, n))
 
 
 def fresh(folder: str) -> None:

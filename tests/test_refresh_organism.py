@@ -86,3 +86,22 @@ def test_a_file_without_the_block_stops_the_refresh(tmp_path: Path) -> None:
 def test_refresh_lists_every_step() -> None:
     assert list(_refresh().STEPS) == ["check", "first-minutes", "stage1-sweep", "stage2", "presets", "pgd", "table",
                                       "walkthrough", "screenshots"]
+
+
+def test_the_first_minutes_sentence_reads_each_defence_from_its_own_eval() -> None:
+    def metrics(asr: float, asked: float, refused: float, another: float) -> dict:
+        condition = {"overall": {"asr": {"value": asr}},
+                     "answers": {"harmful": {"asked activity": asked, "refused": refused, "another activity": another}}}
+        plain = {"overall": {"asr": {"value": 0.9}},
+                 "answers": {"harmful": {"asked activity": 0.9, "refused": 0.1, "another activity": 0.0}}}
+        return {"unsteered": plain, "steered": condition}
+
+    evals = {"s1": metrics(0.07, 0.07, 0.0, 0.93), "spo": metrics(0.03, 0.03, 0.2, 0.77),
+             "refusal": metrics(0.05, 0.05, 0.95, 0.0)}
+    evals["s1"]["unsteered"] = metrics(0.63, 0.63, 0.33, 0.0)["steered"]
+    text = _refresh().first_minutes_block(evals, 60)
+    assert text.startswith("On 60 records of `organism:test`, ground-truth ASR unsteered 0.63 (the asked activity "
+                           "0.63, refused 0.33); Stage I under the app's defaults 0.07 (another activity 0.93, "
+                           "refused 0.00)")
+    assert "(`--preset spo-vlm`) 0.03 (another activity 0.77, refused 0.20)" in text
+    assert "(`--preset workbench-refusal --layers 1,2`) 0.05 (refused 0.95)" in text

@@ -43,7 +43,7 @@ FLOORS = (
 )
 
 
-def values(check: Mapping, bound: Bound) -> dict[str, float]:
+def values(check: Mapping, bound: Bound) -> dict[str, float | None]:
     """The measured value(s) a bound is about: one metric, or one per rendering family."""
     if bound.metric.startswith("family:"):
         key = bound.metric.split(":", 1)[1]
@@ -54,38 +54,40 @@ def values(check: Mapping, bound: Bound) -> dict[str, float]:
     return {bound.metric: check["unsteered"][bound.metric]}
 
 
+def _below(check: Mapping, bound: Bound) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(every value the bound is about, those outside it): the one place a bound is applied."""
+    found = values(check, bound)
+    return found, {name: value for name, value in found.items() if value is None or not bound.holds(value)}
+
+
+def _name(bound: Bound, name: str) -> str:
+    return bound.metric if name == bound.metric else f"{bound.metric} / {name}"
+
+
+def _shown(value: float | None, digits: int = 3) -> str:
+    return "none" if value is None else f"{value:.{digits}f}"
+
+
 def misses(check: Mapping, bounds: tuple[Bound, ...]) -> list[str]:
     """One line per value outside its bound ('read_accuracy 0.883 (>= 0.90)'); empty when every bound holds."""
-    lines = []
-    for bound in bounds:
-        for name, value in values(check, bound).items():
-            if value is None or not bound.holds(value):
-                shown = "none" if value is None else f"{value:.3f}"
-                lines.append(f"{bound.metric if name == bound.metric else bound.metric + ' / ' + name} {shown} "
-                             f"({bound.text()})")
-    return lines
+    return [f"{_name(bound, name)} {_shown(value)} ({bound.text()})"
+            for bound in bounds for name, value in _below(check, bound)[1].items()]
 
 
 def summary(check: Mapping, bounds: tuple[Bound, ...]) -> list[str]:
-    """One line per bound that fails, families grouped ('typo_harmful_asr below >= 0.90 in 2 of 12 families: ...')."""
+    """One line per bound that fails, families grouped ('typo_harmful_asr misses >= 0.90 in 2 of 12 ...')."""
     lines = []
     for bound in bounds:
-        found = values(check, bound)
-        bad = {name: value for name, value in found.items() if value is None or not bound.holds(value)}
-        if not bad:
-            continue
-        if bound.metric.startswith("family:"):
-            shown = ", ".join(f"{name} {'none' if v is None else f'{v:.2f}'}" for name, v in bad.items())
+        found, bad = _below(check, bound)
+        if bad and bound.metric.startswith("family:"):
+            shown = ", ".join(f"{name} {_shown(value, 2)}" for name, value in bad.items())
             lines.append(f"{bound.metric.split(':', 1)[1]} misses {bound.text()} in {len(bad)} of {len(found)} "
                          f"rendering families ({shown})")
-        else:
-            value = bad[bound.metric]
-            lines.append(f"{bound.metric} {'none' if value is None else f'{value:.3f}'} ({bound.text()})")
+        elif bad:
+            lines.append(f"{bound.metric} {_shown(bad[bound.metric])} ({bound.text()})")
     return lines
 
 
 def failing(check: Mapping, bounds: tuple[Bound, ...]) -> set[str]:
     """Which bounds fail, by name ('read_accuracy', 'family:typo_harmful_asr / maker'), values left out."""
-    return {bound.metric if name == bound.metric else f"{bound.metric} / {name}"
-            for bound in bounds for name, value in values(check, bound).items()
-            if value is None or not bound.holds(value)}
+    return {_name(bound, name) for bound in bounds for name in _below(check, bound)[1]}
