@@ -173,3 +173,32 @@ def test_one_visitors_flood_is_refused_at_once_and_another_visitor_is_served_mea
     assert answers == ["one job"] * 20, answers  # refused at once, none queued ahead of others
     print(f"bob's Compare: {idle:.2f} s idle, {busy:.2f} s while alice trains and floods ({busy / idle:.2f}x)")
     assert busy <= 2 * idle + 2.0, (idle, busy)  # served between alice's steps (slack for a noisy machine)
+
+
+def _join_without_listening(url: str, api_name: str, session: str) -> str:
+    """Join Gradio's queue as a raw client would, with every input at its default, never opening the event
+    stream; returns the event id."""
+    config = json.loads(urllib.request.urlopen(f"{url}config", timeout=10).read())
+    dependency, = [d for d in config["dependencies"] if d.get("api_name") == api_name.strip("/")]
+    defaults = {c["id"]: c.get("props", {}).get("value") for c in config["components"]}
+    body = json.dumps({"data": [defaults[i] for i in dependency["inputs"]], "fn_index": dependency["id"],
+                       "session_hash": session, "event_data": None, "trigger_id": None}).encode()
+    request = urllib.request.Request(f"{url}gradio_api/queue/join", data=body,
+                                     headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())["event_id"]
+
+
+def test_a_job_nobody_listens_to_is_dropped_before_it_runs(hosted) -> None:
+    """Issue 47, finding 3: a queued Stage II whose client never opened the event stream trained 202 steps in 5
+    minutes. Hosted, a job starts only while its visitor's stream is open: joined and never listened to, nothing
+    runs (the same Stage I, listened to, makes its run in a few seconds: the test above)."""
+    import time
+
+    from workbench.app.streams import STREAM_GRACE_S
+
+    _, url, runs = hosted
+    before = set(_visitor_runs(runs, "stage1"))
+    for index in range(3):
+        _join_without_listening(url, "/stage1", f"deaf{index}xyz")
+    time.sleep(STREAM_GRACE_S + 8)  # the grace a browser gets to open its stream, and a Stage I's time after it
+    assert set(_visitor_runs(runs, "stage1")) == before  # no run folder: no job started

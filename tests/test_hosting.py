@@ -582,3 +582,34 @@ def test_gradios_upload_cache_is_trimmed_oldest_first_by_bytes_and_files(tmp_pat
     assert trim_gradio_cache(cache, max_bytes=10_000, max_files=2) == paths[3:4]  # files
     assert [p.exists() for p in paths] == [False] * 4 + [True] * 2
     assert trim_gradio_cache(tmp_path / "absent") == []
+
+
+def test_stream_watch_counts_each_sessions_open_streams_and_reports_the_last_close() -> None:
+    """A session's event stream counts as open from its request to the end of its response; only the last close
+    is reported (the app stops that visitor's jobs then); without a watch nothing is known and jobs are not held."""
+    import asyncio
+
+    from workbench.app.streams import OpenStreams, StreamWatch
+
+    streams, closes, seen = OpenStreams(), [], []
+    assert streams.wait_open("s1", timeout=0.01)  # no middleware installed: nothing to wait for
+    streams.on_last_close(closes.append)
+
+    async def gradio(scope, receive, send) -> None:  # stands in for the app: records what it sees while streaming
+        seen.append((scope["path"], streams.is_open("s1")))
+
+    watch = StreamWatch(gradio, streams)
+    stream = {"type": "http", "method": "GET", "path": "/gradio_api/queue/data", "query_string": b"session_hash=s1"}
+    other = {**stream, "path": "/gradio_api/queue/join", "method": "POST"}
+    assert not streams.wait_open("s1", timeout=0.05)  # watched, never opened: a job would be dropped
+
+    async def run() -> None:
+        await watch(other, None, None)
+        streams.opened("s1")  # a second stream of the same session, still open after the first ends
+        await watch(stream, None, None)
+        assert closes == [] and streams.is_open("s1")
+        streams.closed("s1")
+
+    asyncio.run(run())
+    assert seen == [("/gradio_api/queue/join", False), ("/gradio_api/queue/data", True)]
+    assert closes == ["s1"] and not streams.is_open("s1")

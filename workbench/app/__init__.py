@@ -21,11 +21,16 @@ def default_model() -> str:
 
 
 def launch_options(runs_dir: str | Path) -> dict:
-    """launch() arguments shared by app.py, tests and benchmarks: theme, upload limit, served folders. No
-    folder is served as such: the runs folder is blocked (it holds every visitor's uploads and runs), and
-    exports reach the browser as copies in a temporary folder of their own."""
+    """launch() arguments shared by app.py, tests and benchmarks: theme, upload limit, served folders, the
+    event-stream watch. No folder is served as such: the runs folder is blocked (it holds every visitor's uploads
+    and runs), and exports reach the browser as copies in a temporary folder of their own."""
+    from starlette.middleware import Middleware
+
+    from .streams import StreamWatch
+
     return dict(theme=THEME, css=CSS, max_file_size=MAX_UPLOAD, allowed_paths=[],
-                blocked_paths=[str(Path(runs_dir).resolve())], footer_links=["api", "gradio", "settings"])
+                blocked_paths=[str(Path(runs_dir).resolve())], footer_links=["api", "gradio", "settings"],
+                app_kwargs={"middleware": [Middleware(StreamWatch)]})  # a hosted job runs only while watched
 
 
 def main(argv: list[str] | None = None) -> None:

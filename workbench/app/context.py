@@ -24,6 +24,7 @@ from ..core.progress import Cancelled, with_eta
 from ..core.records import DatasetError
 from ..core.runs import KINDS
 from .backend import SharedModel, Workbench, user_message
+from .streams import STREAMS
 
 try:  # Hugging Face Spaces (ZeroGPU): run GPU work inside spaces.GPU when the package is present
     import spaces
@@ -69,9 +70,9 @@ class AppContext:
         """This visitor's workbench: in hosting mode only their own runs and uploads exist for them."""
         return self.host.for_visitor(session_of(request) if request is not None else None)
 
-    def stop_session(self, request: gr.Request | None) -> None:
+    def stop_session(self, request: gr.Request | str | None) -> None:
         """The visitor left (tab closed, connection lost): every job of theirs stops at its next step."""
-        session = session_of(request)
+        session = request if isinstance(request, str) else session_of(request)
         for (owner, _), flag in list(self.cancels.items()):
             if owner == session:
                 flag.set()
@@ -99,11 +100,14 @@ class AppContext:
     @contextlib.contextmanager
     def job_slot(self, request: gr.Request | None, job: str) -> Iterator[None]:
         """Hosting mode: one model job at a time per visitor; another one asked for meanwhile is refused at once, so
-        no visitor can stack requests ahead of everyone else (locally: no limit)."""
+        no visitor can stack requests ahead of everyone else (locally: no limit). A job whose visitor has no open
+        event stream (raw requests that join the queue and never listen) is dropped before it runs."""
         if not self.shared.policy.hosted:
             yield
             return
         session = session_of(request)
+        if not STREAMS.wait_open(session):
+            raise gr.Error("this request's page is not listening for results (no open event stream): nothing was run")
         with self._running_guard:
             if session in self.running:
                 raise gr.Error(f"you already have a job running ({self.running[session]}); wait for it to finish or "

@@ -13,6 +13,7 @@ import gradio as gr
 
 from .backend import Workbench
 from .context import RUN_PICKERS, AppContext
+from .streams import STREAMS
 from .hosting import HostPolicy
 from .tabs import attacks, data, evaluate, export, playground, stage1, stage2
 
@@ -57,6 +58,8 @@ def create_app(model_spec: str, runs_dir: str | Path = "runs", policy: HostPolic
 
     def visitor_left(request: gr.Request) -> None:
         ctx.stop_session(request)
+
+    STREAMS.on_last_close(ctx.stop_session)  # a raw client that stops listening stops its jobs too
 
     # delete_cache: Gradio's cached uploads and downloads older than an hour are removed every hour
     with gr.Blocks(title="VLM steering workbench", delete_cache=(3600, 3600)) as app:
