@@ -13,8 +13,8 @@ import gradio as gr
 
 from .backend import Workbench
 from .context import RUN_PICKERS, AppContext
-from .streams import STREAMS
 from .hosting import HostPolicy
+from .streams import STREAMS
 from .tabs import attacks, data, evaluate, export, playground, stage1, stage2
 
 THEME = gr.themes.Soft(primary_hue="teal", neutral_hue="slate")
