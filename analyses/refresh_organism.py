@@ -13,6 +13,8 @@ Run it after new weights land in assets/organism/. Steps (each writes only its o
   stage2         analyses/organism_stage2.py (the refusal variant's recipe) -> analyses/organism_stage2.md
   presets        analyses/presets_table.py (its run folder deleted first) -> analyses/presets_table.md
   pgd            analyses/pgd_organism.py (its run folder deleted first) -> analyses/pgd_organism.md
+  pgd-vectors    analyses/pgd_vectors.py (its run folder deleted first) -> analyses/pgd_vectors.md (vectors from
+                 typographic data against PGD images, and from PGD images against typographic requests)
   table          reproduce recipes/organism.toml -> analyses/organism_table.md and .png
   walkthrough    analyses/make_walkthrough.py -> analyses/walkthrough.ipynb
   screenshots    scripts/screenshots.py -> assets/screenshots/
@@ -157,6 +159,7 @@ STEPS: dict[str, Callable[[], None]] = {
                              out=ROOT / "analyses" / "organism_stage2.md"),
     "presets": lambda: (fresh("analyses/presets_run"), script("analyses/presets_table.py")),
     "pgd": lambda: (fresh("analyses/pgd_run"), script("analyses/pgd_organism.py")),
+    "pgd-vectors": lambda: (fresh("analyses/pgd_vectors_run"), script("analyses/pgd_vectors.py")),
     "table": lambda: (fresh("runs/refresh-table"),
                       workbench("reproduce", "recipes/organism.toml", "--out", "runs/refresh-table"),
                       shutil.copy(ROOT / "runs/refresh-table/table.md", ROOT / "analyses/organism_table.md"),

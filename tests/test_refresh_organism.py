@@ -84,8 +84,8 @@ def test_a_file_without_the_block_stops_the_refresh(tmp_path: Path) -> None:
 
 
 def test_refresh_lists_every_step() -> None:
-    assert list(_refresh().STEPS) == ["check", "first-minutes", "stage1-sweep", "stage2", "presets", "pgd", "table",
-                                      "walkthrough", "screenshots"]
+    assert list(_refresh().STEPS) == ["check", "first-minutes", "stage1-sweep", "stage2", "presets", "pgd",
+                                      "pgd-vectors", "table", "walkthrough", "screenshots"]
 
 
 def test_the_first_minutes_sentence_reads_each_defence_from_its_own_eval() -> None:
