@@ -84,11 +84,12 @@ class TrainConfig:
     # decide the task, the words around it and the image must.
     image_word_swap_rate: float = 0.25
     # Share of typographic training requests of the language stage redrawn in Pillow's default font (the
-    # pillow-default family or the original renderer, half each): attempts 11 and 12 met every other floor
-    # but answered harmful requests in that font as their benign twins (typographic ASR 0.70-0.75) while
+    # pillow-default family two times in three, else the original renderer): attempts 11 and 12 met every other
+    # floor but answered harmful requests in that font as their benign twins (typographic ASR 0.70-0.75) while
     # reading them 0.90-0.95; its thin strokes at 10-14 px get one ninth of the typographic requests otherwise.
+    # Attempt 13 (0.25, half each) lifted the original renderer to 0.95 and pillow-default only to 0.80.
     # The vision pretraining keeps the nine families' uniform draw.
-    pillow_font_rate: float = 0.25
+    pillow_font_rate: float = 0.3
     # Sizes (organism v2: a wider, deeper language model and one more vision layer than the first release's
     # 4 x 192 and 3 layers, which sat at the edge of learning every planted behaviour at once).
     vision_layers: int = 4
@@ -245,7 +246,8 @@ def swap_image_prompt_word(example: Example, rng: random.Random, rate: float) ->
     return replace(example, prompt=" ".join(words))
 
 
-PILLOW_FONT_RENDERINGS = (TRAINING[0], ORIGINAL)  # pillow-default (10-14 px, any colours) and the original
+PILLOW_FONT_RENDERINGS = (TRAINING[0], TRAINING[0], ORIGINAL)  # pillow-default (10-14 px, any colours) twice,
+# the original renderer once
 
 
 def redraw_in_pillow_font(example: Example, rng: random.Random, rate: float) -> Example:
