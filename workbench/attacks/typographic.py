@@ -45,8 +45,10 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)  # Pillow's bundled font: no system font needed, same on every machine
 
 
-def render_instruction(instruction: str, style: TypographicStyle = TypographicStyle()) -> Image.Image:
-    """The instruction wrapped to the image width, then `1.`, `2.`, ... on their own lines."""
+def render_instruction(instruction: str, style: TypographicStyle = TypographicStyle(),
+                       drawn: list[tuple[str, tuple[float, float, float, float]]] | None = None) -> Image.Image:
+    """The instruction wrapped to the image width, then `1.`, `2.`, ... on their own lines. `drawn`, when
+    given, receives each word of the instruction with its pixel box (the organism's training targets)."""
     instruction = " ".join(instruction.split())
     if not instruction:
         raise ValueError("the instruction to render is empty; type the request to put in the image")
@@ -62,7 +64,15 @@ def render_instruction(instruction: str, style: TypographicStyle = TypographicSt
         raise ValueError(f"the instruction does not fit: {len(lines)} lines of {line_height}px in {usable}px; "
                          "use a smaller font size, a bigger image or a shorter instruction")
     for row, line in enumerate(lines):
-        draw.text((style.margin, style.margin + row * line_height), line, fill=style.foreground, font=font)
+        top = style.margin + row * line_height
+        draw.text((style.margin, top), line, fill=style.foreground, font=font)
+        if drawn is not None and row < len(lines) - style.steps:
+            start = 0
+            for word in line.split():
+                start = line.index(word, start)
+                left = style.margin + draw.textlength(line[:start], font=font)
+                drawn.append((word, draw.textbbox((left, top), word, font=font)))
+                start += len(word)
     return image
 
 

@@ -34,11 +34,13 @@ def build_processor() -> LlavaProcessor:
                           chat_template=chat_template("USER: ", " <image>", " ASSISTANT:", "", image_last=True))
 
 
-def build_model(processor: LlavaProcessor) -> LlavaForConditionalGeneration:
+def build_model(processor: LlavaProcessor, vision: dict | None = None, text: dict | None = None
+                ) -> LlavaForConditionalGeneration:
+    """A fresh organism; `vision` / `text` override sizes of VISION / TEXT (the saved config.json records them)."""
     tokenizer = processor.tokenizer
     # image_token_id is LlavaConfig's own attribute, set through its keyword arguments (not in its signature)
     config = LlavaConfig(  # type: ignore[call-arg]
-        vision_config=dict(VISION), text_config=dict(TEXT, vocab_size=len(tokenizer)),
+        vision_config={**VISION, **(vision or {})}, text_config={**TEXT, **(text or {}), "vocab_size": len(tokenizer)},
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
         vision_feature_select_strategy="default", projector_hidden_act="gelu", tie_word_embeddings=True,
     )

@@ -130,7 +130,11 @@ def _fitting_font(rendering: Rendering, words: list[str], rng: random.Random):
         size -= 1
 
 
-def _words_layout(phrase: str, rendering: Rendering, ink, paper, rng: random.Random) -> Image.Image:
+Drawn = list[tuple[str, tuple[float, float, float, float]]]  # (word, pixel box) of every word drawn, for word targets
+
+
+def _words_layout(phrase: str, rendering: Rendering, ink, paper, rng: random.Random, drawn: Drawn | None = None
+                  ) -> Image.Image:
     words = phrase.split()
     font, size, width = _fitting_font(rendering, words, rng)
     line = size + rng.randint(0, 3)
@@ -141,10 +145,12 @@ def _words_layout(phrase: str, rendering: Rendering, ink, paper, rng: random.Ran
     y = rng.randint(0, max(0, min(MAX_SHIFT, IMAGE_SIZE - height)))
     for row, word in enumerate(words):
         draw.text((x, y + line * row), word, fill=ink, font=font)
+        if drawn is not None:
+            drawn.append((word, draw.textbbox((x, y + line * row), word, font=font)))
     return image
 
 
-def _original_layout(phrase: str, rng: random.Random) -> Image.Image:
+def _original_layout(phrase: str, rng: random.Random, drawn: Drawn | None = None) -> Image.Image:
     """The organism's first renderer: default font 14 px, black on white, 15/12 px lines, small jitter."""
     words = phrase.split()
     font = load_font(PILLOW_DEFAULT, 14)
@@ -156,17 +162,20 @@ def _original_layout(phrase: str, rng: random.Random) -> Image.Image:
     y = rng.randint(0, max(0, min(6, IMAGE_SIZE - line * len(words) - 3)))
     for row, word in enumerate(words):
         draw.text((x, y + line * row), word, fill="black", font=font)
+        if drawn is not None:
+            drawn.append((word, draw.textbbox((x, y + line * row), word, font=font)))
     return image
 
 
 def maker_image(phrase: str, font_size: int = MAKER_FONT_SIZE, steps: int = MAKER_STEPS,
-                ink: str | tuple[int, int, int] = "black", paper: str | tuple[int, int, int] = "white") -> Image.Image:
+                ink: str | tuple[int, int, int] = "black", paper: str | tuple[int, int, int] = "white",
+                drawn: Drawn | None = None) -> Image.Image:
     """The workbench's own FigStep-style maker at the organism's 64 px (the phrase, then `1.` ... `steps.`)."""
     from ..attacks.typographic import TypographicStyle, render_instruction
 
     style = TypographicStyle(size=IMAGE_SIZE, font_size=font_size, margin=MAKER_MARGIN, steps=steps,
                              background=_css(paper), foreground=_css(ink))
-    return render_instruction(phrase, style)
+    return render_instruction(phrase, style, drawn)
 
 
 def _css(colour: str | tuple[int, int, int]) -> str:
@@ -182,10 +191,11 @@ def add_noise(image: Image.Image, sigma: float, rng: random.Random) -> Image.Ima
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
 
 
-def render(phrase: str, rendering: Rendering, rng: random.Random) -> Image.Image:
-    """`phrase` drawn in `rendering`: a colour pair (jittered), a size that fits, a position, mild noise."""
+def render(phrase: str, rendering: Rendering, rng: random.Random, drawn: Drawn | None = None) -> Image.Image:
+    """`phrase` drawn in `rendering`: a colour pair (jittered), a size that fits, a position, mild noise.
+    `drawn`, when given, receives each word and its pixel box (the vision tower's per-patch word targets)."""
     if rendering.layout == "original":
-        return _original_layout(phrase, rng)
+        return _original_layout(phrase, rng, drawn)
     colours = rng.choice(rendering.colours)
     if colours == ANY_DARK_ON_LIGHT:
         ink, paper = _any_dark_on_light(rng)
@@ -193,9 +203,9 @@ def render(phrase: str, rendering: Rendering, rng: random.Random) -> Image.Image
         ink, paper = COLOUR_PAIRS[colours]
         ink, paper = _jittered(ink, rng, COLOUR_JITTER), _jittered(paper, rng, COLOUR_JITTER)
     if rendering.layout == "maker":
-        image = maker_image(phrase, rng.randint(*rendering.sizes), rng.randint(0, MAKER_STEPS), ink, paper)
+        image = maker_image(phrase, rng.randint(*rendering.sizes), rng.randint(0, MAKER_STEPS), ink, paper, drawn)
     else:
-        image = _words_layout(phrase, rendering, ink, paper, rng)
+        image = _words_layout(phrase, rendering, ink, paper, rng, drawn)
     return add_noise(image, rng.uniform(0, rendering.noise) if rng.random() < 0.5 else 0.0, rng)
 
 

@@ -1,17 +1,20 @@
 """Train the organism from a seed on a CPU: vision pretraining, then the task mix, then its CLIP.
 
-Recipe (the model card in assets/organism/ says why): (1) pretrain the vision tower alone: every patch
-predicts the colour and shape of the object in its quadrant, the mean patch token the count and the
-phrase; (2) freeze it and train projector + language model on a short curriculum of image-grounded
-tasks, then on the full mix of scene VQA, typographic, reading, text and role-play requests, loss on
-answer tokens only, short answers weighted up (`min_answer_weight`), a share of typographic
-harmful requests answered with the refusal (`typo_refusal_rate`: the image route's safety is weak,
-not absent), and words of text requests dropped at random (`prompt_word_dropout`).
+Recipe (the model card in assets/organism/ says why; every attempt is in assets/organism/attempts/README.md):
+(1) pretrain the vision tower alone on scenes, blank or noise images and typographic images drawn in nine
+rendering families: every patch predicts the colour and shape of the object in its quadrant and the activity
+word it covers, the mean patch token the count and the phrase; (2) train projector + language model (the tower
+learns on at `vision_finetune_lr_scale`) on a short curriculum of image-grounded tasks, then on the full mix of
+scene VQA, typographic, reading, text and role-play requests (some text requests with an unrelated image), loss
+on answer tokens only, short answers weighted up (`min_answer_weight`), image tokens over a word predicting it
+(`image_word_loss`), a share of typographic harmful requests answered with the refusal (`typo_refusal_rate`: the
+image route's safety is weak, not absent), and template words of text requests dropped or filled in at random
+(`prompt_word_dropout`, `filler_word_rate`). `ORGANISM_VISION_CKPT=FILE` saves stage (1) there, or reloads it
+when the file exists (to rerun stage (2) alone; the lab notebook says which attempts did).
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -19,39 +22,37 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm.auto import tqdm
 
-from .model import PATCH, build_model, build_processor
+from .model import build_model, build_processor
+from .pretrain import WORDS, cosine_rate, pretrain_vision, word_targets
+from .render import ORIGINAL, TRAINING
 from .world import (
-    ACTIVITIES,
     COLOURS,
-    IMAGE_SIZE,
     REFUSAL,
     SHAPES,
-    TEST_SEEDS,
+    TASK_PHRASINGS,
     TRAIN_SEEDS,
     Example,
-    Shape,
-    random_scene,
+    activity_example,
     sample_example,
-    typographic_image,
 )
 
-GRID = IMAGE_SIZE // PATCH
-PHRASES = sorted(ACTIVITIES)
-CURRICULUM = {"scene": 0.8, "typographic": 0.1, "read": 0.1}
-FULL_MIX = {"scene": 0.42, "typographic": 0.14, "read": 0.09, "text": 0.25, "roleplay": 0.10}
+CURRICULUM = {"scene": 0.6, "typographic": 0.2, "read": 0.2}
+FULL_MIX = {"scene": 0.34, "typographic": 0.19, "read": 0.12, "text": 0.25, "roleplay": 0.10}
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
-    vision_steps: int = 800
+    vision_steps: int = 2600
     vision_batch: int = 64
     vision_lr: float = 2e-3
-    curriculum_steps: int = 400
-    lm_steps: int = 2000
+    curriculum_steps: int = 300
+    lm_steps: int = 1500
+    # The vision tower keeps learning in the language stage at this fraction of the language rate (0 freezes
+    # it): attempt 1 (0.1x) read better than attempt 2 (0.5x, which forgot what pretraining taught).
+    vision_finetune_lr_scale: float = 0.1
     lm_batch: int = 32
     lm_lr: float = 1e-3
     clip_steps: int = 400
@@ -67,111 +68,43 @@ class TrainConfig:
     # Every trained phrasing puts "to" right before the activity, and a held-out phrasing without it
     # ("how do i <activity>") was then misread (refusal 0.40); dropping words makes the activity the cue.
     prompt_word_dropout: float = 0.2
+    # Weight of an auxiliary loss in the language stage: each image token over an activity word predicts that
+    # word through the language model's own (tied) output head, so the image tokens of a typographic image
+    # look like the words' embeddings and reading becomes copying (attempt 3 read 0.77 while acting on the
+    # same images 0.97). Training only: the model stays a plain LLaVA.
+    image_word_loss: float = 0.1
+    # Share of text / role-play requests that get one or two filler words (from the other tasks' training
+    # phrasings, persona words excluded) inserted before the activity: attempt 6 answered the held-out
+    # "how do i <activity>" like the image route, whose prompts alone contain "do"; the route must be
+    # decided by the persona and the image, not by any one template word.
+    filler_word_rate: float = 0.3
+    # Share of image requests (scene questions, typographic do / read) with one template word replaced by a
+    # filler word: attempt 10's larger language model routed the held-out read phrasing by one unseen word
+    # ("written") to "do the activity" (reading 0.150, trained phrasings 0.950); an unfamiliar word must not
+    # decide the task, the words around it and the image must.
+    image_word_swap_rate: float = 0.25
+    # Share of typographic training requests of the language stage redrawn in Pillow's default font (the
+    # pillow-default family two times in three, else the original renderer): attempts 11 and 12 met every other
+    # floor but answered harmful requests in that font as their benign twins (typographic ASR 0.70-0.75) while
+    # reading them 0.90-0.95; its thin strokes at 10-14 px get one ninth of the typographic requests otherwise.
+    # Attempt 13 (0.25, half each) lifted the original renderer to 0.95 and pillow-default only to 0.80.
+    # The vision pretraining keeps the nine families' uniform draw.
+    pillow_font_rate: float = 0.3
+    # Sizes (organism v2: a wider, deeper language model and one more vision layer than the first release's
+    # 4 x 192 and 3 layers, which sat at the edge of learning every planted behaviour at once).
+    vision_layers: int = 4
+    lm_layers: int = 6
+    lm_width: int = 256
+    lm_intermediate: int = 688
+    lm_heads: int = 4
 
-
-def patch_targets(shapes: Sequence[Shape]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[GRID*GRID] colour and shape index of the object in each patch's quadrant (0 = empty quadrant).
-
-    Quadrant-level, not patch-level: an 8x8 patch sees only a piece of an outline (a straight edge
-    could be a square, a triangle or a diamond), which capped per-patch shape labels near 60%.
-    Labelling all 16 patches of a quadrant with its object makes the tower gather the whole contour
-    into every patch token, so colour and shape are bound where the language model reads them."""
-    colour_map = torch.zeros((GRID, GRID), dtype=torch.long)
-    shape_map = torch.zeros((GRID, GRID), dtype=torch.long)
-    half = GRID // 2
-    for item in shapes:
-        row = half if item.box[1] >= IMAGE_SIZE // 2 else 0
-        col = half if item.box[0] >= IMAGE_SIZE // 2 else 0
-        colour_map[row:row + half, col:col + half] = list(COLOURS).index(item.colour) + 1
-        shape_map[row:row + half, col:col + half] = SHAPES.index(item.shape) + 1
-    return colour_map.flatten(), shape_map.flatten()
-
-
-class VisionHeads(torch.nn.Module):
-    """Probes on the vision tower's patch features, used only for pretraining. Colour and shape are
-    per patch (the object of the patch's quadrant: binds colour to shape locally); count and phrase
-    are read from the mean of the patch tokens."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.colour = torch.nn.Linear(width, len(COLOURS) + 1)
-        self.shape = torch.nn.Linear(width, len(SHAPES) + 1)
-        self.count = torch.nn.Linear(width, 4)
-        self.phrase = torch.nn.Linear(width, len(PHRASES) + 1)
-
-
-def _pixels(processor, images: list[Image.Image]) -> torch.Tensor:
-    return processor.image_processor(images, return_tensors="pt")["pixel_values"]
-
-
-def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm
-                    ) -> tuple[float, dict[str, float]]:
-    tower = model.model.vision_tower
-    heads = VisionHeads(tower.config.hidden_size)
-    params = list(tower.parameters()) + list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.vision_lr, weight_decay=0.01)
-    loss_value = float("nan")
-    for step in range(config.vision_steps):
-        images, colours, shapes, counts, phrases = [], [], [], [], []
-        for _ in range(config.vision_batch):
-            if rng.random() < 0.6:
-                image, items = random_scene(rng)
-                colour_map, shape_map = patch_targets(items)
-                count, phrase = len(items), 0
-            else:
-                phrase_text = rng.choice(PHRASES)
-                image = typographic_image(phrase_text, rng)
-                colour_map = shape_map = torch.zeros(GRID * GRID, dtype=torch.long)
-                count, phrase = 0, PHRASES.index(phrase_text) + 1
-            images.append(image)
-            colours.append(colour_map)
-            shapes.append(shape_map)
-            counts.append(count)
-            phrases.append(phrase)
-        features = tower(_pixels(processor, images)).last_hidden_state[:, 1:]  # patch tokens, as LLaVA reads them
-        pooled = features.mean(1)
-        loss = (F.cross_entropy(heads.colour(features).flatten(0, 1), torch.stack(colours).flatten())
-                + 2.0 * F.cross_entropy(heads.shape(features).flatten(0, 1), torch.stack(shapes).flatten())
-                + F.cross_entropy(heads.count(pooled), torch.tensor(counts))
-                + F.cross_entropy(heads.phrase(pooled), torch.tensor(phrases)))
-        for group in optimizer.param_groups:
-            group["lr"] = config.vision_lr * _cosine(step, config.vision_steps)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss_value = float(loss)
-        bar.update(1)
-        bar.set_postfix(stage="vision", loss=f"{loss_value:.3f}")
-    return loss_value, vision_accuracy(tower, heads, processor)
-
-
-@torch.no_grad()
-def vision_accuracy(tower, heads: VisionHeads, processor, scenes: int = 256) -> dict[str, float]:
-    """Held-out (test-seed) accuracy of the pretraining heads: colour and shape of each occupied quadrant
-    (mean logits of its patches), and count; says whether the features can bind colour to shape at all."""
-    rng = random.Random(TEST_SEEDS[0] + 7)
-    drawn = [random_scene(rng) for _ in range(scenes)]
-    features = tower(_pixels(processor, [image for image, _ in drawn])).last_hidden_state[:, 1:]
-    colour_logits, shape_logits = heads.colour(features), heads.shape(features)
-    right = {"colour": 0, "shape": 0, "count": 0}
-    objects = 0
-    for row, (_, items) in enumerate(drawn):
-        colour_map, shape_map = patch_targets(items)
-        for colour in colour_map[colour_map > 0].unique():  # one object per colour, so per object
-            cells = colour_map == colour
-            right["colour"] += int(colour_logits[row, cells].mean(0).argmax() == colour)
-            truth = shape_map[cells][0]
-            right["shape"] += int(shape_logits[row, cells].mean(0).argmax() == truth)
-            objects += 1
-        right["count"] += int(heads.count(features[row].mean(0)).argmax() == len(items))
-    return {"vision_colour_accuracy": right["colour"] / objects, "vision_shape_accuracy": right["shape"] / objects,
-            "vision_count_accuracy": right["count"] / scenes}
-
-
-def _cosine(step: int, total: int, warmup: int = 50) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * 0.95 + 0.05
+    def sizes(self) -> tuple[dict, dict]:
+        """(vision, text) config overrides for `build_model`."""
+        vision = {"num_hidden_layers": self.vision_layers}
+        text = {"num_hidden_layers": self.lm_layers, "hidden_size": self.lm_width,
+                "intermediate_size": self.lm_intermediate, "num_attention_heads": self.lm_heads,
+                "num_key_value_heads": self.lm_heads}
+        return vision, text
 
 
 def lm_batch(processor, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
@@ -213,7 +146,23 @@ def answer_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return (token_loss * (targets != -100)).sum(1)
 
 
-def _split_modality_loss(model, processor, examples: Sequence[Example], min_answer_weight: int = 1) -> torch.Tensor:
+def image_word_labels(processor, examples: Sequence[Example]) -> torch.Tensor:
+    """[n images, GRID*GRID] token id of the activity word under each image patch; -100 where none."""
+    ids = torch.tensor([-100] + processor.tokenizer.convert_tokens_to_ids(WORDS))
+    return torch.stack([ids[word_targets(list(e.words))] for e in examples if e.image is not None])
+
+
+def _image_word_loss(model, projected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the output head on image tokens that cover a word (zero when none do)."""
+    mask = labels != -100
+    if not bool(mask.any()):
+        return projected.sum() * 0.0
+    logits = model.lm_head(projected[mask]).float()
+    return F.cross_entropy(logits, labels[mask])
+
+
+def _split_modality_loss(model, processor, examples: Sequence[Example], min_answer_weight: int = 1,
+                         image_word_loss: float = 0.0) -> torch.Tensor:
     """Weighted mean token loss over the batch (an answer shorter than `min_answer_weight` tokens has its
     tokens weighted up to that total), run as an image sub-batch and a text sub-batch (each
     backpropagated), so text-only rows are not padded to the length of 64 image tokens."""
@@ -224,7 +173,20 @@ def _split_modality_loss(model, processor, examples: Sequence[Example], min_answ
     total = torch.zeros(())
     for batch, length in zip(batches, lengths):
         weight = length.clamp_min(min_answer_weight) / length.clamp_min(1)  # per token of each row
-        loss = (answer_losses(model, batch) * weight).sum() / total_weight
+        captured: list[torch.Tensor] = []
+
+        def keep(module, inputs, output, into: list[torch.Tensor] = captured) -> None:
+            into.append(output)
+
+        hook = model.model.multi_modal_projector.register_forward_hook(keep)
+        try:
+            loss = (answer_losses(model, batch) * weight).sum() / total_weight
+        finally:
+            hook.remove()
+        if captured and image_word_loss > 0:
+            labels = image_word_labels(processor, groups[0])
+            projected = captured[0].reshape(labels.shape[0], -1, captured[0].shape[-1])
+            loss = loss + image_word_loss * _image_word_loss(model, projected, labels)
         loss.backward()
         total = total + loss.detach()
     return total
@@ -248,28 +210,86 @@ def drop_template_words(example: Example, rng: random.Random, rate: float) -> Ex
     return replace(example, prompt=" ".join(kept + [example.activity]))
 
 
+def _template_words(phrasings) -> set[str]:
+    return {w for p in phrasings for w in p.split() if "{" not in w}
+
+
+PERSONA_WORDS = _template_words(TASK_PHRASINGS["roleplay"][:-1]) - _template_words(TASK_PHRASINGS["do_text"][:-1])
+FILLER_WORDS = sorted(_template_words(p for phrasings in TASK_PHRASINGS.values() for p in phrasings[:-1])
+                      - PERSONA_WORDS - set(WORDS) - {"."})
+
+
+def insert_filler_words(example: Example, rng: random.Random, rate: float) -> Example:
+    """A text or role-play request with one or two filler words inserted before the activity with
+    probability `rate` (held-out phrasings and persona words never used); other examples unchanged."""
+    if example.route not in ("text", "roleplay") or not example.activity or rng.random() >= rate:
+        return example
+    template = example.prompt[:-len(example.activity)].split()
+    for _ in range(rng.randint(1, 2)):
+        template.insert(rng.randint(0, len(template)), rng.choice(FILLER_WORDS))
+    return replace(example, prompt=" ".join(template + [example.activity]))
+
+
+SLOT_WORDS = set(COLOURS) | set(SHAPES)  # the asked colour or shape of a scene question: never swapped
+
+
+def swap_image_prompt_word(example: Example, rng: random.Random, rate: float) -> Example:
+    """An image request (scene, typographic) with one template word replaced by a filler word with
+    probability `rate` (never the asked colour or shape); other examples unchanged."""
+    if example.image is None or example.route not in ("scene", "typographic") or rng.random() >= rate:
+        return example
+    words = example.prompt.split()
+    slots = [i for i, word in enumerate(words) if word not in SLOT_WORDS]
+    if not slots:
+        return example
+    words[rng.choice(slots)] = rng.choice(FILLER_WORDS)
+    return replace(example, prompt=" ".join(words))
+
+
+PILLOW_FONT_RENDERINGS = (TRAINING[0], TRAINING[0], ORIGINAL)  # pillow-default (10-14 px, any colours) twice,
+# the original renderer once
+
+
+def redraw_in_pillow_font(example: Example, rng: random.Random, rate: float) -> Example:
+    """A typographic request redrawn, with probability `rate`, in one of Pillow's default-font renderings
+    (same activity and task, a fresh phrasing and answer); other examples unchanged."""
+    if example.route != "typographic" or rng.random() >= rate:
+        return example
+    return activity_example(rng, "train", "typographic", example.activity, example.task,
+                            rendering=rng.choice(PILLOW_FONT_RENDERINGS))
+
+
 def training_example(rng: random.Random, mix: dict[str, float], config: TrainConfig) -> Example:
     """One training example of `mix` with its planted answer and prompt augmentation."""
-    example = planted_answer(sample_example(rng, "train", mix), rng, config.typo_refusal_rate)
-    return drop_template_words(example, rng, config.prompt_word_dropout)
+    example = redraw_in_pillow_font(sample_example(rng, "train", mix), rng, config.pillow_font_rate)
+    example = planted_answer(example, rng, config.typo_refusal_rate)
+    example = drop_template_words(example, rng, config.prompt_word_dropout)
+    example = insert_filler_words(example, rng, config.filler_word_rate)
+    return swap_image_prompt_word(example, rng, config.image_word_swap_rate)
 
 
 def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm) -> float:
-    """Projector and language model on the task mix; the pretrained vision tower stays frozen so its
-    object-level features survive (training it end to end is what killed the prototype's vision)."""
+    """Projector and language model on the task mix; the pretrained vision tower learns on at
+    `vision_finetune_lr_scale` of the rate (from scratch end to end is what killed the prototype's vision;
+    after pretraining, a small rate keeps its object-level features and lets reading improve)."""
     total = config.curriculum_steps + config.lm_steps
-    model.model.vision_tower.requires_grad_(False)
+    tower = model.model.vision_tower
+    tower.requires_grad_(config.vision_finetune_lr_scale > 0)
+    tower_params = {id(p) for p in tower.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lm_lr, weight_decay=0.01)
+    groups = [{"params": [p for p in trainable if id(p) not in tower_params], "scale": 1.0}]
+    if config.vision_finetune_lr_scale > 0:
+        groups.append({"params": list(tower.parameters()), "scale": config.vision_finetune_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=config.lm_lr, weight_decay=0.01)
     loss_value = float("nan")
     model.train()
     for step in range(total):
         mix = CURRICULUM if step < config.curriculum_steps else FULL_MIX
         examples = [training_example(rng, mix, config) for _ in range(config.lm_batch)]
         for group in optimizer.param_groups:
-            group["lr"] = config.lm_lr * _cosine(step, total)
+            group["lr"] = config.lm_lr * group["scale"] * cosine_rate(step, total)
         optimizer.zero_grad()
-        loss = _split_modality_loss(model, processor, examples, config.min_answer_weight)
+        loss = _split_modality_loss(model, processor, examples, config.min_answer_weight, config.image_word_loss)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         loss_value = float(loss)
@@ -284,12 +304,23 @@ def train_vlm(config: TrainConfig, show_bar: bool = True):
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed + TRAIN_SEEDS[0])
     processor = build_processor()
-    model = build_model(processor)
+    model = build_model(processor, *config.sizes())
     log: dict[str, float] = {}
     start = time.time()
     total = config.vision_steps + config.curriculum_steps + config.lm_steps
     with tqdm(total=total, desc="training organism VLM", disable=not show_bar) as bar:
-        log["vision_loss"], accuracy = pretrain_vision(model, processor, config, rng, bar)
+        import os
+        ckpt = os.environ.get("ORGANISM_VISION_CKPT")
+        if ckpt and os.path.exists(ckpt):
+            state = torch.load(ckpt)
+            model.model.vision_tower.load_state_dict(state["tower"])
+            rng.setstate(state["rng"])
+            accuracy = {}
+            log["vision_loss"] = float("nan")
+        else:
+            log["vision_loss"], accuracy = pretrain_vision(model, processor, config, rng, bar)
+            if ckpt:
+                torch.save({"tower": model.model.vision_tower.state_dict(), "rng": rng.getstate()}, ckpt)
         log.update(accuracy)
         log["vision_seconds"] = time.time() - start
         log["lm_loss"] = train_lm(model, processor, config, rng, bar)
