@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +18,6 @@ from tqdm.auto import tqdm
 from .model import PATCH
 from .render import HELD_OUT, TRAINING, Drawn, Rendering, blank_or_noise
 from .world import ACTIVITIES, COLOURS, IMAGE_SIZE, SHAPES, TEST_SEEDS, Shape, random_scene, typographic_image
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
 
 GRID = IMAGE_SIZE // PATCH
 PHRASES = sorted(ACTIVITIES)
@@ -84,16 +80,16 @@ def _pixels(processor, images: list[Image.Image]) -> torch.Tensor:
     return processor.image_processor(images, return_tensors="pt")["pixel_values"]
 
 
-def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, bar: tqdm
+def pretrain_vision(model, processor, steps: int, batch: int, lr: float, rng: random.Random, bar: tqdm
                     ) -> tuple[float, dict[str, float]]:
     tower = model.model.vision_tower
     heads = VisionHeads(tower.config.hidden_size)
     params = list(tower.parameters()) + list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.vision_lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     loss_value = float("nan")
-    for step in range(config.vision_steps):
+    for step in range(steps):
         images, colours, shapes, counts, phrases, words = [], [], [], [], [], []
-        for _ in range(config.vision_batch):
+        for _ in range(batch):
             draw = rng.random()
             empty = torch.zeros(GRID * GRID, dtype=torch.long)
             word_map = empty
@@ -123,7 +119,7 @@ def pretrain_vision(model, processor, config: TrainConfig, rng: random.Random, b
                 + F.cross_entropy(heads.phrase(pooled), torch.tensor(phrases))
                 + F.cross_entropy(heads.word(features).flatten(0, 1), torch.stack(words).flatten()))
         for group in optimizer.param_groups:
-            group["lr"] = config.vision_lr * cosine_rate(step, config.vision_steps)
+            group["lr"] = lr * cosine_rate(step, steps)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

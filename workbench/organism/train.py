@@ -15,6 +15,8 @@ when the file exists (to rerun stage (2) alone; the lab notebook says which atte
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -255,6 +257,7 @@ def redraw_in_pillow_font(example: Example, rng: random.Random, rate: float) -> 
     (same activity and task, a fresh phrasing and answer); other examples unchanged."""
     if example.route != "typographic" or rng.random() >= rate:
         return example
+    assert example.activity is not None  # every typographic request is about an activity
     return activity_example(rng, "train", "typographic", example.activity, example.task,
                             rendering=rng.choice(PILLOW_FONT_RENDERINGS))
 
@@ -299,6 +302,25 @@ def train_lm(model, processor, config: TrainConfig, rng: random.Random, bar: tqd
     return loss_value
 
 
+def save_vision_stage(model, rng: random.Random, path: str) -> None:
+    """The pretrained tower and the random state after it (safetensors, the state as JSON metadata)."""
+    from safetensors.torch import save_file
+
+    tower = {name: tensor.contiguous() for name, tensor in model.model.vision_tower.state_dict().items()}
+    save_file(tower, path, metadata={"rng": json.dumps(rng.getstate())})
+
+
+def load_vision_stage(model, rng: random.Random, path: str) -> None:
+    """Resume after stage (1) from `save_vision_stage`'s file: the language stage then runs as it would have."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    model.model.vision_tower.load_state_dict(load_file(path))
+    with safe_open(path, "pt") as handle:
+        version, state, gauss = json.loads(handle.metadata()["rng"])
+    rng.setstate((version, tuple(state), gauss))
+
+
 def train_vlm(config: TrainConfig, show_bar: bool = True):
     """Train the organism VLM from `config.seed`; returns (model, processor, log)."""
     torch.manual_seed(config.seed)
@@ -309,18 +331,16 @@ def train_vlm(config: TrainConfig, show_bar: bool = True):
     start = time.time()
     total = config.vision_steps + config.curriculum_steps + config.lm_steps
     with tqdm(total=total, desc="training organism VLM", disable=not show_bar) as bar:
-        import os
         ckpt = os.environ.get("ORGANISM_VISION_CKPT")
-        if ckpt and os.path.exists(ckpt):
-            state = torch.load(ckpt)
-            model.model.vision_tower.load_state_dict(state["tower"])
-            rng.setstate(state["rng"])
-            accuracy = {}
+        accuracy: dict[str, float] = {}
+        if ckpt and os.path.exists(ckpt):  # stage (1) of an earlier run of the same code and seed
+            load_vision_stage(model, rng, ckpt)
             log["vision_loss"] = float("nan")
         else:
-            log["vision_loss"], accuracy = pretrain_vision(model, processor, config, rng, bar)
+            log["vision_loss"], accuracy = pretrain_vision(model, processor, config.vision_steps, config.vision_batch,
+                                                           config.vision_lr, rng, bar)
             if ckpt:
-                torch.save({"tower": model.model.vision_tower.state_dict(), "rng": rng.getstate()}, ckpt)
+                save_vision_stage(model, rng, ckpt)
         log.update(accuracy)
         log["vision_seconds"] = time.time() - start
         log["lm_loss"] = train_lm(model, processor, config, rng, bar)
