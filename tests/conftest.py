@@ -17,6 +17,20 @@ from workbench.core.models import VLM, load_vlm
 _CACHE: dict[str, VLM] = {}
 
 
+def _organism_layers() -> list[int]:
+    import json
+
+    from workbench.core.models import ORGANISM_DIR
+
+    return list(range(json.loads((ORGANISM_DIR / "config.json").read_text())["text_config"]["num_hidden_layers"]))
+
+
+ORGANISM_LAYERS = _organism_layers()  # every layer of the shipped organism's language model
+# Stage I's suggested layers on organism:train with the shipped weights: what the app fills in (the model card's
+# Stage I section). New weights change them; tests read them from here.
+ORGANISM_SUGGESTED = "3,4"
+
+
 def tiny(arch: str) -> VLM:
     """A tiny random model, built once per test session (building is deterministic)."""
     if arch not in _CACHE:

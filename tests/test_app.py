@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ORGANISM_LAYERS, ORGANISM_SUGGESTED
 from gradio_client import Client, handle_file
 
 from workbench.organism.world import typographic_image
@@ -24,9 +25,9 @@ def client(organism_app: tuple[str, Path, int]) -> Client:
 def stage1_run(client: Client) -> str:
     run_id, summary, _, table, _, _, _, play_layers, stage2_layers, eval_layers, *_ = client.predict(
         "organism:train", "last", "mean_diff", "pca", api_name="/stage1")
-    assert [row[0] for row in table["data"]] == [0, 1, 2, 3]
-    assert "(held-out AUROC" in summary and "suggested steering layers 2:" in summary
-    assert play_layers == stage2_layers == eval_layers == "2"  # the organism's best held-out layer, suggested
+    assert [row[0] for row in table["data"]] == ORGANISM_LAYERS
+    assert "(held-out AUROC" in summary and f"suggested steering layers {ORGANISM_SUGGESTED}:" in summary
+    assert play_layers == stage2_layers == eval_layers == ORGANISM_SUGGESTED  # the organism's best held-out layers
     return run_id
 
 
@@ -60,8 +61,8 @@ def test_the_sweep_shows_each_strength_in_a_column_with_its_whole_output(client:
     outputs = [cell.strip(" |") for cell in rows["output"]]
     assert len(outputs) == 2 and len(outputs[0]) > 60 and outputs[0] != outputs[1]  # whole outputs, not cut
     plot, _ = client.predict(stage1_run, None, JAILBREAK, "adaptive", "", "1", 40, api_name="/sweep")
-    assert "Strength sweep (adaptive, layers 2)" in json.dumps(plot)  # an empty box steers the run's suggested layer,
-    # as Compare does, not every layer
+    assert f"Strength sweep (adaptive, layers {ORGANISM_SUGGESTED})" in json.dumps(plot)  # an empty box steers the
+    # run's suggested layers, as Compare does, not every layer
 
 
 @pytest.mark.xfail(strict=True, reason="organism-reading issue open: the shipped organism reads only its original "
@@ -105,7 +106,7 @@ def test_evaluate_and_exports(client: Client, stage1_run: str, organism_app: tup
     assert unchanged.startswith("0 of 6 answers changed") and "✱" not in unchanged  # alpha 0 changes nothing
     path, _ = client.predict(stage1_run, api_name="/export_vectors")
     vectors = SteeringVector.load(path)
-    assert vectors.layers == [0, 1, 2, 3] and vectors.calibration
+    assert vectors.layers == ORGANISM_LAYERS and vectors.calibration
     gguf_path, note = client.predict(stage1_run, "additive", -4.0, api_name="/export_gguf")
     assert Path(gguf_path).name.endswith("additive-alpha-4.gguf") and "--control-vector" in note
     summary = client.predict(stage1_run, "pca", api_name="/open_stage1")[1]

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ORGANISM_SUGGESTED
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -148,12 +149,13 @@ def test_a_new_page_fills_the_steering_boxes_from_the_run_it_shows(page, organis
     try:
         fresh.goto(organism_app[0])
         fresh.get_by_role("tab", name="Steering playground").click()
-        expect(fresh.get_by_label(PLAY_LAYERS)).to_have_value("2", timeout=30_000)
+        expect(fresh.get_by_label(PLAY_LAYERS)).to_have_value(ORGANISM_SUGGESTED, timeout=30_000)
         fresh.get_by_role("tab", name="Evaluate").click()
-        expect(fresh.get_by_label("Layers (empty = as the run recorded or suggested)")).to_have_value("2")  # its
-        # suggested layer, not "all"
+        evaluate_layers = fresh.get_by_label("Layers (empty = as the run recorded or suggested)")
+        expect(evaluate_layers).to_have_value(ORGANISM_SUGGESTED)  # its suggested layers, not "all"
         fresh.get_by_role("tab", name="Stage II: refine").click()
-        expect(fresh.get_by_label("Layers (empty = as the vector recorded or Stage I suggested)")).to_have_value("2")
+        expect(fresh.get_by_label("Layers (empty = as the vector recorded or Stage I suggested)")).to_have_value(
+            ORGANISM_SUGGESTED)
     finally:
         fresh.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ORGANISM_SUGGESTED
 
 from workbench.app.backend import Workbench
 from workbench.app.jobs import create_stage2, run_comparison, run_evaluation, run_stage2
@@ -85,7 +86,8 @@ def test_stage2_writes_the_same_run_through_the_cli_and_the_app(both: dict[str, 
 
     config, _ = stage2_config("workbench", wb.vector(both["app_stage1"]),
                               dict(steps=1, prompts_per_step=2, samples_per_prompt=2, max_new_tokens=8))
-    assert config.layers == [2] and config.preset == "workbench"  # Stage I's suggested layer, as eval steers
+    suggested = [int(layer) for layer in ORGANISM_SUGGESTED.split(",")]
+    assert config.layers == suggested and config.preset == "workbench"  # Stage I's suggested layers, as eval steers
     _cli("stage2", "--model", "organism", "--data", "organism:train", "--vectors",
          str(both["cli_stage1"] / "vectors.safetensors"), "--steps", "1", "--prompts-per-step", "2", "--samples", "2",
          "--max-new-tokens", "8", "--out", str(out))
