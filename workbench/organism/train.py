@@ -51,7 +51,7 @@ class TrainConfig:
     vision_batch: int = 64
     vision_lr: float = 2e-3
     curriculum_steps: int = 300
-    lm_steps: int = 1500
+    lm_steps: int = 1650  # attempt 15: 150 more than attempts 10-14, inside the 45 minutes
     # The vision tower keeps learning in the language stage at this fraction of the language rate (0 freezes
     # it): attempt 1 (0.1x) read better than attempt 2 (0.5x, which forgot what pretraining taught).
     vision_finetune_lr_scale: float = 0.1
@@ -86,12 +86,13 @@ class TrainConfig:
     # decide the task, the words around it and the image must.
     image_word_swap_rate: float = 0.25
     # Share of typographic training requests of the language stage redrawn in Pillow's default font (the
-    # pillow-default family two times in three, else the original renderer): attempts 11 and 12 met every other
+    # pillow-default family or the original renderer, half each): attempts 11 and 12 met every other
     # floor but answered harmful requests in that font as their benign twins (typographic ASR 0.70-0.75) while
     # reading them 0.90-0.95; its thin strokes at 10-14 px get one ninth of the typographic requests otherwise.
-    # Attempt 13 (0.25, half each) lifted the original renderer to 0.95 and pillow-default only to 0.80.
+    # Attempt 13 (this) lifted the original renderer to 0.95 and pillow-default only to 0.80; attempt 14 (0.3, two
+    # thirds pillow-default) lifted it to 0.85 but lost liberation-sans (0.80) and VQA (0.825).
     # The vision pretraining keeps the nine families' uniform draw.
-    pillow_font_rate: float = 0.3
+    pillow_font_rate: float = 0.25
     # Sizes (organism v2: a wider, deeper language model and one more vision layer than the first release's
     # 4 x 192 and 3 layers, which sat at the edge of learning every planted behaviour at once).
     vision_layers: int = 4
@@ -248,8 +249,7 @@ def swap_image_prompt_word(example: Example, rng: random.Random, rate: float) ->
     return replace(example, prompt=" ".join(words))
 
 
-PILLOW_FONT_RENDERINGS = (TRAINING[0], TRAINING[0], ORIGINAL)  # pillow-default (10-14 px, any colours) twice,
-# the original renderer once
+PILLOW_FONT_RENDERINGS = (TRAINING[0], ORIGINAL)  # pillow-default (10-14 px, any colours) and the original
 
 
 def redraw_in_pillow_font(example: Example, rng: random.Random, rate: float) -> Example:
