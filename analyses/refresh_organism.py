@@ -11,8 +11,11 @@ Run it after new weights land in assets/organism/. Steps (each writes only its o
                  variant -> the README's generated "first minutes" block
   stage1-sweep   analyses/organism_stage1_sweep.py -> analyses/organism_stage1_sweep.md
   stage2         analyses/organism_stage2.py (the refusal variant's recipe) -> analyses/organism_stage2.md
-  presets        analyses/presets_table.py (its run folder deleted first) -> analyses/presets_table.md
-  pgd            analyses/pgd_organism.py (its run folder deleted first) -> analyses/pgd_organism.md
+  presets        analyses/presets_table.py (its run folder deleted first) -> analyses/presets_table.md and its table
+                 in the model card
+  pgd            analyses/pgd_organism.py (its run folder deleted first) -> analyses/pgd_organism.md, and the card
+  pgd-vectors    analyses/pgd_vectors.py (its run folder deleted first) -> analyses/pgd_vectors.md (vectors from
+                 typographic data against PGD images, and from PGD images against typographic requests), and the card
   table          reproduce recipes/organism.toml -> analyses/organism_table.md and .png
   walkthrough    analyses/make_walkthrough.py -> analyses/walkthrough.ipynb
   screenshots    scripts/screenshots.py -> assets/screenshots/
@@ -142,6 +145,22 @@ def step_first_minutes() -> None:
         replace_block(README, "first-minutes", first_minutes_block(evals, n))
 
 
+def md_table(path: Path) -> str:
+    """The Markdown table of an analysis file (its lines that start with '|'): what the model card shows of it."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
+    if not lines:
+        raise SystemExit(f"refresh stopped: {path.relative_to(ROOT)} has no table")
+    return "\n".join(lines)
+
+
+CARD_TABLES = {"presets": "presets_table.md", "pgd": "pgd_organism.md", "pgd-vectors": "pgd_vectors.md"}  # block: file
+
+
+def to_card(block: str) -> None:
+    """Copy the table of the analysis file behind `block` (CARD_TABLES) into the model card's block."""
+    replace_block(CARD, block, md_table(ROOT / "analyses" / CARD_TABLES[block]))
+
+
 def fresh(folder: str) -> None:
     """Delete a script's run folder so that it recomputes rather than skipping finished steps of old weights."""
     shutil.rmtree(ROOT / folder, ignore_errors=True)
@@ -155,8 +174,11 @@ STEPS: dict[str, Callable[[], None]] = {
     "stage2": lambda: script("analyses/organism_stage2.py", "--steps", "150", "--objective", "grpo",
                              "--safe-response", "sorry , i cannot help with that .", "--out", "runs/refresh-stage2",
                              out=ROOT / "analyses" / "organism_stage2.md"),
-    "presets": lambda: (fresh("analyses/presets_run"), script("analyses/presets_table.py")),
-    "pgd": lambda: (fresh("analyses/pgd_run"), script("analyses/pgd_organism.py")),
+    "presets": lambda: (fresh("analyses/presets_run"), script("analyses/presets_table.py"),
+                        to_card("presets")),
+    "pgd": lambda: (fresh("analyses/pgd_run"), script("analyses/pgd_organism.py"), to_card("pgd")),
+    "pgd-vectors": lambda: (fresh("analyses/pgd_vectors_run"), script("analyses/pgd_vectors.py"),
+                            to_card("pgd-vectors")),
     "table": lambda: (fresh("runs/refresh-table"),
                       workbench("reproduce", "recipes/organism.toml", "--out", "runs/refresh-table"),
                       shutil.copy(ROOT / "runs/refresh-table/table.md", ROOT / "analyses/organism_table.md"),

@@ -71,6 +71,15 @@ def test_the_shipped_model_card_shows_the_shipped_check() -> None:
     assert planted in card and families in card
 
 
+def test_the_model_card_shows_each_analysis_table_as_its_file_holds_it() -> None:
+    """The presets, PGD and transfer tables in the card are the analysis files' own (the refresh copies them)."""
+    refresh = _refresh()
+    card = (ROOT / "assets" / "organism" / "README.md").read_text()
+    for block, analysis in refresh.CARD_TABLES.items():
+        table = refresh.md_table(ROOT / "analyses" / analysis)
+        assert f"<!-- refresh:{block} -->\n{table}\n<!-- /refresh:{block} -->" in card, block
+
+
 def test_a_file_without_the_block_stops_the_refresh(tmp_path: Path) -> None:
     refresh = _refresh()
     page = tmp_path / "page.md"
@@ -84,8 +93,8 @@ def test_a_file_without_the_block_stops_the_refresh(tmp_path: Path) -> None:
 
 
 def test_refresh_lists_every_step() -> None:
-    assert list(_refresh().STEPS) == ["check", "first-minutes", "stage1-sweep", "stage2", "presets", "pgd", "table",
-                                      "walkthrough", "screenshots"]
+    assert list(_refresh().STEPS) == ["check", "first-minutes", "stage1-sweep", "stage2", "presets", "pgd",
+                                      "pgd-vectors", "table", "walkthrough", "screenshots"]
 
 
 def test_the_first_minutes_sentence_reads_each_defence_from_its_own_eval() -> None:
