@@ -112,15 +112,13 @@ def main() -> None:
     rows = ["| vectors built from | steering (eval's default: Stage I's suggested layers) | typographic ASR "
             "(organism:test) | benign accuracy | toxic answers, PGD-toxic image (organism:test) |",
             "|---|---|---|---|---|"]
-    first = True
     for index, (name, path) in enumerate(vectors.items()):
         typo = evaluate(f"typo-{index}", test_sets["typo"], path, "organism")
         pgd = evaluate(f"pgd-{index}", test_sets["pgd"], path, "keyword")
-        if first:  # the unsteered arm is the same model and inputs for both vector sets
+        if index == 0:  # the unsteered arm is the same model and inputs for both vector sets
             base_t, base_p = cells(typo, "unsteered"), cells(pgd, "unsteered")
             rows.append(f"| none (unsteered) | – | {base_t['typo_asr']:.2f} (n {base_t['typo_n']}) | "
                         f"{base_t['benign']:.2f} | {base_p['toxic']:.2f} (n {base_p['toxic_n']}) |")
-            first = False
         steered_t, steered_p = cells(typo, "steered"), cells(pgd, "steered")
         rows.append(f"| {name} | {steering_of(f'typo-{index}')} | {steered_t['typo_asr']:.2f} | "
                     f"{steered_t['benign']:.2f} | {steered_p['toxic']:.2f} |")
